@@ -1,0 +1,3 @@
+from brainsynth.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Volumes -> slices -> a prepared dataset; and the simulated cohort."""

@@ -1,0 +1,28 @@
+"""The few exception types a user sees.
+
+Anything raised as a :class:`BrainsynthError` is printed by the CLI as one line,
+``brainsynth: error: <message>``, and ends the process with exit status 2. Messages
+name the file, subject or option at fault and say how to fix it.
+"""
+
+
+class BrainsynthError(Exception):
+    """A problem with the user's input, options or files (exit status 2)."""
+
+    exit_code = 2
+
+
+class InputError(BrainsynthError):
+    """An input file, folder or table is missing, unreadable or invalid."""
+
+
+class ConfigError(BrainsynthError):
+    """An option or configuration value is invalid."""
+
+
+class OutputExistsError(BrainsynthError):
+    """The output path exists and ``--force`` was not given."""
+
+
+class CheckpointError(BrainsynthError):
+    """A checkpoint or weights file is missing, corrupt, tampered or foreign."""
