@@ -1,0 +1,255 @@
+"""``brainsynth run``: the whole method end to end, as cached, resumable stages.
+
+Stages (each writes one folder under OUT)::
+
+    cohort/            the SIMULATED cohort (only when no --input is given)
+    dataset/           the paper's preprocessing            (brainsynth prepare)
+    runs/pggan/        conditional PGGAN training           (brainsynth train --model pggan)
+    runs/dcgan/        DCGAN baseline, same image budget    (brainsynth train --model dcgan)
+    synthetic/<model>/ balanced synthetic sets              (brainsynth generate)
+    report/            GAN-train/GAN-test, fidelity, privacy (brainsynth evaluate)
+
+``OUT/pipeline.json`` records, per stage, a fingerprint of everything the stage depends on
+(its parameters and the fingerprints of the stages before it) and its wall time. A rerun
+skips a finished stage whose fingerprint is unchanged, resumes an interrupted training run
+from its last checkpoint, and redoes a stage (and everything after it) whose inputs changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from brainsynth import __version__
+from brainsynth.errors import ConfigError, InputError
+from brainsynth.fsio import atomic_write_json
+
+log = logging.getLogger("brainsynth.pipeline")
+
+STATE_FILE = "pipeline.json"
+MODELS = ("pggan", "dcgan")
+
+# One row per `--preset`: what each stage is given. The training presets themselves live in
+# configs/<name>.yaml; this table only says how the rest of the pipeline fits around them.
+PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {
+        "phantom": {"subjects": 12},
+        "prepare": {"size": 64},
+        "train_config": "demo",
+        "images_per_label": 500,
+        "evaluate": {"input_size": 64, "bootstrap": 500},
+    },
+    "paper": {
+        "phantom": {"subjects": 12},
+        "prepare": {"size": 256},
+        "train_config": "paper",
+        "images_per_label": 1000,
+        "evaluate": {"input_size": 224, "bootstrap": 1000},
+    },
+    "tiny": {
+        "phantom": {"subjects": 6},
+        "prepare": {"size": 16, "inplane": 64, "patch": 48, "relative_slices": (0.3, 0.7)},
+        "train_config": "tiny",
+        "images_per_label": 24,
+        "evaluate": {"input_size": 32, "bootstrap": 50},
+    },
+}
+
+
+@dataclass
+class StageState:
+    """What ``pipeline.json`` remembers about one stage."""
+
+    fingerprint: str
+    done: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class Pipeline:
+    """Bookkeeping for the cached stages of one ``brainsynth run`` output folder."""
+
+    out: Path
+    stages: dict[str, StageState] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, out: Path) -> "Pipeline":
+        out.mkdir(parents=True, exist_ok=True)
+        state_path = out / STATE_FILE
+        stages: dict[str, StageState] = {}
+        if state_path.is_file():
+            try:
+                raw = json.loads(state_path.read_text())["stages"]
+                stages = {name: StageState(**s) for name, s in raw.items()}
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s is unreadable; every stage will be redone", state_path)
+        elif any(out.iterdir()):
+            raise InputError(f"{out} exists and is not a brainsynth run folder; choose another --out")
+        return cls(out=out, stages=stages)
+
+    def save(self) -> None:
+        atomic_write_json(
+            self.out / STATE_FILE,
+            {"brainsynth_version": __version__,
+             "stages": {n: vars(s) for n, s in self.stages.items()}},
+        )
+
+    def stage(self, name: str, fingerprint: str, output: Path, body: Callable[[bool], None]) -> float:
+        """Run ``body`` unless the stage already finished with the same fingerprint.
+
+        ``body(restart)`` gets ``restart=True`` when an earlier attempt with other inputs
+        left ``output`` behind (it must then start over), ``False`` when it may resume.
+        Returns the stage's wall time (the recorded one when skipped).
+        """
+        prev = self.stages.get(name)
+        if prev and prev.done and prev.fingerprint == fingerprint and output.exists():
+            log.info("[%s] up to date, skipped (%.0f s when it ran)", name, prev.seconds)
+            return prev.seconds
+        restart = prev is None or prev.fingerprint != fingerprint
+        if restart and output.exists():
+            log.info("[%s] inputs changed; starting this stage over", name)
+            shutil.rmtree(output) if output.is_dir() else output.unlink()
+        self.stages[name] = StageState(fingerprint=fingerprint, done=False,
+                                       seconds=prev.seconds if prev and not restart else 0.0)
+        self.save()
+        log.info("[%s] running", name)
+        start = time.perf_counter()
+        body(restart)
+        state = self.stages[name]
+        state.seconds += time.perf_counter() - start
+        state.done = True
+        self.save()
+        log.info("[%s] done in %.0f s", name, state.seconds)
+        return state.seconds
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (parameters and upstream fingerprints)."""
+    blob = json.dumps([__version__, *parts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def input_fingerprint(root: Path) -> list[tuple[str, int, int]]:
+    """Names, sizes and modification times of the user's input files (cheap; no reading)."""
+    files = []
+    for dirpath, _, names in os.walk(root):
+        for name in sorted(names):
+            p = Path(dirpath) / name
+            st = p.stat()
+            files.append((str(p.relative_to(root)), st.st_size, int(st.st_mtime)))
+    return sorted(files)
+
+
+def run(out: str | os.PathLike, *, input: str | None = None, preset: str = "demo", labels: str | None = None,
+        id_column: str | None = None, label_column: str | None = None, skip_unlabeled: bool = False,
+        volume_index: int | None = None, device: str | None = None, seed: int = 0,
+        features: str = "vgg16-random", weights: str | None = None) -> dict:
+    """Run the whole method: prepare, train PGGAN and DCGAN, generate, evaluate, report.
+
+    Parameters
+    ----------
+    out : path
+        Output folder; rerunning with the same folder continues or skips finished stages.
+    input : path, optional
+        The user's cohort (BIDS, ADHD-200 site folder, or flat folder with ``labels``).
+        Without it, a SIMULATED cohort is generated.
+    preset : {"demo", "paper", "tiny"}
+        ``demo`` (CPU, 64 px), ``paper`` (GPU, 256 px, the paper's settings), ``tiny`` (tests).
+    features, weights
+        Feature extractor for the evaluation (see ``brainsynth evaluate``).
+
+    Returns
+    -------
+    dict
+        The evaluation report (``report/report.json``).
+    """
+    if preset not in PIPELINE_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
+    p = PIPELINE_PRESETS[preset]
+    out = Path(out)
+    pipe = Pipeline.open(out)
+    timings: dict[str, float] = {}
+
+    # --- cohort ---------------------------------------------------------------------
+    if input is None:
+        from brainsynth.data.phantom import make_cohort
+
+        cohort = out / "cohort"
+        cohort_args = {**p["phantom"], "seed": seed}
+        fp_cohort = fingerprint("cohort", cohort_args)
+        timings["cohort"] = pipe.stage("cohort", fp_cohort, cohort,
+                                       lambda restart: make_cohort(cohort, **cohort_args, force=True))
+        log.info("using the SIMULATED cohort in %s (not real patients)", cohort)
+    else:
+        cohort = Path(input)
+        if not cohort.exists():
+            raise InputError(f"{cohort}: input folder not found")
+        fp_cohort = fingerprint("input", str(cohort.resolve()), input_fingerprint(cohort))
+
+    # --- prepare ----------------------------------------------------------------------
+    from brainsynth.data.prepare import prepare_dataset
+
+    dataset = out / "dataset"
+    prep_args = {**p["prepare"], "labels": labels, "id_column": id_column, "label_column": label_column,
+                 "skip_unlabeled": skip_unlabeled, "volume_index": volume_index, "seed": seed}
+    fp_data = fingerprint("prepare", fp_cohort, prep_args)
+    timings["prepare"] = pipe.stage("prepare", fp_data, dataset,
+                                    lambda restart: prepare_dataset(cohort, dataset, **prep_args, force=True))
+
+    # --- train + generate, per model --------------------------------------------------
+    from brainsynth.generate import generate_images
+    from brainsynth.train.loop import train
+
+    synthetic: dict[str, str] = {}
+    run_dirs: dict[str, str] = {}
+    for model in MODELS:
+        run_dir = out / "runs" / model
+        overrides = [f"seed={seed}"]
+        fp_train = fingerprint("train", fp_data, model, p["train_config"], overrides)
+
+        def train_stage(restart: bool, model=model, run_dir=run_dir, overrides=overrides) -> None:
+            resume = not restart and (run_dir / "checkpoints").is_dir()
+            train(dataset, run_dir, model=model, config=p["train_config"], overrides=overrides,
+                  resume=resume, device=device, force=not resume)
+
+        timings[f"train_{model}"] = pipe.stage(f"train_{model}", fp_train, run_dir, train_stage)
+
+        syn_dir = out / "synthetic" / model
+        fp_gen = fingerprint("generate", fp_train, p["images_per_label"], seed)
+        timings[f"generate_{model}"] = pipe.stage(
+            f"generate_{model}", fp_gen, syn_dir,
+            lambda restart, run_dir=run_dir, syn_dir=syn_dir: generate_images(
+                run_dir, syn_dir, n=p["images_per_label"], label="both", seed=seed, device=device, force=True),
+        )
+        synthetic[model] = str(syn_dir)
+        run_dirs[model] = str(run_dir)
+
+    # --- evaluate + report ------------------------------------------------------------
+    from brainsynth.evaluate import evaluate
+    from brainsynth.evaluate.report import format_table1
+
+    report_dir = out / "report"
+    eval_args = {**p["evaluate"], "features": features, "weights": weights, "seed": seed}
+    fp_eval = fingerprint("evaluate", fp_data, [pipe.stages[f"generate_{m}"].fingerprint for m in MODELS],
+                          eval_args)
+    stage_times = dict(timings)
+    timings["evaluate"] = pipe.stage(
+        "evaluate", fp_eval, report_dir,
+        lambda restart: evaluate(dataset, synthetic, report_dir, runs=run_dirs, device=device,
+                                 timings=stage_times, force=True, **eval_args),
+    )
+    report = json.loads((report_dir / "report.json").read_text())
+    report.setdefault("timings", {}).update(timings)
+    atomic_write_json(out / "timings.json", timings)
+    print(format_table1(report))
+    print("wall time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+          + f"; total {sum(timings.values()):.0f} s")
+    print(f"report: {report_dir / 'report.html'}")
+    return report
