@@ -209,10 +209,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from brainsynth.data.fetch import fetch_adhd200
+    from brainsynth.data.fetch import fetch_adhd200, format_summary
 
     sites = [s.strip() for s in args.sites.split(",") if s.strip()] if args.sites else None
-    fetch_adhd200(args.out, sites=sites, max_subjects=args.max_subjects, endpoint_url=args.endpoint_url)
+    summary = fetch_adhd200(args.out, sites=sites, max_subjects=args.max_subjects, endpoint_url=args.endpoint_url)
+    print(format_summary(summary))
     return 0
 
 

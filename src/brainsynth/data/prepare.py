@@ -1,0 +1,394 @@
+"""``brainsynth prepare``: a cohort of T1 volumes -> a prepared DATASET (see :mod:`dataset`).
+
+Order of work, so that mistakes surface before the heavy part:
+
+1. check the options, the output path and the input folder;
+2. find subjects, volumes and labels (:mod:`layouts`), and read every header;
+3. stream the volumes through :func:`volume.process_volume`, at most ``workers`` at a time,
+   appending each subject's images to the staging folder as it arrives (memory stays
+   bounded by ``workers`` volumes, whatever the number of subjects);
+4. split subjects into train/test (stratified by label, seeded) and write the tables,
+   ``manifest.json`` and ``preview.png``; the folder appears only when complete.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing
+import platform
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from brainsynth import LABELS, __version__
+from brainsynth.data import volume as vol
+from brainsynth.data.dataset import (IMAGE_COLUMNS, IMAGE_TABLE, IMAGES_FILE, MANIFEST_FILE, PREVIEW_FILE,
+                                     SPLITS, SUBJECT_TABLE)
+from brainsynth.data.layouts import Cohort, Subject, discover_cohort
+from brainsynth.errors import ConfigError, InputError
+from brainsynth.fsio import atomic_output_path, atomic_write_json, atomic_write_text, check_output_free, sha256_file
+
+log = logging.getLogger("brainsynth.prepare")
+
+FORMAT_VERSION = 1
+_RAW_ROWS = "images.u8.partial"  # rows appended while streaming, turned into images.npy at the end
+_COPY_CHUNK = 1 << 22
+
+
+# --- options ----------------------------------------------------------------------------
+
+def _whole(value, option: str, minimum: int) -> int:
+    if isinstance(value, bool) or not float(value).is_integer() or value < minimum:
+        raise ConfigError(f"{option} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def make_spec(*, slices, relative_slices, inplane, patch, patch_stride, size, volume_index) -> vol.SliceSpec:
+    """Validate the geometry options and bundle them.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option at fault.
+    """
+    try:
+        a, b = slices
+        a, b = _whole(a, "--slices A", 0), _whole(b, "--slices B", 0)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--slices must be two whole numbers A:B, got {slices!r}") from None
+    if a > b:
+        raise ConfigError(f"--slices {a}:{b}: A must not be greater than B")
+    rel = None
+    if relative_slices is not None:
+        fa, fb = (float(f) for f in relative_slices)
+        if not 0.0 <= fa <= fb <= 1.0:
+            raise ConfigError(f"--relative-slices {fa:g}:{fb:g}: need 0 <= FA <= FB <= 1 (fractions of the brain's extent)")
+        rel = (fa, fb)
+    inplane = _whole(inplane, "--inplane", 0)
+    patch = _whole(patch, "--patch", 1)
+    size = _whole(size, "--size", 1)
+    stride = None if patch_stride is None else _whole(patch_stride, "--patch-stride", 1)
+    if inplane and patch > inplane:
+        raise ConfigError(f"--patch {patch} is larger than --inplane {inplane}; choose --patch <= --inplane")
+    index = None if volume_index is None else _whole(volume_index, "--volume-index", 0)
+    return vol.SliceSpec(slices=(a, b), relative_slices=rel, inplane=inplane, patch=patch, patch_stride=stride,
+                         size=size, volume_index=index)
+
+
+def _check_paths(input: Path, out: Path, force: bool) -> None:
+    if not input.exists():
+        raise InputError(f"{input}: input folder not found")
+    inp, dst = input.resolve(), out.resolve()
+    if dst == inp or inp in dst.parents or dst in inp.parents:
+        raise ConfigError(f"--out {out} overlaps the input folder {input}; write the dataset elsewhere")
+    check_output_free(out, force)
+
+
+# --- split ------------------------------------------------------------------------------
+
+def split_subjects(labels: dict[str, str], test_fraction: float, seed: int) -> dict[str, str]:
+    """Assign each subject to ``train`` or ``test``, stratified by label.
+
+    Parameters
+    ----------
+    labels : dict
+        ``subject id -> label``.
+    test_fraction : float
+        Share of each label's subjects held out, in [0, 1).
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``subject id -> "train" | "test"``. A label with >= 2 subjects gets at least one in
+        each split (when ``test_fraction`` > 0), so per-label test metrics always exist.
+    """
+    rng = np.random.default_rng(seed)
+    split = {}
+    for label in LABELS:
+        ids = sorted(s for s, lbl in labels.items() if lbl == label)
+        n = len(ids)
+        n_test = int(np.floor(n * test_fraction + 0.5))
+        if test_fraction > 0 and n >= 2:
+            n_test = min(max(n_test, 1), n - 1)
+        elif test_fraction > 0 and n == 1:
+            n_test = 0
+            log.warning("only one %s subject (%s): it goes to train, the test split has no %s", label, ids[0], label)
+        held_out = {ids[i] for i in rng.permutation(n)[:n_test]}
+        split.update({s: "test" if s in held_out else "train" for s in ids})
+    missing = [lbl for lbl in LABELS if lbl not in labels.values()]
+    if missing:
+        log.warning("no %s subjects: a class-conditional model needs both labels", " or ".join(missing))
+    return split
+
+
+# --- streaming --------------------------------------------------------------------------
+
+def _stream_volumes(subjects: Sequence[Subject], spec: vol.SliceSpec, workers: int) -> Iterator[vol.VolumeResult]:
+    """Results in subject order, with at most ``workers`` volumes being processed at once."""
+    if workers == 1:
+        for i, subject in enumerate(subjects):
+            yield vol.process_volume(subject.path, spec, with_preview=i == 0)
+        return
+    # spawn: workers start clean (no inherited threads or locks from the parent).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = collections.deque()
+        try:
+            for i, subject in enumerate(subjects):
+                pending.append(pool.submit(vol.process_volume, subject.path, spec, with_preview=i == 0))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _write_npy_from_raw(raw: Path, dest: Path, n: int, size: int) -> None:
+    """Prefix the streamed uint8 rows with a .npy header (copied in chunks: no whole-array load)."""
+    with open(dest, "wb") as f, open(raw, "rb") as src:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(np.uint8).str, "fortran_order": False,
+                                                 "shape": (n, size, size)})
+        shutil.copyfileobj(src, f, _COPY_CHUNK)
+    raw.unlink()
+
+
+# --- tables, manifest, preview ----------------------------------------------------------
+
+def _tsv(rows: list[Sequence], columns: Sequence[str]) -> str:
+    lines = ["\t".join(columns)] + ["\t".join(str(v) for v in row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _relative_to(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def _manifest(cohort: Cohort, spec: vol.SliceSpec, records: list[dict], split: dict[str, str], n_images: int,
+              image_labels: list[str], image_splits: list[str], options: dict) -> dict:
+    import nibabel
+
+    table = cohort.label_table
+    return {
+        "format_version": FORMAT_VERSION,
+        "created_by": f"brainsynth {__version__} prepare",
+        "simulated": cohort.simulated,
+        "software": {"brainsynth": __version__, "numpy": np.__version__, "nibabel": nibabel.__version__,
+                     "python": platform.python_version()},
+        "counts": {
+            "n_subjects": len(records),
+            "n_images": n_images,
+            "labels": {lbl: image_labels.count(lbl) for lbl in LABELS},
+            "splits": {s: image_splits.count(s) for s in SPLITS},
+            "subjects_per_label": {lbl: sum(r["label"] == lbl for r in records) for lbl in LABELS},
+            "subjects_per_split": {s: sum(r["split"] == s for r in records) for s in SPLITS},
+            "skipped_patches": sum(r["n_skipped_patches"] for r in records),
+        },
+        "parameters": {
+            **options,
+            "slices": list(spec.slices), "relative_slices": list(spec.relative_slices) if spec.relative_slices else None,
+            "inplane": spec.inplane, "patch": spec.patch, "patch_stride": spec.patch_stride, "size": spec.size,
+            "volume_index": spec.volume_index,
+            "orientation": vol.DISPLAY_CONVENTION, "resize": vol.RESIZE_METHOD,
+            "normalise_percentiles": list(vol.NORMALISE_PERCENTILES), "background_level": vol.BACKGROUND_LEVEL,
+            "min_brain_fraction": vol.MIN_BRAIN_FRACTION,
+        },
+        "input": {
+            "path": str(cohort.root.resolve()), "layout": cohort.layout,
+            "label_table": {"path": _relative_to(table.path, cohort.root), "sha256": sha256_file(table.path),
+                            "id_column": table.id_column, "label_column": table.label_column},
+            "dropped_subjects": cohort.dropped,
+        },
+        "split": {"method": "by subject, stratified by label, seeded", "seed": options["seed"],
+                  "test_fraction": options["test_fraction"],
+                  **{s: sorted(k for k, v in split.items() if v == s) for s in SPLITS}},
+        "subjects": records,
+    }
+
+
+def _write_preview(path: Path, subject: Subject, preview: vol.PreviewData, simulated: bool) -> None:
+    """The paper's Figure 1: slice range on a sagittal view, patch box, patch, resized image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(13, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 4)
+    a, b = preview.slice_range
+    gray = dict(cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[0].imshow(preview.sagittal, origin="lower", aspect=preview.sagittal_aspect, **gray)
+    axes[0].axhspan(a - 0.5, b + 0.5, color="tab:orange", alpha=0.25)
+    axes[0].axhline(preview.slice_index, color="tab:orange", lw=1)
+    axes[0].set_title(f"sagittal: slices {a}-{b} kept")
+    h, w = preview.axial.shape
+    axes[1].imshow(preview.axial, **gray)
+    top, left, side = preview.patch_box
+    axes[1].add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, edgecolor="tab:orange", lw=1.5))
+    axes[1].set_title(f"axial slice {preview.slice_index} ({h}x{w})")
+    axes[2].imshow(preview.patch, **gray)
+    axes[2].set_title(f"patch {side}x{side}")
+    axes[3].imshow(preview.resized, **gray)
+    axes[3].set_title(f"resized {preview.resized.shape[0]}x{preview.resized.shape[1]}")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    tag = "  (SIMULATED cohort)" if simulated else ""
+    fig.suptitle(f"{subject.id} ({subject.label}){tag}")
+    fig.tight_layout()
+    with atomic_output_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+# --- the stage --------------------------------------------------------------------------
+
+def prepare_dataset(
+    input,
+    out,
+    *,
+    labels=None,
+    id_column=None,
+    label_column=None,
+    skip_unlabeled=False,
+    volume_index=None,
+    slices=(30, 120),
+    relative_slices=None,
+    inplane=320,
+    patch=256,
+    patch_stride=None,
+    size=64,
+    test_fraction=1 / 3,
+    seed=0,
+    workers=1,
+    force=False,
+) -> Path:
+    """Prepare a cohort of T1 volumes as a DATASET folder (the paper's preprocessing).
+
+    Parameters
+    ----------
+    input : path
+        BIDS folder, ADHD-200 site folder, or flat folder of ``.nii``/``.nii.gz`` files.
+    out : path
+        The DATASET folder to write; refused if it exists unless ``force``.
+    labels : path, optional
+        CSV/TSV of diagnoses (default ``input/participants.tsv``).
+    id_column, label_column : str, optional
+        Columns of the label table (detected by default).
+    skip_unlabeled : bool
+        Drop subjects without a usable label (and label rows without a volume) with a
+        warning, instead of stopping.
+    volume_index : int, optional
+        Which volume of 4D files to use.
+    slices : (int, int)
+        Axial slices kept, inclusive, in RAS order (default the paper's 30..120).
+    relative_slices : (float, float), optional
+        Range as fractions of each brain's axial extent; overrides ``slices``.
+    inplane : int
+        Each axial slice is resampled to ``inplane`` x ``inplane`` px (0 keeps the grid).
+    patch : int
+        Patch side in px (default 256, the paper's).
+    patch_stride : int, optional
+        Stride between overlapping patches; default one centred patch.
+    size : int
+        Final image side in px.
+    test_fraction : float
+        Share of subjects per label held out for testing, in [0, 1).
+    seed : int
+        Seed of the subject split.
+    workers : int
+        Volumes processed in parallel (processes).
+    force : bool
+        Replace an existing ``out``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    ConfigError, InputError, OutputExistsError
+        One line naming the option, file or subject at fault; nothing is written.
+    """
+    from brainsynth.fsio import staged_output_dir
+
+    spec = make_spec(slices=slices, relative_slices=relative_slices, inplane=inplane, patch=patch,
+                     patch_stride=patch_stride, size=size, volume_index=volume_index)
+    workers = _whole(workers, "--workers", 1)
+    seed = _whole(seed, "--seed", 0)
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction!r}")
+    if test_fraction == 0:
+        log.warning("--test-fraction 0: no test subjects; GAN-train evaluation needs a test split")
+    input, out = Path(input), Path(out)
+    _check_paths(input, out, force)
+
+    cohort = discover_cohort(input, labels=labels, id_column=id_column, label_column=label_column,
+                             skip_unlabeled=skip_unlabeled)
+    for subject in cohort.subjects:  # headers only: a bad file stops the run before any heavy work
+        header = vol.read_header(subject.path, spec.volume_index)
+        if spec.relative_slices is None:
+            vol.check_slice_range(header.shape[2], spec.slices, subject.path)
+    log.info("%s: %d subjects (%s layout%s); preparing with %d worker(s)", input, len(cohort.subjects),
+             cohort.layout, ", SIMULATED" if cohort.simulated else "", workers)
+
+    options = {"test_fraction": float(test_fraction), "seed": seed, "workers": workers,
+               "skip_unlabeled": bool(skip_unlabeled), "labels": None if labels is None else str(labels),
+               "id_column": id_column, "label_column": label_column}
+    with staged_output_dir(out, force=force) as stage:
+        rows, records = [], []
+        raw = stage / _RAW_ROWS
+        preview = None
+        with open(raw, "wb") as sink:
+            for subject, result in zip(cohort.subjects, _stream_volumes(cohort.subjects, spec, workers)):
+                preview = preview or result.preview
+                if len(result.images) == 0:
+                    log.warning("%s: no brain in slices %d-%d; subject dropped", subject.id, *result.slice_range)
+                    continue
+                sink.write(result.images.tobytes())
+                rows += [(subject.id, subject.label, int(z), int(p)) for z, p in zip(result.slices, result.patches)]
+                if result.n_skipped_patches:
+                    log.info("%s: skipped %d background-only patch(es) (slices %s)", subject.id,
+                             result.n_skipped_patches, result.skipped_slices or "none whole")
+                records.append(_subject_record(subject, result))
+        if not rows:
+            raise InputError(f"{input}: no image has brain in the kept slices; check --slices or use --relative-slices")
+
+        split = split_subjects({r["id"]: r["label"] for r in records}, float(test_fraction), seed)
+        for r in records:
+            r["split"] = split[r["id"]]
+        _write_npy_from_raw(raw, stage / IMAGES_FILE, len(rows), spec.size)
+        image_rows = [(i, s, lbl, split[s], z, p) for i, (s, lbl, z, p) in enumerate(rows)]
+        atomic_write_text(stage / IMAGE_TABLE, _tsv(image_rows, IMAGE_COLUMNS))
+        atomic_write_text(stage / SUBJECT_TABLE, _tsv(
+            [(r["id"], r["label"], r["split"], r["n_images"], r["source"]) for r in records],
+            ("subject", "label", "split", "n_images", "source")))
+        atomic_write_json(stage / MANIFEST_FILE, _manifest(
+            cohort, spec, records, split, len(rows), [r[2] for r in image_rows], [r[3] for r in image_rows], options))
+        if preview is not None:
+            _write_preview(stage / PREVIEW_FILE, cohort.subjects[0], preview, cohort.simulated)
+
+    n_test = sum(v == "test" for v in split.values())
+    log.info("prepared %d images of %dx%d from %d subjects (%d train, %d test) -> %s", len(rows), spec.size,
+             spec.size, len(records), len(records) - n_test, n_test, out)
+    return out
+
+
+def _subject_record(subject: Subject, result: vol.VolumeResult) -> dict:
+    """The manifest's entry for one subject (split filled in later)."""
+    return {
+        "id": subject.id, "label": subject.label, "split": None, "n_images": int(len(result.images)),
+        "source": subject.source, "sha256": result.sha256,
+        "file_shape": list(result.header.file_shape), "file_orientation": result.header.orientation,
+        "shape_ras": list(result.header.shape), "zooms_mm": [round(z, 6) for z in result.zooms],
+        "slice_range": list(result.slice_range), "skipped_slices": result.skipped_slices,
+        "n_skipped_patches": result.n_skipped_patches,
+    }
