@@ -1,0 +1,135 @@
+"""``evaluate()``: refusals on bad inputs and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from brainsynth.errors import ConfigError, InputError, OutputExistsError
+from brainsynth.evaluate import evaluate
+from brainsynth.imageset import write_image_set
+
+SIZE = 32
+SLICES = 5
+TINY = dict(features="vgg16-random", input_size=32, feature_layer="pool5", bootstrap=20, seed=0)
+
+
+def _brain(label: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    """uint8 [n, SIZE, SIZE]: a bright disc, larger for ADHD, plus smooth texture."""
+    yy, xx = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    radius = 11.0 if label == "adhd" else 7.0
+    disc = (np.hypot(yy, xx) < radius).astype(np.float64)
+    tex = gaussian_filter(rng.random((n, SIZE, SIZE)), sigma=(0, 1, 1))
+    return np.clip((0.6 * disc + 0.4 * tex) * 255, 0, 255).astype(np.uint8)
+
+
+def write_dataset(root: Path, subjects: list[tuple[str, str, str]], seed: int = 0) -> Path:
+    """A prepared DATASET folder: (subject, label, split) rows, SLICES images each."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    images, rows = [], []
+    for subject, label, split in subjects:
+        images.append(_brain(label, rng, SLICES))
+        rows += [{"subject": subject, "label": label, "split": split, "slice": 40 + k, "patch": 0}
+                 for k in range(SLICES)]
+    table = pd.DataFrame(rows)
+    table.insert(0, "index", np.arange(len(table)))
+    np.save(root / "images.npy", np.concatenate(images))
+    table.to_csv(root / "images.tsv", sep="\t", index=False)
+    (root / "manifest.json").write_text(json.dumps({"simulated": True}))
+    return root
+
+
+GOOD_SPLIT = [("s1", "control", "train"), ("s2", "control", "train"), ("s3", "adhd", "train"),
+              ("s4", "adhd", "train"), ("s5", "control", "test"), ("s6", "adhd", "test")]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("ds") / "dataset", GOOD_SPLIT)
+
+
+def write_synthetic(root: Path, n_per_label: dict[str, int], size: int = SIZE, seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    images = [_brain(lbl, rng, n)[:, :size, :size] for lbl, n in n_per_label.items()]
+    records = [{"label": lbl, "seed": i} for lbl, n in n_per_label.items() for i in range(n)]
+    return write_image_set(root, np.concatenate(images), records, synthetic=True, fmt="npz",
+                           extra_meta={"generator": {"model": "pggan", "checkpoint_sha256": "abc"}})
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("syn") / "pggan", {"control": 8, "adhd": 8})
+
+
+def test_end_to_end_report(dataset, synthetic, tmp_path, capsys, monkeypatch):
+    from brainsynth.evaluate import fidelity
+
+    monkeypatch.setattr(fidelity, "MS_SSIM_PAIRS", 10)  # the default 250 pairs cost seconds here
+    out = tmp_path / "report"
+    report = evaluate(dataset, {"pggan": str(synthetic)}, out, timings={"train_pggan": 12.5}, **TINY)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert on_disk["gan_train"]["real"]["hm"] == pytest.approx(report["gan_train"]["real"]["hm"])
+    assert {"brainsynth_version", "created", "simulated", "features", "data", "gan_train", "gan_test", "fidelity",
+            "privacy", "timings"} <= set(on_disk)
+    assert on_disk["simulated"] is True
+    assert on_disk["features"]["name"] == "vgg16-random" and on_disk["features"]["input_size"] == 32
+    real = on_disk["data"]["real"]
+    assert (real["n_train"], real["n_test"], real["image_size"]) == (20, 10, SIZE)
+    assert real["train_subjects"] == ["s1", "s2", "s3", "s4"] and real["test_subjects"] == ["s5", "s6"]
+    syn = on_disk["data"]["synthetic"]["pggan"]
+    assert syn["n_images"] == 16 and syn["counts"] == {"control": 8, "adhd": 8}
+    assert syn["source"]["model"] == "pggan"
+    for block in (on_disk["gan_train"]["real"], on_disk["gan_train"]["pggan"], on_disk["gan_test"]["pggan"]):
+        assert {"sensitivity", "specificity", "hm", "ci", "slice", "subject"} <= set(block)
+        assert set(block["ci"]) == {"sensitivity", "specificity", "hm"}
+    assert on_disk["gan_train"]["real"]["subject"]["n"] == 2
+    # The disc size separates the classes: the real baseline gets every test slice right.
+    assert on_disk["gan_train"]["real"]["hm"] == pytest.approx(1.0)
+    fid = on_disk["fidelity"]["pggan"]
+    assert {"fid", "kid_mean", "kid_std", "swd", "swd_per_class", "ms_ssim", "precision", "recall", "density",
+            "coverage"} <= set(fid)
+    assert set(fid["swd"]) == {"32", "16", "avg"} and set(fid["ms_ssim"]["synthetic"]) == {"control", "adhd"}
+    assert "memorization_rate" in on_disk["privacy"]["pggan"]
+    assert on_disk["timings"]["train_pggan"] == 12.5 and on_disk["timings"]["evaluate_features"] > 0
+    assert "pggan" in capsys.readouterr().out  # Table 1 on stdout
+    with pytest.raises(OutputExistsError):
+        evaluate(dataset, {"pggan": str(synthetic)}, out, **TINY)
+
+
+def test_refuses_subjects_on_both_sides_of_the_split(tmp_path, synthetic):
+    leaky = write_dataset(tmp_path / "leaky", GOOD_SPLIT + [("s1", "control", "test")])
+    with pytest.raises(InputError, match=r"leaky: subjects s1 have images in both the train and the test split"):
+        evaluate(leaky, {"pggan": str(synthetic)}, tmp_path / "out", **TINY)
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_a_split_without_a_class(tmp_path, synthetic):
+    one_sided = write_dataset(tmp_path / "ds", [s for s in GOOD_SPLIT if s[0] != "s6"])
+    with pytest.raises(InputError, match="the test split has 0 adhd images"):
+        evaluate(one_sided, {"pggan": str(synthetic)}, tmp_path / "out", **TINY)
+
+
+def test_refuses_a_synthetic_set_without_a_class(dataset, tmp_path):
+    only_control = write_synthetic(tmp_path / "dcgan", {"control": 6})
+    with pytest.raises(InputError, match=r"dcgan: synthetic set 'dcgan' has 0 adhd images.*--label both"):
+        evaluate(dataset, {"dcgan": str(only_control)}, tmp_path / "out", **TINY)
+
+
+def test_refuses_synthetic_images_of_another_size(dataset, tmp_path):
+    small = write_synthetic(tmp_path / "small", {"control": 4, "adhd": 4}, size=16)
+    with pytest.raises(InputError, match=r"holds 16x16 px images but the dataset .* holds 32x32 px; regenerate"):
+        evaluate(dataset, {"small": str(small)}, tmp_path / "out", **TINY)
+
+
+def test_refuses_bad_options_before_reading(dataset, synthetic, tmp_path):
+    with pytest.raises(ConfigError, match="the name 'real' is reserved"):
+        evaluate(dataset, {"real": str(synthetic)}, tmp_path / "out", **TINY)
+    with pytest.raises(ConfigError, match="did you mean 'vgg16-random'"):
+        evaluate(dataset, {"pggan": str(synthetic)}, tmp_path / "out", **{**TINY, "features": "vgg16-randon"})
