@@ -182,11 +182,14 @@ def cmd_export_images(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from brainsynth.evaluate import evaluate
+    from brainsynth.evaluate.report import format_table1
 
-    evaluate(args.real, dict(args.synthetic), args.out, runs=dict(args.run or []), features=args.features,
-             weights=args.weights, feature_layer=args.feature_layer, input_size=args.input_size,
-             precision=args.precision, device=args.device, bootstrap=args.bootstrap, seed=args.seed,
-             force=args.force)
+    report = evaluate(args.real, dict(args.synthetic), args.out, runs=dict(args.run or []),
+                      features=args.features, weights=args.weights, feature_layer=args.feature_layer,
+                      input_size=args.input_size, precision=args.precision, device=args.device,
+                      bootstrap=args.bootstrap, seed=args.seed, force=args.force)
+    print(format_table1(report))
+    print(f"report written to {args.out}")
     return 0
 
 

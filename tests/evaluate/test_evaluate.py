@@ -67,7 +67,7 @@ def synthetic(tmp_path_factory) -> Path:
     return write_synthetic(tmp_path_factory.mktemp("syn") / "pggan", {"control": 8, "adhd": 8})
 
 
-def test_end_to_end_report(dataset, synthetic, tmp_path, capsys, monkeypatch):
+def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     from brainsynth.evaluate import fidelity
 
     monkeypatch.setattr(fidelity, "MS_SSIM_PAIRS", 10)  # the default 250 pairs cost seconds here
@@ -98,7 +98,6 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, capsys, monkeypatch):
     assert set(fid["swd"]) == {"32", "16", "avg"} and set(fid["ms_ssim"]["synthetic"]) == {"control", "adhd"}
     assert "memorization_rate" in on_disk["privacy"]["pggan"]
     assert on_disk["timings"]["train_pggan"] == 12.5 and on_disk["timings"]["evaluate_features"] > 0
-    assert "pggan" in capsys.readouterr().out  # Table 1 on stdout
     with pytest.raises(OutputExistsError):
         evaluate(dataset, {"pggan": str(synthetic)}, out, **TINY)
 
@@ -133,3 +132,16 @@ def test_refuses_bad_options_before_reading(dataset, synthetic, tmp_path):
         evaluate(dataset, {"real": str(synthetic)}, tmp_path / "out", **TINY)
     with pytest.raises(ConfigError, match="did you mean 'vgg16-random'"):
         evaluate(dataset, {"pggan": str(synthetic)}, tmp_path / "out", **{**TINY, "features": "vgg16-randon"})
+
+
+def test_cli_prints_table1_with_the_papers_numbers(dataset, synthetic, tmp_path, capsys, monkeypatch):
+    from brainsynth.cli import main
+    from brainsynth.evaluate import fidelity
+
+    monkeypatch.setattr(fidelity, "MS_SSIM_PAIRS", 10)
+    out = tmp_path / "report"
+    code = main(["evaluate", "--real", str(dataset), "--synthetic", f"pggan={synthetic}", "--out", str(out),
+                 "--input-size", "32", "--bootstrap", "20"])
+    printed = capsys.readouterr().out
+    assert code == 0 and (out / "report.json").is_file()
+    assert "pggan" in printed.lower() and "0.736" in printed  # ours beside the paper's PGGAN HM

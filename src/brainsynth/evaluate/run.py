@@ -8,7 +8,7 @@ Stages, each logged and timed:
 3. the real baseline, then per synthetic set GAN-train, GAN-test, fidelity (against the real
    TRAIN split, the distribution the generator learned) and the privacy audit (held-out = the
    real TEST split);
-4. write REPORT_DIR (report.json/.md/.html) through a staged folder and print Table 1.
+4. write REPORT_DIR (report.json/.md/.html) through a staged folder.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from brainsynth import LABELS, __version__
 from brainsynth.errors import ConfigError, InputError
-from brainsynth.fsio import atomic_write_json, check_output_free, staged_output_dir
+from brainsynth.fsio import check_output_free, staged_output_dir
 from brainsynth.imageset import ImageSet, read_image_set
 
 log = logging.getLogger("brainsynth.evaluate.run")
@@ -253,7 +253,6 @@ def evaluate(
             own["evaluate_total"] = round(time.perf_counter() - t_start, 3)
             report["timings"] = {**(timings or {}), **own}
             _write(stage, report, real_train, sets, pairs, runs)
-    print(_table1(report))
     return report
 
 
@@ -293,26 +292,7 @@ def _build_report(dataset, real_train: ImageSet, test_subjects: np.ndarray, sets
 
 def _write(stage: Path, report: dict, real_train: ImageSet, sets: dict[str, ImageSet], pairs: dict,
            runs: dict[str, str] | None) -> None:
-    try:
-        from brainsynth.evaluate.report import write_report
-    except ImportError:  # the report writer is optional for the numbers themselves
-        log.warning("brainsynth.evaluate.report is unavailable: writing report.json only")
-        atomic_write_json(stage / "report.json", report)
-        return
+    from brainsynth.evaluate.report import write_report
+
     write_report(stage, report, real_train=real_train, synthetic=sets, nearest_pairs=pairs,
                  runs={k: Path(v) for k, v in (runs or {}).items()})
-
-
-def _table1(report: dict) -> str:
-    """The paper's Table 1 (GAN-train Sen/Spe/HM per training set), from the report writer if present."""
-    try:
-        from brainsynth.evaluate.report import format_table1
-    except ImportError:
-        pass
-    else:
-        return format_table1(report)
-    lines = [f"GAN-train ({report['features']['name']}, {report['features']['layer']}; slice level)",
-             f"{'training data':<16}{'Sen':>8}{'Spe':>8}{'HM':>8}"]
-    for name, r in report["gan_train"].items():
-        lines.append(f"{name:<16}{r['sensitivity']:>8.3f}{r['specificity']:>8.3f}{r['hm']:>8.3f}")
-    return "\n".join(lines)
