@@ -1,0 +1,65 @@
+"""Time ``brainsynth phantom``: wall time of make_cohort for N subjects at the default geometry.
+
+    python benchmarks/phantom_speed.py --subjects 12 --repeats 3 [--json]
+
+Each repeat writes a fresh cohort into a temporary folder (removed afterwards). The first
+repeat also pays for loading the MNI templates (they are cached per process afterwards), so
+it is reported apart from the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from brainsynth.data import phantom
+
+
+def time_cohort(subjects: int, seed: int) -> float:
+    """Seconds to write one cohort of ``subjects`` subjects (default geometry)."""
+    with tempfile.TemporaryDirectory(prefix="phantom-bench-") as tmp:
+        start = time.perf_counter()
+        phantom.make_cohort(Path(tmp) / "cohort", subjects=subjects, seed=seed)
+        return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=12, help="subjects per cohort (default 12)")
+    parser.add_argument("--repeats", type=int, default=3, help="cohorts timed (default 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    times = [time_cohort(args.subjects, seed) for seed in range(args.repeats)]
+    median = statistics.median(times)
+    result = {
+        "subjects": args.subjects,
+        "grid": list(phantom.GRID_SHAPE),
+        "seconds": [round(t, 2) for t in times],
+        "median_s": round(median, 2),
+        "per_subject_s": round(median / args.subjects, 3),
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "note": "first repeat includes loading the MNI templates",
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.subjects} subjects at {'x'.join(map(str, phantom.GRID_SHAPE))}: "
+              f"median {median:.1f} s over {args.repeats} runs ({median / args.subjects:.2f} s per subject); "
+              f"runs {', '.join(f'{t:.1f}' for t in times)} s; torch threads {torch.get_num_threads()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
