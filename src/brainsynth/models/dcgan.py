@@ -1,0 +1,124 @@
+"""The conditional DCGAN baseline (Radford et al. 2016), with the PGGAN forward signatures.
+
+Standard DCGAN: G projects ``[z, embed(y)]`` to 4x4 with a transposed 4x4 conv, then
+doubles the size with stride-2 transposed 4x4 convs (batch norm + ReLU), ending in tanh.
+D reads the image with one-hot label planes concatenated as extra input channels, halves
+the size with stride-2 4x4 convs (LeakyReLU 0.2, batch norm except after the first
+layer) down to 4x4 and ends in one 4x4 conv to a logit.
+
+``res`` must equal ``resolution`` and ``alpha`` is ignored (no progressive growing); they
+exist so that the training loop drives both model kinds the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from brainsynth.errors import ConfigError
+
+LABEL_EMBED_DIM = 16
+"""Size of G's learned label embedding concatenated to z."""
+
+LRELU_SLOPE = 0.2
+INIT_STD = 0.02  # DCGAN paper: all weights N(0, 0.02); batch-norm scales N(1, 0.02)
+
+
+def _n_doublings(resolution: int) -> int:
+    if not isinstance(resolution, int) or resolution < 8 or resolution & (resolution - 1):
+        raise ConfigError(f"DCGAN resolution must be a power of two >= 8, got {resolution!r}")
+    return int(math.log2(resolution)) - 2
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, INIT_STD)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, INIT_STD)
+            nn.init.zeros_(m.bias)
+
+
+def _check_res(res: int, resolution: int) -> None:
+    if res != resolution:
+        raise ConfigError(f"DCGAN does not grow: res must equal resolution {resolution}, got {res!r}")
+
+
+class Generator(nn.Module):
+    """Conditional DCGAN generator, output ``[N, 1, resolution, resolution]`` in (-1, 1).
+
+    Parameters
+    ----------
+    resolution : int
+        Image size (power of two >= 8).
+    z_dim : int
+        Latent size; z ~ N(0, I).
+    n_classes : int
+        Number of labels.
+    width : int
+        Channels of the last hidden layer; each layer towards 4x4 doubles it.
+    """
+
+    def __init__(self, resolution: int = 64, z_dim: int = 100, n_classes: int = 2, width: int = 64):
+        super().__init__()
+        n = _n_doublings(resolution)
+        self.resolution = resolution
+        self.z_dim = z_dim
+        self.n_classes = n_classes
+        self.embed = nn.Embedding(n_classes, LABEL_EMBED_DIM)
+        chans = [width * 2 ** (n - 1 - i) for i in range(n)]  # 4x4 .. resolution/2
+        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim + LABEL_EMBED_DIM, chans[0], 4, 1, 0, bias=False),
+                                   nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True)]
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        layers += [nn.ConvTranspose2d(chans[-1], 1, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        _dcgan_init(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, res: int | None = None,
+                alpha: float = 1.0) -> torch.Tensor:
+        """``z [N, z_dim]``, ``labels [N]`` -> images ``[N, 1, resolution, resolution]``."""
+        if res is not None:
+            _check_res(res, self.resolution)
+        x = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)  # [N, z_dim + E]
+        return self.net(x[:, :, None, None])  # [N, 1, R, R]
+
+
+class Discriminator(nn.Module):
+    """Conditional DCGAN discriminator: ``(logit [N], None)``.
+
+    Parameters
+    ----------
+    resolution, n_classes : int
+        As for :class:`Generator`.
+    width : int
+        Channels of the first layer; each stride-2 layer doubles it.
+    """
+
+    def __init__(self, resolution: int = 64, n_classes: int = 2, width: int = 64):
+        super().__init__()
+        n = _n_doublings(resolution)
+        self.resolution = resolution
+        self.n_classes = n_classes
+        chans = [width * 2 ** i for i in range(n)]  # resolution/2 .. 4x4
+        layers: list[nn.Module] = [nn.Conv2d(1 + n_classes, chans[0], 4, 2, 1), nn.LeakyReLU(LRELU_SLOPE, inplace=True)]
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
+                       nn.LeakyReLU(LRELU_SLOPE, inplace=True)]
+        layers += [nn.Conv2d(chans[-1], 1, 4, 1, 0)]
+        self.net = nn.Sequential(*layers)
+        _dcgan_init(self)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, res: int | None = None,
+                alpha: float = 1.0) -> tuple[torch.Tensor, None]:
+        """``x [N, 1, R, R]``, ``labels [N]`` -> ``(logit [N], None)``."""
+        if res is not None:
+            _check_res(res, self.resolution)
+        planes = F.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None]  # [N, K, 1, 1]
+        planes = planes.expand(-1, -1, x.shape[2], x.shape[3])  # [N, K, R, R]
+        return self.net(torch.cat([x, planes], dim=1)).view(-1), None

@@ -1,0 +1,213 @@
+"""The progressive-growing schedule: a pure function of the number of images shown.
+
+``Schedule.at(images_shown)`` gives the resolution, fade weight, batch size and learning
+rate of that moment, so the loop needs no state of its own for it and a resumed run picks
+up exactly where it stopped. Counting in images (not steps) is the official convention.
+
+Timeline (official, reference.md section 2)::
+
+    start_res stable | fade 2*start_res | stable 2*start_res | fade ... | final_res stable (to the end)
+
+Also here: :func:`blend_reals`, the official fade of the real images during a fade-in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from brainsynth.errors import ConfigError
+
+OFFICIAL_STABLE_IMAGES = 600_000
+OFFICIAL_FADE_IMAGES = 600_000
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The training settings at one moment.
+
+    Attributes
+    ----------
+    res : int
+        Current resolution in pixels.
+    alpha : float
+        Fade weight of the newest block, 0 -> 1 during a fade, 1 when stable.
+    batch_size : int
+        Minibatch size at this resolution.
+    lr : float
+        Adam learning rate at this resolution.
+    index : int
+        Resolution step number (0 at ``start_res``); it changes exactly when ``res``
+        changes, which is when the loop resets Adam.
+    fading : bool
+        True while the newest block is being faded in.
+    """
+
+    res: int
+    alpha: float
+    batch_size: int
+    lr: float
+    index: int
+    fading: bool
+
+
+def _power_of_two(value: int, what: str) -> int:
+    if not isinstance(value, int) or value < 4 or value & (value - 1):
+        raise ConfigError(f"{what} must be a power of two >= 4, got {value!r}")
+    return value
+
+
+def _per_res(value, resolutions: list[int], what: str, kind: type) -> dict[int, float]:
+    """Expand an int/float or a per-resolution dict; a missing resolution takes the nearest lower entry."""
+    if not isinstance(value, Mapping):
+        return {r: kind(value) for r in resolutions}
+    table = {int(k): kind(v) for k, v in value.items()}
+    out = {}
+    for r in resolutions:
+        lower = [k for k in table if k <= r]
+        if not lower:
+            raise ConfigError(f"{what} has no entry for resolution {r} (or below); keys given: {sorted(table)}")
+        out[r] = table[max(lower)]
+    return out
+
+
+class Schedule:
+    """Resolution / fade / batch / learning-rate schedule in images shown.
+
+    Parameters
+    ----------
+    final_res : int
+        Last resolution (power of two).
+    start_res : int
+        First resolution (official 4).
+    stable_images : int
+        Images shown at each resolution once its block is fully faded in (official 600k).
+    fade_images : int
+        Images over which each new block fades in, alpha 0 -> 1 linearly (official 600k).
+    batch_sizes : int or dict[int, int]
+        Minibatch size, or one per resolution (a missing resolution uses the nearest
+        lower key).
+    lr : float or dict[int, float]
+        Adam learning rate, or one per resolution.
+    total_images : int, optional
+        Where training ends; the final resolution trains stable until then. Default:
+        the end of the final resolution's ``stable_images``.
+    """
+
+    def __init__(self, final_res: int, start_res: int = 4, stable_images: int = OFFICIAL_STABLE_IMAGES,
+                 fade_images: int = OFFICIAL_FADE_IMAGES, batch_sizes: int | Mapping[int, int] = 16,
+                 lr: float | Mapping[int, float] = 1e-3, total_images: int | None = None):
+        _power_of_two(final_res, "final resolution")
+        _power_of_two(start_res, "start resolution")
+        if start_res > final_res:
+            raise ConfigError(f"start resolution {start_res} is above the final resolution {final_res}")
+        if int(stable_images) < 1 or int(fade_images) < 1:
+            raise ConfigError(f"stable_images and fade_images must be >= 1, got {stable_images} and {fade_images}")
+        self.final_res = final_res
+        self.start_res = start_res
+        self.stable_images = int(stable_images)
+        self.fade_images = int(fade_images)
+        self.resolutions = [2 ** k for k in range(int(math.log2(start_res)), int(math.log2(final_res)) + 1)]
+        self.batch_sizes = {r: int(b) for r, b in _per_res(batch_sizes, self.resolutions, "batch_sizes", int).items()}
+        if min(self.batch_sizes.values()) < 1:
+            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        self.lrs = _per_res(lr, self.resolutions, "lr", float)
+        # Image counts where the resolution changes (start of each fade), one per growth step.
+        growth = len(self.resolutions) - 1
+        self.fade_starts = [self.stable_images + i * (self.stable_images + self.fade_images) for i in range(growth)]
+        self.final_stable_start = self.fade_starts[-1] + self.fade_images if growth else 0
+        natural_end = self.final_stable_start + self.stable_images
+        if total_images is not None and int(total_images) < 1:
+            raise ConfigError(f"total_images must be >= 1, got {total_images}")
+        self._total = natural_end if total_images is None else int(total_images)
+
+    @property
+    def total_images(self) -> int:
+        """Images shown by the end of training."""
+        return self._total
+
+    @classmethod
+    def fit_budget(cls, final_res: int, total_images: int, start_res: int = 4,
+                   batch_sizes: int | Mapping[int, int] = 16, lr: float | Mapping[int, float] = 1e-3,
+                   final_share: float = 0.5) -> "Schedule":
+        """A schedule that grows ``start_res -> final_res`` within ``total_images``.
+
+        ``final_share`` of the budget goes to the final resolution (stable); the rest is
+        split equally among the other phases (start stable, each fade, each intermediate
+        stable). E.g. the paper's 20,000 steps at batch 4 = 80,000 images grown 4 -> 256
+        gives 12 phases of 3,333 images and 40,004 final images.
+
+        Parameters
+        ----------
+        final_res, start_res, batch_sizes, lr
+            As for :class:`Schedule`.
+        total_images : int
+            Total budget in images shown.
+        final_share : float
+            Share of ``total_images`` spent at the final resolution, in (0, 1].
+        """
+        if not 0.0 < final_share <= 1.0:
+            raise ConfigError(f"final_share must be in (0, 1], got {final_share}")
+        _power_of_two(final_res, "final resolution")
+        _power_of_two(start_res, "start resolution")
+        growth = int(math.log2(final_res)) - int(math.log2(start_res))
+        n_phases = 2 * growth  # start stable + (fade, stable) per step, the last stable excluded
+        if growth <= 0:
+            return cls(final_res, start_res, max(1, int(total_images)), 1, batch_sizes, lr, total_images)
+        phase = int(total_images * (1.0 - final_share)) // n_phases
+        if phase < 1:
+            raise ConfigError(f"total_images {total_images} is too small to grow {start_res} -> {final_res} "
+                              f"with final_share {final_share}; give at least {math.ceil(n_phases / (1 - final_share)) if final_share < 1 else 'a share < 1'}")
+        return cls(final_res, start_res, phase, phase, batch_sizes, lr, total_images)
+
+    def at(self, images_shown: int) -> Phase:
+        """The phase after ``images_shown`` images (beyond the end: the final phase)."""
+        n = max(0, int(images_shown))
+        index = 0
+        alpha = 1.0
+        fading = False
+        for i, start in enumerate(self.fade_starts):
+            if n < start:
+                break
+            index = i + 1
+            into = n - start
+            fading = into < self.fade_images
+            alpha = into / self.fade_images if fading else 1.0
+        res = self.resolutions[index]
+        return Phase(res=res, alpha=alpha, batch_size=self.batch_sizes[res], lr=self.lrs[res], index=index,
+                     fading=fading)
+
+    def boundaries(self) -> list[tuple[int, str, int]]:
+        """``(images_shown, "stable"|"fade", res)`` at the start of every phase, for logs."""
+        out = [(0, "stable", self.start_res)]
+        for i, start in enumerate(self.fade_starts):
+            out += [(start, "fade", self.resolutions[i + 1]), (start + self.fade_images, "stable", self.resolutions[i + 1])]
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Schedule({self.start_res}->{self.final_res}, stable={self.stable_images}, fade={self.fade_images}, "
+                f"total={self.total_images})")
+
+
+def blend_reals(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Official fade of the reals: ``alpha * x + (1 - alpha) * upsample(avgpool2x2(x))``.
+
+    While the block at resolution r fades in, G's output is a blend of the new block
+    and the upsampled r/2 output; the reals D sees are blended the same way, so that
+    neither side can tell reals from fakes by the amount of fine detail.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``[N, C, r, r]`` real images already resized to the current resolution r.
+    alpha : float
+        Fade weight of the current phase (1: returns ``x`` itself).
+    """
+    if alpha >= 1.0:
+        return x
+    coarse = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2.0, mode="nearest")  # [N, C, r, r]
+    return torch.lerp(coarse, x, float(alpha))

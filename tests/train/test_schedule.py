@@ -1,0 +1,97 @@
+import pytest
+
+from brainsynth.errors import ConfigError
+from brainsynth.train.schedule import Phase, Schedule
+
+
+def _small():
+    # 4 -> 16 with unequal stable (100) and fade (40) lengths, so the two cannot be confused.
+    return Schedule(16, start_res=4, stable_images=100, fade_images=40, batch_sizes={4: 8, 8: 6, 16: 4},
+                    lr={4: 1e-3, 16: 5e-4})
+
+
+@pytest.mark.parametrize("images, res, alpha, index, fading", [
+    (0, 4, 1.0, 0, False),
+    (99, 4, 1.0, 0, False),
+    (100, 8, 0.0, 1, True),  # the 8 px fade starts: resolution (and Adam) change here
+    (110, 8, 0.25, 1, True),
+    (139, 8, 39 / 40, 1, True),
+    (140, 8, 1.0, 1, False),
+    (239, 8, 1.0, 1, False),
+    (240, 16, 0.0, 2, True),
+    (280, 16, 1.0, 2, False),
+    (379, 16, 1.0, 2, False),
+    (10_000, 16, 1.0, 2, False),  # past the end: the final phase
+])
+def test_phase_boundaries(images, res, alpha, index, fading):
+    phase = _small().at(images)
+    assert (phase.res, phase.index, phase.fading) == (res, index, fading)
+    assert phase.alpha == pytest.approx(alpha)
+
+
+def test_batch_sizes_lr_total_and_boundaries():
+    s = _small()
+    assert s.total_images == 100 + 2 * (40 + 100)
+    assert [s.at(n).batch_size for n in (0, 100, 240)] == [8, 6, 4]
+    assert [s.at(n).lr for n in (0, 100, 240)] == [1e-3, 1e-3, 5e-4]  # 8 px takes the nearest lower key
+    assert s.boundaries() == [(0, "stable", 4), (100, "fade", 8), (140, "stable", 8), (240, "fade", 16),
+                              (280, "stable", 16)]
+    assert isinstance(s.at(0), Phase)
+    with pytest.raises(Exception):
+        s.at(0).res = 8  # frozen
+
+
+def test_schedule_is_monotonic():
+    s = _small()
+    previous = s.at(0)
+    for n in range(1, 400):
+        phase = s.at(n)
+        assert phase.res >= previous.res and phase.index >= previous.index
+        if phase.index == previous.index:
+            assert phase.alpha >= previous.alpha
+        previous = phase
+
+
+def test_official_defaults_and_explicit_total():
+    s = Schedule(64, batch_sizes=16, lr=1e-3)
+    assert s.at(599_999).res == 4 and s.at(600_000).res == 8 and s.at(900_000).alpha == 0.5
+    assert s.total_images == 600_000 + 4 * 1_200_000
+    assert Schedule(64, total_images=10_000_000).total_images == 10_000_000
+    single = Schedule(8, start_res=8, stable_images=50, fade_images=1)
+    assert single.at(0) == Phase(res=8, alpha=1.0, batch_size=16, lr=1e-3, index=0, fading=False)
+    assert single.total_images == 50
+
+
+def test_fit_budget_paper_preset():
+    # The paper: 20,000 steps at batch 4 = 80,000 images, grown 4 -> 256.
+    s = Schedule.fit_budget(256, 80_000, start_res=4, batch_sizes=4, lr=2e-4, final_share=0.5)
+    assert s.total_images == 80_000
+    assert s.stable_images == s.fade_images == 40_000 // 12
+    final_start = s.boundaries()[-1]
+    assert final_start == (12 * 3333, "stable", 256)
+    assert s.at(79_999).res == 256 and s.at(79_999).alpha == 1.0
+    assert s.at(final_start[0] - 1).fading
+
+
+def test_fit_budget_demo_and_no_growth():
+    s = Schedule.fit_budget(64, 20_000, start_res=8, batch_sizes={8: 32, 64: 16}, final_share=0.6)
+    assert s.total_images == 20_000
+    assert s.stable_images == int(20_000 * 0.4) // 6
+    flat = Schedule.fit_budget(32, 5_000, start_res=32)
+    assert flat.total_images == 5_000 and flat.at(4_999) == flat.at(0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(final_res=24), "final resolution must be a power of two"),
+    (dict(final_res=8, start_res=16), "start resolution 16 is above the final resolution 8"),
+    (dict(final_res=16, batch_sizes={8: 4}), "batch_sizes has no entry for resolution 4"),
+    (dict(final_res=16, stable_images=0), "stable_images and fade_images must be >= 1"),
+])
+def test_bad_schedules_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Schedule(**kwargs)
+
+
+def test_fit_budget_too_small():
+    with pytest.raises(ConfigError, match="too small to grow 4 -> 256"):
+        Schedule.fit_budget(256, 10)
