@@ -1,0 +1,151 @@
+"""``brainsynth export``: the generator alone, as safetensors, with a JSON model card.
+
+Two files are written, both atomically::
+
+    OUT                 G_ema's tensors (safetensors: no pickle, nothing executes on load)
+    OUT minus its suffix + ".json"   the model card (e.g. gen.safetensors -> gen.json)
+
+The card says how to rebuild and use the network: model kind and constructor arguments,
+the resolution and fade weight it was trained to, latent size, classes in index order,
+the preset, a summary of the training data, images shown, the checkpoint's and the
+weights' SHA-256, and ``RUN_DIR/metrics.json`` when it exists.
+:func:`load_exported_generator` rebuilds the generator from these two files alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from brainsynth import LABELS, __version__
+from brainsynth.errors import CheckpointError
+from brainsynth.fsio import atomic_output_path, atomic_write_json, check_output_free, sha256_file
+from brainsynth.train import checkpoint as ckpt
+
+CARD_FORMAT = "brainsynth-generator-v1"
+METRICS_FILE = "metrics.json"
+
+
+def card_path(out: str | Path) -> Path:
+    """Where the model card of weights file ``out`` lives."""
+    return Path(out).with_suffix(".json")
+
+
+def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = False) -> Path:
+    """Write the run's G_ema to ``out`` (safetensors) and its model card beside it.
+
+    Parameters
+    ----------
+    run_dir : path
+        A training run folder; its newest checkpoint is exported.
+    out : path
+        Weights file, conventionally ``*.safetensors``; refused (with its card) if either
+        exists, unless ``force``.
+
+    Returns
+    -------
+    Path
+        The weights file.
+    """
+    from safetensors.torch import save_file
+
+    from brainsynth.train.config import config_from_dict, network_kwargs
+
+    out, card_file = Path(out), card_path(out)
+    if out.suffix == ".json":
+        raise CheckpointError(f"--out {out}: the weights file cannot end in .json (the model card takes that name)")
+    check_output_free(out, force)
+    check_output_free(card_file, force)
+    path = ckpt.latest_checkpoint(run_dir)
+    state = ckpt.load_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    # safetensors refuses shared or strided storage: give every tensor its own contiguous copy.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state["G_ema"].items()}
+    with atomic_output_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": CARD_FORMAT, "model": cfg.model, "card": card_file.name})
+    progress = state["progress"]
+    metrics_path = Path(run_dir) / METRICS_FILE
+    card = {
+        "format": CARD_FORMAT,
+        "weights": out.name,
+        "weights_sha256": sha256_file(out),
+        "model": cfg.model,
+        "architecture": network_kwargs(cfg),
+        "resolution": int(progress["resolution"]),
+        "alpha": float(progress["alpha"]),
+        "final_resolution": cfg.resolution,
+        "z_dim": cfg.z_dim,
+        "classes": list(LABELS),
+        "preset": state.get("launch", {}).get("config"),
+        "data": state["data"],
+        "images_shown": int(progress["images_shown"]),
+        "target_images": int(progress.get("target_images", progress["images_shown"])),
+        "checkpoint": {"run_dir": str(Path(run_dir).resolve()), "file": path.name, "sha256": sha256_file(path)},
+        "config": state["config"],
+        "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
+        "usage": "G, card = brainsynth.export.load_exported_generator(path); "
+                 "G(z [N, z_dim] ~ N(0, I), labels [N] (0 control, 1 adhd), card['resolution'], card['alpha']) "
+                 "-> images [N, 1, H, W] in about [-1, 1]",
+        "brainsynth_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(card_file, card)
+    return out
+
+
+def _architecture(card: dict[str, Any]) -> dict[str, Any]:
+    arch = dict(card["architecture"])
+    if arch.get("widths"):
+        arch["widths"] = {int(k): int(v) for k, v in arch["widths"].items()}  # JSON made the keys strings
+    return arch
+
+
+def load_exported_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild an exported generator from its safetensors file and model card (no pickle).
+
+    Parameters
+    ----------
+    path : path
+        The weights file written by :func:`export_generator`.
+
+    Returns
+    -------
+    G : nn.Module
+        In eval mode, gradients off.
+    card : dict
+        The model card (``resolution``, ``alpha``, ``z_dim``, ``classes``, ...).
+
+    Raises
+    ------
+    CheckpointError
+        When either file is missing, unreadable or does not match the other.
+    """
+    from safetensors.torch import load_file
+
+    from brainsynth.models import build_models
+
+    path = Path(path)
+    card_file = card_path(path)
+    for p in (path, card_file):
+        if not p.is_file():
+            raise CheckpointError(f"{p}: not found; export a generator with 'brainsynth export RUN_DIR --out {path}'")
+    try:
+        card = json.loads(card_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{card_file}: unreadable model card ({exc})") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise CheckpointError(f"{card_file}: not a brainsynth model card (format {CARD_FORMAT} expected)")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for every corruption
+        raise CheckpointError(f"{path}: unreadable safetensors file ({str(exc).splitlines()[0][:200]})") from None
+    try:
+        G, _ = build_models(card["model"], **_architecture(card))
+        G.load_state_dict(tensors, strict=True)
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: weights do not match the model card ({str(exc).splitlines()[0][:200]})") from None
+    return G.eval().requires_grad_(False), card

@@ -1,0 +1,178 @@
+"""``brainsynth generate``: sample labelled synthetic images from a run's G_ema.
+
+Every image can be regenerated on its own. Image ``i`` of class ``c`` (0 control, 1 adhd)
+with ``--seed s`` has the per-image seed::
+
+    image_seed = SeedSequence([s, c, i]).generate_state(1, uint64)[0] >> 1     (63 bits)
+
+stored as ``seed`` in its ``metadata.json`` record, and its latent is::
+
+    z = torch.randn(z_dim, generator=torch.Generator().manual_seed(image_seed))
+
+fed to G_ema with the label ``c`` at the checkpoint's resolution and fade weight (see
+:func:`latent_for_seed`). Pixels map from G's [-1, 1] to [0, 1], clipped, then to uint8.
+
+Nothing from any source scan is carried into the output: the metadata holds only the
+run's provenance (run folder, checkpoint file and SHA-256, images shown, config), and
+NIfTI output gets a fresh identity affine (:mod:`brainsynth.imageset`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from brainsynth import LABELS, __version__
+from brainsynth.errors import ConfigError
+from brainsynth.fsio import check_output_free, sha256_file
+from brainsynth.imageset import FORMATS, write_image_set
+from brainsynth.train import checkpoint as ckpt
+
+log = logging.getLogger("brainsynth.generate")
+
+LABEL_CHOICES = (*LABELS, "both")
+# Images per forward pass. On the CPU a moderate batch keeps the activations in cache: at 64 px
+# (demo widths, 1 thread) 64 gave ~1000 img/s, 256 ~820 and 500 ~470 (see the engine's report).
+GENERATE_BATCH = {"cpu": 64, "cuda": 1024}
+
+
+def image_seed(seed: int, label_index: int, i: int) -> int:
+    """The 63-bit per-image seed of image ``i`` of class ``label_index`` (see module docstring)."""
+    state = np.random.SeedSequence([seed, label_index, i]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+def latent_for_seed(image_seed_value: int, z_dim: int) -> torch.Tensor:
+    """The latent ``[z_dim]`` of one image, from its per-image seed."""
+    return torch.randn(z_dim, generator=torch.Generator().manual_seed(int(image_seed_value)))
+
+
+@torch.inference_mode()
+def sample_images(G: nn.Module, labels: Sequence[int], seeds: Sequence[int], res: int, alpha: float, z_dim: int,
+                  device: torch.device | str = "cpu", batch_size: int | None = None) -> np.ndarray:
+    """Images of ``G`` for given labels and per-image seeds.
+
+    Parameters
+    ----------
+    G : nn.Module
+        A generator (G_ema) with the ``G(z, labels, res, alpha)`` signature.
+    labels : sequence of int
+        Class index per image.
+    seeds : sequence of int
+        Per-image seed (:func:`image_seed`), same length as ``labels``.
+    res : int
+        Output resolution; ``alpha`` its fade weight.
+    z_dim : int
+        Latent size of ``G``.
+    batch_size : int, optional
+        Images per forward pass (default :data:`GENERATE_BATCH` of the device type).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``[N, res, res]`` in [0, 1].
+    """
+    device = torch.device(device)
+    batch_size = batch_size or GENERATE_BATCH.get(device.type, 256)
+    # NHWC is oneDNN's fast layout for these convolutions (1.6-1.8x measured at 64 px on the CPU).
+    G = G.eval().to(device, memory_format=torch.channels_last)
+    out = np.empty((len(labels), res, res), dtype=np.float32)
+    for start in range(0, len(labels), batch_size):
+        stop = min(start + batch_size, len(labels))
+        z = torch.stack([latent_for_seed(s, z_dim) for s in seeds[start:stop]]).to(device)  # [B, z]
+        y = torch.as_tensor(labels[start:stop], dtype=torch.long, device=device)  # [B]
+        x = G(z, y, res, alpha).float()  # [B, 1, res, res] in ~[-1, 1]
+        out[start:stop] = ((x[:, 0] + 1.0) * 0.5).clamp_(0.0, 1.0).cpu().numpy()
+    return out
+
+
+def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
+    """Rebuild G_ema from a loaded checkpoint (networks are defined by its config)."""
+    from brainsynth.models import build_models
+    from brainsynth.train.config import config_from_dict, network_kwargs
+
+    cfg = config_from_dict(state["config"])
+    G, _ = build_models(cfg.model, **network_kwargs(cfg))
+    try:
+        G.load_state_dict(state["G_ema"])
+    except RuntimeError as exc:
+        raise ckpt.CheckpointError(f"checkpoint G_ema does not fit its own config ({str(exc).splitlines()[0]})") from None
+    return G.eval().requires_grad_(False)
+
+
+def generate_images(run_dir: str | Path, out: str | Path, *, n: int, label: str = "both", fmt: str = "png",
+                    seed: int = 0, device: str | None = None, force: bool = False) -> Path:
+    """Write ``n`` synthetic images PER LABEL from the newest checkpoint of ``run_dir``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A training run folder (``brainsynth train --out RUN_DIR``).
+    out : path
+        Output image-set folder (:mod:`brainsynth.imageset`); refused if it exists unless ``force``.
+    n : int
+        Images per label.
+    label : {"control", "adhd", "both"}
+    fmt : {"png", "npz", "nifti"}
+    seed : int
+        Base seed (>= 0) of the per-image seeds.
+    device : str, optional
+        ``cpu`` (default) or ``cuda``.
+
+    Returns
+    -------
+    Path
+        The output folder.
+    """
+    from brainsynth.train.distributed import resolve_device
+
+    if n < 1:
+        raise ConfigError(f"--n {n}: give at least 1 image per label")
+    if label not in LABEL_CHOICES:
+        raise ConfigError(f"--label {label!r}: choose one of {', '.join(LABEL_CHOICES)}")
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if seed < 0:
+        raise ConfigError(f"--seed {seed}: must be >= 0")
+    check_output_free(out, force)  # before the sampling work, not after
+    dev = resolve_device(device)
+    path = ckpt.latest_checkpoint(run_dir)
+    state = ckpt.load_checkpoint(path)
+    G = load_generator_from_checkpoint(state)
+    if state["config"].get("num_threads"):
+        torch.set_num_threads(int(state["config"]["num_threads"]))  # the run's choice (see configs/demo.yaml)
+    progress = state["progress"]
+    res, alpha = int(progress["resolution"]), float(progress["alpha"])
+    z_dim = int(state["config"]["z_dim"])
+
+    classes = [LABELS.index(label)] if label != "both" else list(range(len(LABELS)))
+    labels = [c for c in classes for _ in range(n)]
+    seeds = [image_seed(seed, c, i) for c in classes for i in range(n)]
+    images = sample_images(G, labels, seeds, res, alpha, z_dim, dev)  # [N, res, res]
+    records = [{"label": LABELS[c], "seed": s} for c, s in zip(labels, seeds)]
+    extra = {
+        "synthetic": True,
+        "generator": {
+            "run_dir": str(Path(run_dir).resolve()),
+            "checkpoint": path.name,
+            "checkpoint_sha256": sha256_file(path),
+            "images_shown": int(progress["images_shown"]),
+            "model": state["config"]["model"],
+            "resolution": res,
+            "alpha": alpha,
+        },
+        "seed": seed,
+        "latent": "z = torch.randn(z_dim, generator=torch.Generator().manual_seed(record seed))",
+        "config": state["config"],
+        "brainsynth_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_image_set(out, images, records, synthetic=True, fmt=fmt, extra_meta=extra, force=force)
+    log.info("%d images (%s) from %s", len(images), ", ".join(LABELS[c] for c in classes), path)
+    return Path(out)

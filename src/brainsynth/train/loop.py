@@ -1,0 +1,636 @@
+"""The training loop: setup, resume, then per step fetch, D step, G step, EMA; tick work.
+
+Progress is counted in images shown; the resolution, fade weight, batch size and learning
+rate are a pure function of it (:class:`~brainsynth.train.schedule.Schedule`), so a run
+resumed from a checkpoint continues at exactly the same position. A checkpoint holds
+every piece of state (networks, optimisers, augmentation, counters, every RNG), so on the
+CPU with fixed seeds a run killed (even by SIGKILL) and resumed ends with weights
+identical to an uninterrupted one.
+
+RUN_DIR layout::
+
+    config.yaml                      resolved config (reusable with --config RUN_DIR/config.yaml)
+    checkpoints/ckpt-<images>.pt     last ``checkpoint_keep`` checkpoints
+    progress.json                    images_shown, target_images, resolution, alpha, finished
+    stats.jsonl, samples/, tb/       see :mod:`brainsynth.train.observe`
+
+Batches are drawn with replacement from a seeded generator (stylegan2-ada's infinite
+sampler, simplified), so every batch is complete: the minibatch-stddev layer never sees a
+batch of one. Real images: the DATASET's train split is read once, resized once to the config's
+resolution if the dataset's image size differs (a power-of-two ratio by 2x2 average
+pooling, any other downscale by area interpolation; an image SMALLER than the resolution
+is refused, since upsampling would only invent detail), and kept as uint8. At each
+resolution change it is pooled down once to a float tensor in [-1, 1] on the device; a
+step only indexes that tensor.
+
+Multi-process (torchrun) training: see :mod:`brainsynth.train.distributed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from brainsynth import LABELS
+from brainsynth.errors import BrainsynthError, CheckpointError, ConfigError, InputError, OutputExistsError
+from brainsynth.fsio import atomic_write_text
+from brainsynth.train import checkpoint as ckpt
+from brainsynth.train import distributed as ddp
+from brainsynth.train.config import (TrainConfig, apply_overrides, config_from_dict, config_to_dict, config_to_yaml,
+                                     network_kwargs, resolve_config)
+from brainsynth.train.observe import Observer, Stopwatch, truncate_stats, write_progress
+
+log = logging.getLogger("brainsynth.train.loop")
+
+CONFIG_FILE = "config.yaml"
+POOL_CHUNK = 512  # images pooled at once when changing resolution (bounds peak memory)
+GRID_SEED_OFFSET = 104_729  # the sample grid's fixed latent comes from its own seed
+ROLLBACK_SEED_STRIDE = 1_000_003  # a rollback reseeds the batch stream away from the one that diverged
+
+
+class TrainingDivergedError(BrainsynthError):
+    """The losses stayed NaN/Inf after every allowed rollback."""
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+def train(dataset: str | Path, out: str | Path, *, model: str = "pggan", config: str | Path = "demo",
+          overrides: Iterable[str] = (), resume: bool = False, dry_run: bool = False, device: str | None = None,
+          force: bool = False) -> Path:
+    """Train a PGGAN or DCGAN on a prepared DATASET's train split (``brainsynth train``).
+
+    Parameters
+    ----------
+    dataset : path
+        Prepared DATASET folder (:mod:`brainsynth.data.dataset`).
+    out : path
+        RUN_DIR. Refused when it already holds a run, unless ``resume`` or ``force``.
+    model : {"pggan", "dcgan"}
+    config : str or path
+        Preset (``paper``, ``demo``, ``tiny``) or YAML file; ignored on resume (the run's
+        own config is used).
+    overrides : iterable of str
+        ``key=value`` (``--set``); on resume, applied to the run's config (e.g. to extend
+        ``total_images``).
+    resume : bool
+        Continue from the newest checkpoint in ``out``.
+    dry_run : bool
+        Print the resolved config as YAML and return without writing anything.
+    device : str, optional
+        ``cpu`` (default), ``cuda`` or ``cuda:N``.
+    force : bool
+        Delete an existing run in ``out`` and start over (ignored with ``resume``).
+
+    Returns
+    -------
+    Path
+        The run folder.
+    """
+    return run_training(dataset, out, model=model, config=config, overrides=overrides, resume=resume,
+                        dry_run=dry_run, device=device, force=force)
+
+
+def run_training(dataset: str | Path, out: str | Path, *, model: str = "pggan", config: str | Path = "demo",
+                 overrides: Iterable[str] = (), resume: bool = False, dry_run: bool = False,
+                 device: str | None = None, force: bool = False, stop_after_images: int | None = None) -> Path:
+    """:func:`train` plus a test hook: ``stop_after_images`` returns after the first
+    checkpoint at or beyond that many images, as if the process had been killed there."""
+    overrides = list(overrides)
+    run_dir = Path(out)
+    if dry_run:
+        cfg = _resume_config(run_dir, model, overrides) if resume else resolve_config(model, config, overrides)
+        print(config_to_yaml(cfg), end="")
+        print(f"# schedule: {build_schedule(cfg)!r}")
+        return run_dir
+    info = ddp.init_distributed(device)
+    try:
+        trainer = Trainer(dataset, run_dir, model=model, config=config, overrides=overrides, resume=resume,
+                          force=force, info=info)
+        trainer.run(stop_after_images=stop_after_images)
+    finally:
+        ddp.shutdown(info)
+    return run_dir
+
+
+# --- run folder and config ------------------------------------------------------------------------
+
+def _looks_like_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (CONFIG_FILE, ckpt.CHECKPOINT_DIR, "progress.json"))
+
+
+def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse a RUN_DIR that cannot be used as asked (read-only, so every rank can run it)."""
+    if resume:
+        if not ckpt.list_checkpoints(run_dir):
+            raise CheckpointError(f"{run_dir}: no checkpoint to resume from; start the run without --resume")
+        return
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if not force:
+            raise OutputExistsError(
+                f"{run_dir} already exists; pass --resume to continue that run, --force to start over, or choose another --out"
+            )
+        if not run_dir.is_dir() or not _looks_like_run(run_dir):
+            raise OutputExistsError(
+                f"{run_dir} exists and is not a brainsynth run folder; --force only replaces a run, choose another --out"
+            )
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Remove an old run (``--force``): renamed aside first, so a crash leaves no mixture."""
+    if not run_dir.exists():
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".old", dir=run_dir.parent))
+    os.replace(run_dir, trash / "old")
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _resume_config(run_dir: Path, model: str, overrides: list[str]) -> TrainConfig:
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
+    return _config_of_checkpoint(state, model, overrides, run_dir)
+
+
+def _config_of_checkpoint(state: dict[str, Any], model: str, overrides: list[str], run_dir: Path) -> TrainConfig:
+    cfg = config_from_dict(state["config"], source=f"{run_dir} checkpoint config")
+    if cfg.model != model:
+        raise ConfigError(f"{run_dir} trains a {cfg.model}; pass --model {cfg.model} to resume it")
+    changed = apply_overrides(cfg, overrides)
+    if changed:
+        log.warning("resuming %s with changed settings: %s", run_dir, ", ".join(changed))
+    return cfg
+
+
+def build_schedule(cfg: TrainConfig):
+    """The run's :class:`~brainsynth.train.schedule.Schedule`.
+
+    DCGAN does not grow: one phase at the final resolution. Without ``total_images`` it
+    shows as many images as the PGGAN schedule of the same config, a like-for-like budget.
+    """
+    from brainsynth.train.schedule import Schedule
+
+    if cfg.schedule == "fit":
+        growth = Schedule.fit_budget(cfg.resolution, cfg.total_images, cfg.start_resolution, cfg.batch_sizes, cfg.lr,
+                                     cfg.final_share)
+    else:
+        growth = Schedule(cfg.resolution, cfg.start_resolution, cfg.stable_images, cfg.fade_images, cfg.batch_sizes,
+                          cfg.lr, cfg.total_images)
+    if cfg.model == "pggan":
+        return growth
+    total = growth.total_images
+    return Schedule(cfg.resolution, cfg.resolution, stable_images=total, fade_images=1, batch_sizes=cfg.batch_sizes,
+                    lr=cfg.lr, total_images=total)
+
+
+# --- real images ---------------------------------------------------------------------------------
+
+def pool_to(x: torch.Tensor, res: int) -> torch.Tensor:
+    """Downscale ``[N, 1, S, S]`` float images to ``res`` by repeated 2x2 average pooling."""
+    while x.shape[-1] > res:
+        x = F.avg_pool2d(x, 2)  # [N, 1, S/2, S/2]
+    return x
+
+
+class RealImages:
+    """The train split, resident at the current resolution.
+
+    Parameters
+    ----------
+    dataset : path
+        Prepared DATASET folder.
+    resolution : int
+        The config's final resolution.
+    device : torch.device
+    """
+
+    def __init__(self, dataset: str | Path, resolution: int, device: torch.device):
+        from brainsynth.data.dataset import load_dataset
+
+        ds = load_dataset(dataset)
+        idx = ds.indices(split="train")
+        if len(idx) == 0:
+            raise InputError(f"{ds.root}: the dataset has no 'train' images; re-run 'brainsynth prepare'")
+        labels = ds.label_indices(idx)
+        base = torch.from_numpy(np.ascontiguousarray(ds.images[idx])).unsqueeze(1)  # [N, 1, S, S] uint8
+        self.source_size = ds.image_size
+        self.base = self._resize_once(base, resolution, ds.root)  # [N, 1, R, R] uint8
+        self.labels = torch.from_numpy(labels).to(device)  # [N] int64
+        counts = np.bincount(labels, minlength=len(LABELS))
+        # Fake labels follow the data's label distribution (official AC-GAN setup).
+        self.class_probs = torch.tensor(counts / counts.sum(), dtype=torch.float64)  # [C]
+        self.device = device
+        self.n = len(idx)
+        self.res = 0
+        self.images: torch.Tensor | None = None  # [N, 1, res, res] float in [-1, 1] on device
+        table = ds.table.iloc[idx]
+        self.summary = {
+            "dataset": str(Path(ds.root).resolve()),
+            "simulated": bool(ds.manifest.get("simulated", False)),
+            "split": "train",
+            "image_size": int(ds.image_size),
+            "resolution": int(resolution),
+            "n_images": int(self.n),
+            "n_images_per_label": {lbl: int(c) for lbl, c in zip(LABELS, counts)},
+            "n_subjects_per_label": {lbl: int(table.loc[table["label"] == lbl, "subject"].nunique()) for lbl in LABELS},
+            "fingerprint": hashlib.sha256(self.base.numpy().tobytes() + labels.tobytes()).hexdigest(),
+        }
+
+    @staticmethod
+    def _resize_once(base: torch.Tensor, resolution: int, root: Path) -> torch.Tensor:
+        size = base.shape[-1]
+        if size == resolution:
+            return base
+        if size < resolution:
+            raise ConfigError(f"{root}: images are {size} px but the config's resolution is {resolution}; prepare "
+                              f"the dataset with --size {resolution} or pass --set resolution={size}")
+        log.warning("%s: resizing %d px images to %d px once at load", root, size, resolution)
+        out = []
+        for chunk in base.split(POOL_CHUNK):
+            x = chunk.float()
+            if size % resolution == 0 and (size // resolution) & (size // resolution - 1) == 0:
+                x = pool_to(x, resolution)
+            else:
+                x = F.interpolate(x, size=(resolution, resolution), mode="area")
+            out.append(x.round().clamp(0, 255).to(torch.uint8))
+        return torch.cat(out)
+
+    def set_resolution(self, res: int) -> None:
+        """Pool the resident images down to ``res`` (once per resolution change)."""
+        if res == self.res:
+            return
+        self.images = None  # free the previous resolution first
+        parts = [pool_to(c.float(), res).mul_(2.0 / 255.0).sub_(1.0) for c in self.base.split(POOL_CHUNK)]
+        self.images = torch.cat(parts).to(self.device)  # [N, 1, res, res]
+        self.res = res
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[B, 1, res, res]`` and labels ``[B]`` of the given rows."""
+        idx = idx.to(self.device)
+        return self.images[idx], self.labels[idx]
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+
+class Trainer:
+    """One training run; see the module docstring. Use :func:`train`."""
+
+    def __init__(self, dataset: str | Path, run_dir: Path, *, model: str, config: str | Path, overrides: list[str],
+                 resume: bool, force: bool, info: ddp.DistInfo):
+        # --- setup: run folder, config, data, networks, loss, optimisers
+        self.run_dir = run_dir
+        self.info = info
+        self.main = info.is_main
+        check_run_dir(run_dir, resume, force)
+        state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir)) if resume else None
+        cfg = _config_of_checkpoint(state, model, overrides, run_dir) if state else resolve_config(model, config, overrides)
+        self.cfg = cfg
+        # How the run was started (preset name or file, --set), kept across resumes for the model card.
+        self.launch = state.get("launch") if state and state.get("launch") else {"config": str(config),
+                                                                                  "overrides": list(overrides)}
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.schedule = build_schedule(cfg)
+        self.target = self.schedule.total_images
+        self.device = info.device
+        self.data = RealImages(dataset, cfg.resolution, self.device)
+        if state and state["data"].get("fingerprint") != self.data.summary["fingerprint"]:
+            raise ConfigError(f"{dataset} is not the dataset {run_dir} was trained on "
+                              f"({state['data'].get('dataset')}); resume with that DATASET")
+        self._seed_all(cfg.seed)
+        self._build_networks()
+        # From here on the global RNG (gradient-penalty mixing) is per rank; batches, latents
+        # and labels come from `gen`, identical on every rank (each keeps its own slice).
+        torch.manual_seed(cfg.seed * 7919 + info.rank + 1)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self._build_loss()
+        self.images_shown = 0
+        self.step = 0
+        self.phase_index = -1
+        self.last_tick_images = 0
+        self.tick_index = 0
+        self.lr_scale = 1.0
+        self.rollbacks = 0
+        wall_offset = 0.0
+        if state:
+            wall_offset = self._restore(state)
+        else:
+            self._new_optimisers()
+            self.phase_index = self.schedule.at(0).index
+        for net in (self.G, self.D, self.G_ema):
+            ddp.broadcast_module(net, info)  # every rank starts from rank 0's weights, whatever happened above
+        self.clock = Stopwatch(wall_offset)
+        self.grid_z = torch.randn(cfg.grid_columns, cfg.z_dim,
+                                  generator=torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))  # [cols, z]
+        # --- files: only rank 0 writes; the others wait until the folder is ready
+        if self.main:
+            if not resume and run_dir.exists():
+                clear_run_dir(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / CONFIG_FILE, config_to_yaml(cfg))
+            if resume:
+                truncate_stats(run_dir, self.images_shown)
+        ddp.barrier(info)
+        self.observer = Observer(run_dir, self.target, self.images_shown, enabled=self.main,
+                                 progress_bar=cfg.progress_bar, tensorboard=cfg.tensorboard, cell_px=cfg.grid_cell_px)
+        if not state:
+            self._save_checkpoint()  # images 0: a rollback target from the very start
+
+    # --- setup helpers
+
+    @staticmethod
+    def _seed_all(seed: int) -> None:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+    def _build_networks(self) -> None:
+        from brainsynth.models import build_models
+
+        cfg = self.cfg
+        self.net_kwargs = network_kwargs(cfg)
+        G, D = build_models(cfg.model, **self.net_kwargs)
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.G = G.to(self.device, memory_format=memory_format).train()
+        self.D = D.to(self.device, memory_format=memory_format).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G_fwd = self._maybe_compile(self.G)
+
+    def _maybe_compile(self, G: nn.Module) -> nn.Module:
+        # Only G: the gradient penalty's double backward through D is not supported by compiled graphs.
+        if not self.cfg.compile:
+            return G
+        try:
+            compiled = torch.compile(G)
+            phase = self.schedule.at(0)
+            n = ddp.per_rank_batch(phase.batch_size, self.info)
+            saved = [b.detach().clone() for b in G.buffers()]
+            with torch.no_grad():  # compile now (as the D step calls it), so that a failure shows here
+                compiled(torch.zeros(n, self.cfg.z_dim, device=self.device),
+                         torch.zeros(n, dtype=torch.long, device=self.device), phase.res, phase.alpha)
+                for b, s in zip(G.buffers(), saved):
+                    b.copy_(s)  # the warm-up must not move batch-norm statistics
+            return compiled
+        except Exception as exc:  # a missing compiler must not stop training
+            log.warning("torch.compile unavailable (%s: %s); training uncompiled", type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
+            return G
+
+    def _build_loss(self) -> None:
+        from brainsynth.train.augment import Augment
+        from brainsynth.train.losses import DCGANLoss, WGANGPLoss
+
+        cfg = self.cfg
+        self.augment = Augment(cfg.augment, p=cfg.augment_p, target=cfg.augment_target, interval=cfg.augment_interval,
+                               speed_images=cfg.augment_speed_images, batch_size=self.schedule.at(0).batch_size,
+                               seed=cfg.seed * 7919 + self.info.rank)
+        augment = self.augment if cfg.augment != "off" else None
+        if cfg.model == "pggan":
+            self.loss = WGANGPLoss(self.G_fwd, self.D, augment=augment, gp_lambda=cfg.gp_lambda, drift=cfg.drift,
+                                   ac_weight=cfg.ac_weight, label_flip_every=cfg.label_flip_every)
+        else:
+            self.loss = DCGANLoss(self.G_fwd, self.D, augment=augment, label_flip_every=cfg.label_flip_every)
+
+    def _new_optimisers(self) -> None:
+        # Fresh Adam state at every resolution step (official), and at the start.
+        cfg = self.cfg
+        kwargs = {"lr": 0.0, "betas": (cfg.betas[0], cfg.betas[1]), "eps": cfg.eps}
+        self.opt_G = torch.optim.Adam(self.G.parameters(), **kwargs)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **kwargs)
+
+    def _restore(self, state: dict[str, Any]) -> float:
+        """Load a checkpoint's state into this trainer; return the wall time it had run."""
+        try:
+            self.G.load_state_dict(state["G"])
+            self.D.load_state_dict(state["D"])
+            self.G_ema.load_state_dict(state["G_ema"])
+            self._new_optimisers()
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.opt_D.load_state_dict(state["opt_D"])
+            if state["augment"] is not None:
+                self.augment.load_state_dict(state["augment"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{self.run_dir}: checkpoint does not match this config's networks "
+                                  f"({str(exc).splitlines()[0]})") from None
+        p = state["progress"]
+        self.images_shown = int(p["images_shown"])
+        self.step = int(p["step"])
+        self.phase_index = int(p["phase_index"])
+        self.last_tick_images = int(p["last_tick_images"])
+        self.tick_index = int(p["tick"])
+        self.lr_scale = float(p["lr_scale"])
+        self.rollbacks = max(self.rollbacks, int(p["rollbacks"]))
+        ckpt.restore_rng(state["rng"], {"data": self.gen})
+        if self.info.rank:
+            # Rank 0's global RNG was saved; the others continue on their own stream.
+            torch.manual_seed(hash((self.cfg.seed, self.info.rank, self.images_shown)) % 2**63)
+        return float(p.get("wall_s", 0.0))
+
+    def _autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --- the loop
+
+    def run(self, stop_after_images: int | None = None) -> None:
+        """Train to the target image count (or to the test hook's stop)."""
+        cfg = self.cfg
+        try:
+            if self.images_shown >= self.target:
+                self.observer.message(f"{self.run_dir}: already trained to {self.images_shown} images")
+                self._write_progress(finished=True)
+                return
+            self.observer.message(f"training {cfg.model} on {self.data.n} images ({self.device}, "
+                                  f"{self.info.world_size} process(es)) to {self.target} images: {self.schedule!r}")
+            self._reset_tick_accumulators()
+            while self.images_shown < self.target:
+                phase = self.schedule.at(self.images_shown)
+                self._train_step(phase)
+                if self.images_shown >= self.last_tick_images + cfg.tick_images or self.images_shown >= self.target:
+                    saved = self._tick(phase)
+                    if saved and stop_after_images is not None and self.images_shown >= stop_after_images:
+                        return
+        finally:
+            self.observer.close()
+
+    def _train_step(self, phase) -> None:
+        cfg = self.cfg
+        # New growth phase: fresh Adam state; new resolution: reals pooled down once.
+        if phase.index != self.phase_index:
+            self._new_optimisers()
+            self.phase_index = phase.index
+        self.data.set_resolution(phase.res)
+        lr = phase.lr * self.lr_scale
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+        # --- fetch: the GLOBAL batch's draws, identical on every rank; each keeps its slice
+        gb = phase.batch_size
+        ddp.per_rank_batch(gb, self.info)
+        g = self.gen
+        idx = torch.randint(self.data.n, (gb,), generator=g)  # [B]
+        z_d = torch.randn(gb, cfg.z_dim, generator=g)  # [B, z]
+        labels_d = torch.multinomial(self.data.class_probs, gb, replacement=True, generator=g)  # [B]
+        z_g = torch.randn(gb, cfg.z_dim, generator=g)  # [B, z]
+        labels_g = torch.multinomial(self.data.class_probs, gb, replacement=True, generator=g)  # [B]
+        reals, real_labels = self.data.batch(ddp.shard(idx, self.info))  # [b, 1, res, res], [b]
+        if phase.fading:
+            from brainsynth.train.schedule import blend_reals
+
+            reals = blend_reals(reals, phase.alpha)
+        z_d, labels_d, z_g, labels_g = (ddp.shard(t, self.info).to(self.device) for t in (z_d, labels_d, z_g, labels_g))
+
+        # --- D step
+        self.D.requires_grad_(True)
+        self.opt_D.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss_d, stats_d = self.loss.d_loss(reals, real_labels, z_d, labels_d, phase.res, phase.alpha, self.step)
+        loss_d.backward()
+        ddp.average_gradients(self.D, self.info)
+        self.opt_D.step()
+
+        # --- G step (D frozen: no parameter gradients wasted on it)
+        self.D.requires_grad_(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss_g, stats_g = self.loss.g_loss(z_g, labels_g, phase.res, phase.alpha)
+        loss_g.backward()
+        ddp.average_gradients(self.G, self.info)
+        self.opt_G.step()
+        self.D.requires_grad_(True)
+
+        # --- EMA of G, augmentation probability
+        self._update_ema(gb)
+        if cfg.augment == "adaptive":
+            self.augment.update(ddp.all_mean(stats_d["real_sign"], self.info), batch_size=gb)
+
+        # --- bookkeeping, as device tensors (read once per tick: no per-step host sync)
+        for key, value in stats_d.items():
+            self._acc[key] = self._acc.get(key, 0.0) + value.float()
+        for key, value in stats_g.items():
+            name = key if key == "loss_g" else f"g_{key}"
+            self._acc[name] = self._acc.get(name, 0.0) + value.float()
+        self._finite = self._finite & torch.isfinite(loss_d.detach()) & torch.isfinite(loss_g.detach())
+        self._acc_steps += 1
+        self.images_shown += gb
+        self.step += 1
+        self.observer.step(gb)
+
+    def _update_ema(self, batch: int) -> None:
+        cfg = self.cfg
+        beta = 0.5 ** (batch / cfg.ema_halflife_images) if cfg.ema_halflife_images else cfg.ema_beta
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.lerp_(p, 1.0 - beta)
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)  # batch-norm statistics (DCGAN) are taken as they are
+
+    def _reset_tick_accumulators(self) -> None:
+        self._acc: dict[str, torch.Tensor] = {}
+        self._acc_steps = 0
+        self._finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self._tick_images0 = self.images_shown
+        self._tick_t0 = self.clock.total()
+
+    # --- tick work
+
+    def _all_finite(self) -> bool:
+        flags = [self._finite] + [p.detach().isfinite().all() for p in
+                                  (*self.G.parameters(), *self.D.parameters(), *self.G_ema.parameters())]
+        ok = torch.stack(flags).all().float()
+        return bool(ddp.all_min(ok, self.info).item() > 0)
+
+    def _tick(self, phase) -> bool:
+        """Status, stats, sample grid and (every k ticks) a checkpoint; True if one was saved."""
+        cfg = self.cfg
+        if not self._all_finite():
+            self._rollback()
+            return False
+        keys = sorted(self._acc)
+        values = ddp.all_mean(torch.stack([self._acc[k] for k in keys]), self.info) / max(1, self._acc_steps)
+        means = dict(zip(keys, values.tolist()))  # the tick's one host sync
+        self.tick_index += 1
+        self.last_tick_images = self.images_shown
+        elapsed = max(1e-9, self.clock.total() - self._tick_t0)
+        record = {
+            "images_shown": self.images_shown, "kimg": round(self.images_shown / 1000, 3), "tick": self.tick_index,
+            "res": phase.res, "alpha": round(phase.alpha, 6), "batch": phase.batch_size,
+            "lr": phase.lr * self.lr_scale, **means,
+            "img_per_s": (self.images_shown - self._tick_images0) / elapsed, "sec_per_tick": elapsed,
+            "augment_p": float(self.augment.p), "wall_s": self.clock.total(),
+        }
+        self.observer.tick(record, self._samples(phase) if self.main else None)
+        done = self.images_shown >= self.target
+        saved = done or self.tick_index % cfg.checkpoint_every_ticks == 0
+        if saved:
+            self._save_checkpoint()
+        self._reset_tick_accumulators()
+        return saved
+
+    @torch.inference_mode()
+    def _samples(self, phase) -> torch.Tensor:
+        """G_ema's images of the fixed latent: ``[n_classes, columns, res, res]``."""
+        n_classes, cols = len(LABELS), self.cfg.grid_columns
+        z = self.grid_z.repeat(n_classes, 1).to(self.device)  # [C*cols, z]; same z in every row
+        labels = torch.arange(n_classes, device=self.device).repeat_interleave(cols)  # [C*cols]
+        images = self.G_ema(z, labels, phase.res, phase.alpha)  # [C*cols, 1, res, res]
+        return images.float().view(n_classes, cols, phase.res, phase.res)
+
+    def _progress(self) -> dict[str, Any]:
+        phase = self.schedule.at(self.images_shown)
+        return {"images_shown": self.images_shown, "target_images": self.target, "step": self.step,
+                "phase_index": self.phase_index, "resolution": phase.res, "alpha": phase.alpha,
+                "last_tick_images": self.last_tick_images, "tick": self.tick_index, "lr_scale": self.lr_scale,
+                "rollbacks": self.rollbacks, "wall_s": self.clock.total()}
+
+    def _save_checkpoint(self) -> None:
+        if self.main:
+            state = {
+                "config": config_to_dict(self.cfg), "data": self.data.summary, "launch": self.launch,
+                "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                "augment": self.augment.state_dict(), "progress": self._progress(),
+                "rng": ckpt.capture_rng({"data": self.gen}),
+            }
+            ckpt.save_checkpoint(self.run_dir, state, keep=self.cfg.checkpoint_keep)
+            self._write_progress(finished=self.images_shown >= self.target)
+        ddp.barrier(self.info)  # a later rollback on any rank reads this file
+
+    def _write_progress(self, finished: bool) -> None:
+        if self.main:
+            phase = self.schedule.at(self.images_shown)
+            write_progress(self.run_dir, self.images_shown, self.target, phase.res, phase.alpha, finished)
+
+    def _rollback(self) -> None:
+        """NaN/Inf: back to the last checkpoint with a lower learning rate and a new batch stream."""
+        self.rollbacks += 1
+        if self.rollbacks > self.cfg.nan_retries:
+            raise TrainingDivergedError(
+                f"{self.run_dir}: losses became NaN/Inf again after {self.cfg.nan_retries} rollbacks; lower the "
+                f"learning rate (--set lr=...) or use precision fp32, then restart with --force"
+            )
+        lr_scale = self.lr_scale * self.cfg.nan_lr_factor
+        path = ckpt.latest_checkpoint(self.run_dir)
+        self._restore(ckpt.load_checkpoint(path))
+        self.lr_scale = lr_scale
+        self.gen.manual_seed(self.cfg.seed + ROLLBACK_SEED_STRIDE * self.rollbacks)
+        torch.manual_seed(self.cfg.seed + ROLLBACK_SEED_STRIDE * self.rollbacks + self.info.rank)
+        self.data.res = 0  # the restored phase may be at another resolution
+        if self.main:
+            truncate_stats(self.run_dir, self.images_shown)
+        self.observer.message(f"NaN/Inf in the losses or weights: rolled back to {path.name}, learning rate x"
+                              f"{lr_scale:g} (rollback {self.rollbacks} of {self.cfg.nan_retries})")
+        log.warning("rolled back to %s after NaN/Inf (lr scale %g)", path, lr_scale)
+        self._reset_tick_accumulators()
