@@ -207,6 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run(args.out, input=args.input, preset=args.preset, labels=args.labels, id_column=args.id_column,
         label_column=args.label_column, skip_unlabeled=args.skip_unlabeled, volume_index=args.volume_index,
+        slices=args.slices, relative_slices=args.relative_slices, workers=args.workers,
         device=args.device, seed=args.seed, features=args.features, weights=args.weights)
     return 0
 
@@ -318,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("demo", "paper", "tiny"), default="demo",
                    help="demo (CPU, 64 px), paper (GPU, 256 px, the paper's settings), tiny (smoke test)")
     _add_input_options(p)
+    p.add_argument("--slices", type=_range, metavar="A:B", help="axial slice range (default 30:120)")
+    p.add_argument("--relative-slices", type=_range, metavar="FA:FB",
+                   help="slice range relative to the brain's axial extent, for scans of other geometry")
+    p.add_argument("--workers", type=_positive_int, default=1, help="volumes prepared in parallel (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--features", default="vgg16-random", metavar="NAME")

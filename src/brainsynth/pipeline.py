@@ -151,7 +151,9 @@ def input_fingerprint(root: Path) -> list[tuple[str, int, int]]:
 
 def run(out: str | os.PathLike, *, input: str | None = None, preset: str = "demo", labels: str | None = None,
         id_column: str | None = None, label_column: str | None = None, skip_unlabeled: bool = False,
-        volume_index: int | None = None, device: str | None = None, seed: int = 0,
+        volume_index: int | None = None, slices: tuple[float, float] | None = None,
+        relative_slices: tuple[float, float] | None = None, workers: int = 1,
+        device: str | None = None, seed: int = 0,
         features: str = "vgg16-random", weights: str | None = None) -> dict:
     """Run the whole method: prepare, train PGGAN and DCGAN, generate, evaluate, report.
 
@@ -162,6 +164,8 @@ def run(out: str | os.PathLike, *, input: str | None = None, preset: str = "demo
     input : path, optional
         The user's cohort (BIDS, ADHD-200 site folder, or flat folder with ``labels``).
         Without it, a SIMULATED cohort is generated.
+    labels, id_column, label_column, skip_unlabeled, volume_index, slices, relative_slices, workers
+        As for ``brainsynth prepare``; ``slices``/``relative_slices`` override the preset's range.
     preset : {"demo", "paper", "tiny"}
         ``demo`` (CPU, 64 px), ``paper`` (GPU, 256 px, the paper's settings), ``tiny`` (tests).
     features, weights
@@ -199,11 +203,14 @@ def run(out: str | os.PathLike, *, input: str | None = None, preset: str = "demo
     from brainsynth.data.prepare import prepare_dataset
 
     dataset = out / "dataset"
-    prep_args = {**p["prepare"], "labels": labels, "id_column": id_column, "label_column": label_column,
-                 "skip_unlabeled": skip_unlabeled, "volume_index": volume_index, "seed": seed}
+    slice_range = {k: v for k, v in (("slices", slices), ("relative_slices", relative_slices)) if v is not None}
+    prep_args = {**p["prepare"], **slice_range, "labels": labels, "id_column": id_column,
+                 "label_column": label_column, "skip_unlabeled": skip_unlabeled, "volume_index": volume_index,
+                 "seed": seed}
     fp_data = fingerprint("prepare", fp_cohort, prep_args)
     timings["prepare"] = pipe.stage("prepare", fp_data, dataset,
-                                    lambda restart: prepare_dataset(cohort, dataset, **prep_args, force=True))
+                                    lambda restart: prepare_dataset(cohort, dataset, **prep_args, workers=workers,
+                                                                   force=True))
 
     # --- train + generate, per model --------------------------------------------------
     from brainsynth.generate import generate_images

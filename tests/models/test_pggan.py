@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from brainsynth.errors import ConfigError
 from brainsynth.models import build_models
 from brainsynth.models.pggan import (CONDITIONINGS, GAIN_G_DENSE, Discriminator, EqualizedConv2d,
-                                     EqualizedLinear, EqualizedUpConv2d, Generator, channel_widths,
-                                     minibatch_stddev, pixel_norm)
+                                     EqualizedLinear, EqualizedUpConv2d, Generator, channel_widths, conv2d,
+                                     leaky_relu, minibatch_stddev, pixel_norm)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -209,3 +209,59 @@ def test_build_models_rejects_unknown_options():
         build_models("pggan", resolution=8, fmap=3)
     with pytest.raises(ConfigError, match="model must be one of pggan, dcgan"):
         build_models("stylegan")
+
+
+# --- the fast autograd functions compute what the stock ops compute, to every needed order --------
+
+def _f64(*shape, seed):
+    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_conv2d_matches_stock_conv_and_its_first_and_second_derivatives(k):
+    x, w, b = _f64(2, 3, 5, 6, seed=10), _f64(4, 3, k, k, seed=11), _f64(4, seed=12)
+    torch.testing.assert_close(conv2d(x, w, b, k // 2), F.conv2d(x, w, b, padding=k // 2))
+    assert torch.autograd.gradcheck(lambda *a: conv2d(*a, k // 2), (x, w, b))
+    assert torch.autograd.gradgradcheck(lambda *a: conv2d(*a, k // 2), (x, w, b))
+
+
+def test_leaky_relu_and_pixel_norm_match_their_derivatives():
+    x = _f64(2, 5, 3, 4, seed=13)
+    torch.testing.assert_close(leaky_relu(x * 1.0), F.leaky_relu(x, 0.2))
+    assert torch.autograd.gradgradcheck(lambda t: leaky_relu(t * 1.0), (x,))
+    assert torch.autograd.gradcheck(pixel_norm, (x,))
+    torch.testing.assert_close(pixel_norm(x), x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8))
+
+
+def test_gradient_penalty_graph_matches_stock_ops(monkeypatch):
+    """D's input gradient and the penalty's weight gradients equal those of plain F.conv2d/F.leaky_relu."""
+    from brainsynth.models import pggan
+
+    torch.manual_seed(14)
+    D = Discriminator(16, conditioning="acgan", widths=[6, 5, 4]).double()
+    x = _f64(4, 1, 16, 16, seed=15)
+    y = torch.tensor([0, 1, 1, 0])
+
+    def penalty_grads():
+        D.zero_grad(set_to_none=True)
+        (grad,) = torch.autograd.grad(D(x, y, 16, 0.5)[0].sum(), x, create_graph=True)
+        grad.square().sum().backward()
+        return grad.detach(), [p.grad.clone() for p in D.parameters() if p.grad is not None]
+
+    fast = penalty_grads()
+    monkeypatch.setattr(pggan, "conv2d", lambda x, w, b, p: F.conv2d(x, w, b, padding=p))
+    monkeypatch.setattr(pggan, "_act", lambda x: F.leaky_relu(x, 0.2))
+    stock = penalty_grads()
+    torch.testing.assert_close(fast[0], stock[0])
+    assert len(fast[1]) == len(stock[1])
+    for a, b in zip(fast[1], stock[1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_channels_last_discriminator_runs_channels_last_from_the_first_layer():
+    """A 1-channel image is "contiguous" in both layouts; D must still hand oneDNN NHWC strides."""
+    D = Discriminator(8, conditioning="none", widths=[4, 3]).to(memory_format=torch.channels_last)
+    seen = []
+    D.from_rgb["8"].register_forward_hook(lambda m, i, o: seen.append(o.stride(1)))
+    D(torch.randn(2, 1, 8, 8), None, 8, 1.0)
+    assert seen == [1]  # NHWC: channel stride 1
