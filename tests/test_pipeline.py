@@ -25,7 +25,7 @@ def _data_fixtures():
         spec.loader.exec_module(module)
     return sys.modules["data_fixtures"]
 
-STAGES = ["cohort", "prepare", "train_pggan", "generate_pggan", "train_dcgan", "generate_dcgan", "evaluate"]
+STAGES = ["cohort", "prepare", "train_pggan", "train_dcgan", "generate_pggan", "generate_dcgan", "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,16 @@ def test_an_unrelated_out_folder_is_refused(tmp_path):
     with pytest.raises(InputError, match="not a brainsynth run folder"):
         pipeline.run(tmp_path, preset="tiny")
     assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_parallel_training_runs_both_models_in_worker_processes(tmp_path, monkeypatch):
+    monkeypatch.setitem(pipeline.PIPELINE_PRESETS["tiny"], "parallel_training", True)
+    out = tmp_path / "out"
+    pipeline.run(out, preset="tiny")
+    state = json.loads((out / "pipeline.json").read_text())["stages"]
+    for model in ("pggan", "dcgan"):
+        progress = json.loads((out / "runs" / model / "progress.json").read_text())
+        assert progress["finished"] is True and progress["images_shown"] == progress["target_images"]
+        assert state[f"train_{model}"]["done"] and state[f"train_{model}"]["seconds"] > 0
+    # The second job's progress bar is turned off so the two do not overwrite each other.
+    assert "progress_bar: false" in (out / "runs" / "dcgan" / "config.yaml").read_text()

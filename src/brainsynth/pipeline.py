@@ -43,6 +43,7 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "phantom": {"subjects": 12},
         "prepare": {"size": 64},
         "train_config": "demo",
+        "parallel_training": True,  # one thread per run, PGGAN and DCGAN side by side on 2 cores
         "images_per_label": 500,
         "evaluate": {"input_size": 64, "bootstrap": 500},
     },
@@ -50,6 +51,7 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "phantom": {"subjects": 12},
         "prepare": {"size": 256},
         "train_config": "paper",
+        "parallel_training": False,  # one GPU: one run at a time
         "images_per_label": 1000,
         "evaluate": {"input_size": 224, "bootstrap": 1000},
     },
@@ -57,6 +59,7 @@ PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
         "phantom": {"subjects": 6, "shape": (96, 96, 60)},
         "prepare": {"size": 16, "inplane": 64, "patch": 48, "relative_slices": (0.3, 0.7)},
         "train_config": "tiny",
+        "parallel_training": False,
         # The tiny training preset stops at 8 px; the evaluation needs 16 px for SWD.
         "train_overrides": ["resolution=16", "widths={4: 8, 8: 8, 16: 8}"],
         "images_per_label": 24,
@@ -103,17 +106,18 @@ class Pipeline:
              "stages": {n: vars(s) for n, s in self.stages.items()}},
         )
 
-    def stage(self, name: str, fingerprint: str, output: Path, body: Callable[[bool], None]) -> float:
-        """Run ``body`` unless the stage already finished with the same fingerprint.
+    def up_to_date(self, name: str, fingerprint: str, output: Path) -> bool:
+        """True when ``name`` finished with this fingerprint and its output is still there."""
+        prev = self.stages.get(name)
+        return bool(prev and prev.done and prev.fingerprint == fingerprint and output.exists())
 
-        ``body(restart)`` gets ``restart=True`` when an earlier attempt with other inputs
-        left ``output`` behind (it must then start over), ``False`` when it may resume.
-        Returns the stage's wall time (the recorded one when skipped).
+    def begin(self, name: str, fingerprint: str, output: Path) -> bool:
+        """Record that ``name`` starts; return ``restart`` (an earlier attempt had other inputs).
+
+        Output left behind by an attempt with other inputs is removed; output of an
+        interrupted attempt with the same inputs is kept, so that training can resume.
         """
         prev = self.stages.get(name)
-        if prev and prev.done and prev.fingerprint == fingerprint and output.exists():
-            log.info("[%s] up to date, skipped (%.0f s when it ran)", name, prev.seconds)
-            return prev.seconds
         restart = prev is None or prev.fingerprint != fingerprint
         if restart and output.exists():
             log.info("[%s] inputs changed; starting this stage over", name)
@@ -122,14 +126,97 @@ class Pipeline:
                                        seconds=prev.seconds if prev and not restart else 0.0)
         self.save()
         log.info("[%s] running", name)
-        start = time.perf_counter()
-        body(restart)
+        return restart
+
+    def finish(self, name: str, seconds: float) -> float:
+        """Record that ``name`` finished after ``seconds`` more of wall time; return its total."""
         state = self.stages[name]
-        state.seconds += time.perf_counter() - start
+        state.seconds += seconds
         state.done = True
         self.save()
         log.info("[%s] done in %.0f s", name, state.seconds)
         return state.seconds
+
+    def stage(self, name: str, fingerprint: str, output: Path, body: Callable[[bool], None]) -> float:
+        """Run ``body(restart)`` unless the stage already finished with the same fingerprint.
+
+        Returns the stage's wall time (the recorded one when skipped).
+        """
+        if self.up_to_date(name, fingerprint, output):
+            log.info("[%s] up to date, skipped (%.0f s when it ran)", name, self.stages[name].seconds)
+            return self.stages[name].seconds
+        restart = self.begin(name, fingerprint, output)
+        start = time.perf_counter()
+        body(restart)
+        return self.finish(name, time.perf_counter() - start)
+
+
+@dataclass
+class TrainJob:
+    """One model's training stage."""
+
+    model: str
+    run_dir: Path
+    fingerprint: str
+    overrides: list[str]
+
+    @property
+    def stage_name(self) -> str:
+        return f"train_{self.model}"
+
+
+def _train_one(dataset: Path, job: TrainJob, config: str, restart: bool, device: str | None,
+               log_level: int | None = None) -> float:
+    """Train one model (resuming an interrupted run); return the wall time. Runs in a worker too."""
+    from brainsynth.train.loop import train
+
+    if log_level is not None:  # a spawned worker starts with logging unconfigured
+        from brainsynth.cli import setup_logging
+
+        setup_logging(log_level)
+    start = time.perf_counter()
+    resume = not restart and (job.run_dir / "checkpoints").is_dir()
+    train(dataset, job.run_dir, model=job.model, config=config, overrides=job.overrides, resume=resume,
+          device=device, force=not resume)
+    return time.perf_counter() - start
+
+
+def train_models(pipe: Pipeline, dataset: Path, jobs: list[TrainJob], config: str, device: str | None,
+                 parallel: bool) -> dict[str, float]:
+    """Run the training stages that are not up to date, side by side when ``parallel``.
+
+    Side by side is for the CPU demo: each run uses one thread (one fast core beats two
+    contended ones for these small networks), so two runs use the machine's two cores.
+    Returns the wall time per stage name.
+    """
+    times: dict[str, float] = {}
+    pending = []
+    for job in jobs:
+        if pipe.up_to_date(job.stage_name, job.fingerprint, job.run_dir):
+            log.info("[%s] up to date, skipped", job.stage_name)
+            times[job.stage_name] = pipe.stages[job.stage_name].seconds
+        else:
+            pending.append(job)
+    if not (parallel and len(pending) > 1):
+        for job in pending:
+            restart = pipe.begin(job.stage_name, job.fingerprint, job.run_dir)
+            times[job.stage_name] = pipe.finish(job.stage_name, _train_one(dataset, job, config, restart, device))
+        return times
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    restarts = {job.stage_name: pipe.begin(job.stage_name, job.fingerprint, job.run_dir) for job in pending}
+    # Two progress bars would overwrite each other on one terminal: only the first job shows one.
+    for job in pending[1:]:
+        job.overrides = [*job.overrides, "progress_bar=false"]
+    level = logging.getLogger("brainsynth").getEffectiveLevel()
+    with ProcessPoolExecutor(len(pending), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {job.stage_name: pool.submit(_train_one, dataset, job, config, restarts[job.stage_name], device,
+                                               level) for job in pending}
+        for name, future in futures.items():
+            times[name] = pipe.finish(name, future.result())
+    return times
 
 
 def fingerprint(*parts: Any) -> str:
@@ -212,33 +299,26 @@ def run(out: str | os.PathLike, *, input: str | None = None, preset: str = "demo
                                     lambda restart: prepare_dataset(cohort, dataset, **prep_args, workers=workers,
                                                                    force=True))
 
-    # --- train + generate, per model --------------------------------------------------
+    # --- train, then generate, per model ----------------------------------------------
     from brainsynth.generate import generate_images
-    from brainsynth.train.loop import train
+
+    overrides = [*p.get("train_overrides", []), f"seed={seed}"]
+    jobs = [TrainJob(model, out / "runs" / model, fingerprint("train", fp_data, model, p["train_config"], overrides),
+                     list(overrides)) for model in MODELS]
+    timings.update(train_models(pipe, dataset, jobs, p["train_config"], device, p["parallel_training"]))
 
     synthetic: dict[str, str] = {}
     run_dirs: dict[str, str] = {}
-    for model in MODELS:
-        run_dir = out / "runs" / model
-        overrides = [*p.get("train_overrides", []), f"seed={seed}"]
-        fp_train = fingerprint("train", fp_data, model, p["train_config"], overrides)
-
-        def train_stage(restart: bool, model=model, run_dir=run_dir, overrides=overrides) -> None:
-            resume = not restart and (run_dir / "checkpoints").is_dir()
-            train(dataset, run_dir, model=model, config=p["train_config"], overrides=overrides,
-                  resume=resume, device=device, force=not resume)
-
-        timings[f"train_{model}"] = pipe.stage(f"train_{model}", fp_train, run_dir, train_stage)
-
-        syn_dir = out / "synthetic" / model
-        fp_gen = fingerprint("generate", fp_train, p["images_per_label"], seed)
-        timings[f"generate_{model}"] = pipe.stage(
-            f"generate_{model}", fp_gen, syn_dir,
-            lambda restart, run_dir=run_dir, syn_dir=syn_dir: generate_images(
+    for job in jobs:
+        syn_dir = out / "synthetic" / job.model
+        fp_gen = fingerprint("generate", job.fingerprint, p["images_per_label"], seed)
+        timings[f"generate_{job.model}"] = pipe.stage(
+            f"generate_{job.model}", fp_gen, syn_dir,
+            lambda restart, run_dir=job.run_dir, syn_dir=syn_dir: generate_images(
                 run_dir, syn_dir, n=p["images_per_label"], label="both", seed=seed, device=device, force=True),
         )
-        synthetic[model] = str(syn_dir)
-        run_dirs[model] = str(run_dir)
+        synthetic[job.model] = str(syn_dir)
+        run_dirs[job.model] = str(job.run_dir)
 
     # --- evaluate + report ------------------------------------------------------------
     from brainsynth.evaluate import evaluate

@@ -129,3 +129,10 @@ def test_defaults_are_the_official_pggan_values():
                                                                                     0.001, 0.999)
     assert (cfg.stable_images, cfg.fade_images) == (600_000, 600_000)
     assert cfg.batch_sizes == {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8}
+
+
+def test_a_bare_off_stays_a_word_for_string_options():
+    from brainsynth.train.config import resolve_config
+
+    cfg = resolve_config("pggan", "tiny", ["augment=off"])
+    assert cfg.augment == "off"

@@ -182,6 +182,8 @@ def _coerce(value: Any, tp: Any) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):
+            return "on" if value else "off"  # YAML 1.1 reads a bare off/on (e.g. augment: off) as a bool
         raise ValueError
     raise ValueError
 
