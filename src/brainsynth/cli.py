@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config value (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default cpu; cuda when --device cuda)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
     p.add_argument("--force", action="store_true", help="start over in an existing RUN_DIR")
 
     p = add("generate", cmd_generate, "sample synthetic images per class from a trained run (G_ema)")

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from brainsynth import LABELS, __version__
+from brainsynth.devices import resolve_device
 from brainsynth.errors import ConfigError
 from brainsynth.fsio import check_output_free, sha256_file
 from brainsynth.imageset import FORMATS, write_image_set
@@ -130,8 +131,6 @@ def generate_images(run_dir: str | Path, out: str | Path, *, n: int, label: str 
     Path
         The output folder.
     """
-    from brainsynth.train.distributed import resolve_device
-
     if n < 1:
         raise ConfigError(f"--n {n}: give at least 1 image per label")
     if label not in LABEL_CHOICES:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainsynth.devices import resolve_device
 from brainsynth.errors import CheckpointError, ConfigError, InputError
 from brainsynth.fsio import atomic_output_path
 
@@ -258,18 +259,6 @@ def check_extractor_name(name: str) -> str:
     raise ConfigError(f"--features {name!r} is unknown; {hint}choose one of {', '.join(sorted(EXTRACTORS))}")
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    return dev
-
-
 # --- the extractor ----------------------------------------------------------------------
 
 @dataclass
@@ -396,7 +385,7 @@ def get_extractor(
         raise ConfigError(f"--input-size {input_size} is too small for VGG-16's five poolings; use 32 or more")
     if batch_size < 1:
         raise ConfigError(f"batch size {batch_size} must be >= 1")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model, weights_desc = EXTRACTORS[name](None if weights is None else str(weights), layer)
     # channels_last lets oneDNN pick its fastest conv kernels: 1.4x fp32 on a 2-core AVX-512 CPU
     # (benchmarks/evaluate_speed.py); it changes the layout, not the maths.

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from brainsynth.devices import resolve_device
 from brainsynth.errors import ConfigError
 
 log = logging.getLogger("brainsynth.train.distributed")
@@ -61,28 +62,6 @@ class DistInfo:
     def is_main(self) -> bool:
         """Rank 0: the only process that writes files and logs."""
         return self.rank == 0
-
-
-def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """``None``/``"cpu"`` -> CPU; ``"cuda"`` -> this rank's GPU; ``"cuda:N"`` as given."""
-    if device in (None, "", "cpu"):
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available in this torch build or machine; use --device cpu")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        if dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
-        torch.cuda.set_device(dev)
-        return dev
-    if dev.type != "cpu":
-        raise ConfigError(f"--device {device!r}: expected cpu, cuda or cuda:N")
-    return dev
 
 
 def init_distributed(device: str | None) -> DistInfo:
