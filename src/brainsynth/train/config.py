@@ -57,7 +57,9 @@ class TrainConfig:
     fmap_base: int = 8192  # PGGAN width rule nf(stage) = min(fmap_base / 2**stage, fmap_max)
     fmap_max: int = 512  # PGGAN: the width cap of that rule
     widths: Optional[dict[int, int]] = None  # PGGAN: explicit channels per resolution, replaces the rule
-    conditioning: str = "acgan"  # class conditioning: acgan | projection | none
+    # projection is the default: better GAN-train on the demo (slice HM 0.939 vs 0.895 for acgan,
+    # same data, image budget and seed).
+    conditioning: str = "projection"  # class conditioning: acgan | projection | none
     mbstd_group: int = 4  # PGGAN: minibatch-stddev group size
     dcgan_width: int = 64  # DCGAN: base channel width
 
