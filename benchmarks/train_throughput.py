@@ -1,8 +1,8 @@
 """Training throughput of one full GAN step on this machine, with achieved and peak GFLOP/s.
 
 One step = D step (WGAN-GP with gradient penalty, or DCGAN BCE) + Adam step, then G step
-+ Adam step (betas (0, 0.99)), on random data at one resolution (stable phase, alpha 1,
-unless ``--fading``). Reported: images/s (median over repeats), the convolution + linear
++ Adam step (betas (0, 0.99)), then the G_ema update, as ``train/loop.py`` does them, on
+random data at one resolution (stable phase, alpha 1, unless ``--fading``). Reported: images/s (median over repeats), the convolution + linear
 FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode`` (forward,
 backward and the GP's double backward), the achieved GFLOP/s, and the machine's peak
 measured in the same run with a large 3x3 convolution at the same precision.
@@ -11,12 +11,23 @@ Example (the spec's comparison point, 64 px, widths 64,64,64,64,32)::
 
     python benchmarks/train_throughput.py --resolution 64 --widths 64,64,64,64,32 \
         --batch 16 --precision bf16 --no-conditional --threads 2 --repeats 5
+
+``--widths`` may list more values than the resolution needs (the first ones are used), so
+one list serves ``--resolution 16``, 32 and 64.
+
+``--generate`` measures sampling instead: G_ema images/s under ``torch.inference_mode`` in
+large batches, by default with the demo preset's generator (z 128, widths 64,64,32,16,16)::
+
+    python benchmarks/train_throughput.py --generate --threads 2
+
+See benchmarks/README.md for the latest figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import statistics
@@ -52,13 +63,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print one JSON object only")
     p.add_argument("--flush-denormal", action=argparse.BooleanOptionalAction, default=False,
                    help="flush fp32 denormals to zero (torch.set_flush_denormal)")
+    g = p.add_argument_group("--generate: sampling speed of G_ema")
+    g.add_argument("--generate", action="store_true", help="measure G_ema sampling instead of training")
+    g.add_argument("--gen-widths", default="64,64,32,16,16", help="G widths 4..R (default: the demo preset)")
+    g.add_argument("--gen-z-dim", type=int, default=128, help="latent size (demo preset: 128)")
+    g.add_argument("--gen-batch", default="32,64,128,512",
+                   help="images per forward call; a comma-separated list measures each (small batches stay "
+                        "in cache and are faster)")
+    g.add_argument("--gen-images", type=int, default=4096, help="images per timed repeat")
     return p.parse_args(argv)
+
+
+def _widths(args: argparse.Namespace, text: str) -> list[int] | None:
+    if text == "official":
+        return None
+    n = int(args.resolution).bit_length() - 2  # resolutions 4..R
+    values = [int(w) for w in text.split(",")]
+    if len(values) < n:
+        raise SystemExit(f"--widths lists {len(values)} values; resolution {args.resolution} needs {n}")
+    return values[:n]
 
 
 def build(args: argparse.Namespace):
     torch.manual_seed(0)
     if args.model == "pggan":
-        widths = None if args.widths == "official" else [int(w) for w in args.widths.split(",")]
+        widths = _widths(args, args.widths)
         cond = "acgan" if args.conditional else "none"
         G = pggan.Generator(args.resolution, z_dim=512 if widths is None else max(widths), conditioning=cond,
                             widths=widths)
@@ -83,6 +112,8 @@ def make_step(args, G, D, loss, opt_g, opt_d):
     alpha = 0.5 if args.fading else 1.0
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
     d_params, counter = list(D.parameters()), [0]
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    ema_pairs = list(zip(G_ema.parameters(), G.parameters()))
 
     def step() -> None:
         z = torch.randn(n, G.z_dim)
@@ -100,6 +131,9 @@ def make_step(args, G, D, loss, opt_g, opt_d):
             g, _ = loss.g_loss(torch.randn(n, G.z_dim), labels, r, alpha)
         g.backward()
         opt_g.step()
+        with torch.no_grad():  # G_ema, one lerp per tensor as the loop does (beta 0.999)
+            for p_ema, p in ema_pairs:
+                p_ema.lerp_(p, 1.0 - 0.999)
         counter[0] += 1
 
     return step
@@ -127,11 +161,28 @@ def count_flops(step) -> int:
     return int(counter.get_total_flops())
 
 
+def _busy_seconds() -> float:
+    """CPU seconds all processes have been busy since boot (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:8]]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+OTHERS: list[float] = []  # per timed repeat: share of all CPUs that OTHER processes used
+
+
 def time_steps(step, steps: int) -> float:
+    busy0, own0 = _busy_seconds(), time.process_time()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    OTHERS.append(max(0.0, (_busy_seconds() - busy0) - (time.process_time() - own0)) / (wall * os.cpu_count()))
+    return wall
 
 
 def peak_gflops(precision: str, channels_last: bool, repeats: int) -> float:
@@ -154,11 +205,61 @@ def peak_gflops(precision: str, channels_last: bool, repeats: int) -> float:
     return flops / statistics.median(times) / 1e9
 
 
+def generate_speed(args: argparse.Namespace) -> dict:
+    """G_ema images/s: ``--gen-images`` per repeat in batches of ``--gen-batch``, inference mode."""
+    torch.manual_seed(0)
+    widths = _widths(args, args.gen_widths)
+    G = pggan.Generator(args.resolution, z_dim=args.gen_z_dim, widths=widths,
+                        conditioning="acgan" if args.conditional else "none").eval().requires_grad_(False)
+    if args.channels_last:
+        G = G.to(memory_format=torch.channels_last)
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
+    batches = [int(b) for b in str(args.gen_batch).split(",")]
+
+    def sample_all(n: int) -> int:
+        labels = torch.arange(n) % G.n_classes
+        calls = max(1, args.gen_images // n)
+        for _ in range(calls):
+            with torch.inference_mode(), amp():
+                G(torch.randn(n, G.z_dim), labels, args.resolution, 1.0).float()
+        return calls * n
+
+    for n in batches:
+        sample_all(n)  # warm-up (oneDNN primitive creation per shape)
+    rates: dict[int, list[float]] = {n: [] for n in batches}
+    for _ in range(args.repeats):  # batch sizes interleaved, so load changes hit all alike
+        for n in batches:
+            images = [0]
+            wall = time_steps(lambda: images.__setitem__(0, sample_all(n)), 1)
+            rates[n].append(images[0] / wall)
+    medians = {n: statistics.median(v) for n, v in rates.items()}
+    best = max(medians, key=medians.get)
+    return {"mode": "generate", "resolution": args.resolution, "widths": widths, "z_dim": args.gen_z_dim,
+            "precision": args.precision, "channels_last": args.channels_last, "threads": args.threads,
+            "img_per_s": round(medians[best], 1), "best_batch": best,
+            "img_per_s_by_batch": {n: round(v, 1) for n, v in medians.items()},
+            "img_per_s_all": {n: [round(x, 1) for x in v] for n, v in rates.items()},
+            "torch": torch.__version__, "load_avg_1min": round(os.getloadavg()[0], 2),
+            "others_cpu_share": [round(v, 2) for v in OTHERS], "cpus": os.cpu_count()}  # per batch, per repeat
+
+
+def _print(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>16}: {v}")
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.flush_denormal:
         torch.set_flush_denormal(True)
+    if args.generate:
+        result = generate_speed(args)
+        _print(result, args.json)
+        return result
     G, D, loss, opt_g, opt_d = build(args)
     step = make_step(args, G, D, loss, opt_g, opt_d)
     for _ in range(args.warmup):
@@ -175,14 +276,12 @@ def main(argv=None) -> dict:
         "img_per_s_all": [round(v, 2) for v in rates], "gflop_per_step": round(flops / 1e9, 3),
         "gflop_per_img": round(flops / args.batch / 1e9, 3), "achieved_gflops": round(achieved, 1),
         "peak_gflops": round(peak, 1), "pct_of_peak": round(100 * achieved / peak, 1), "torch": torch.__version__,
-        # Other processes on the CPU distort every figure (2 threads suffer most): record the load.
-        "load_avg_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
+        # Other processes on the CPU distort every figure (2 threads suffer most): record the load,
+        # and per timed repeat the share of the CPUs other processes used (0 = quiet machine).
+        "load_avg_1min": round(os.getloadavg()[0], 2), "others_cpu_share": [round(v, 2) for v in OTHERS],
+        "cpus": os.cpu_count(),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:>16}: {v}")
+    _print(result, args.json)
     return result
 
 

@@ -10,14 +10,6 @@ from brainsynth.models.dcgan import Discriminator, Generator
 from brainsynth.train.losses import DCGANLoss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread is fastest, and immune to a busy shared CPU (OpenMP barriers
-    # of 2 threads on an oversubscribed machine slow these tests ~15x).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("resolution", [16, 64])

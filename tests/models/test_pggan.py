@@ -7,18 +7,10 @@ import torch.nn.functional as F
 from brainsynth.errors import ConfigError
 from brainsynth.models import build_models
 from brainsynth.models.pggan import (CONDITIONINGS, GAIN_G_DENSE, Discriminator, EqualizedConv2d,
-                                     EqualizedLinear, EqualizedUpConv2d, Generator, channel_widths, conv2d,
-                                     leaky_relu, minibatch_stddev, pixel_norm)
+                                     EqualizedLinear, EqualizedUpConv2d, Generator, avg_pool2x2, channel_widths,
+                                     conv2d, leaky_relu, minibatch_stddev, pixel_norm)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread is fastest, and immune to a busy shared CPU (OpenMP barriers
-    # of 2 threads on an oversubscribed machine slow these tests ~15x).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 WIDTHS = [8, 8, 6, 4]  # 4, 8, 16, 32 px: small and unequal, so channel mix-ups show
@@ -225,10 +217,12 @@ def test_conv2d_matches_stock_conv_and_its_first_and_second_derivatives(k):
     assert torch.autograd.gradgradcheck(lambda *a: conv2d(*a, k // 2), (x, w, b))
 
 
-def test_leaky_relu_and_pixel_norm_match_their_derivatives():
-    x = _f64(2, 5, 3, 4, seed=13)
+def test_leaky_relu_avg_pool_and_pixel_norm_match_their_derivatives():
+    x = _f64(2, 5, 4, 6, seed=13)
     torch.testing.assert_close(leaky_relu(x * 1.0), F.leaky_relu(x, 0.2))
     assert torch.autograd.gradgradcheck(lambda t: leaky_relu(t * 1.0), (x,))
+    torch.testing.assert_close(avg_pool2x2(x), F.avg_pool2d(x, 2))
+    assert torch.autograd.gradgradcheck(lambda t: avg_pool2x2(t).square(), (x,))
     assert torch.autograd.gradcheck(pixel_norm, (x,))
     torch.testing.assert_close(pixel_norm(x), x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8))
 
@@ -251,6 +245,7 @@ def test_gradient_penalty_graph_matches_stock_ops(monkeypatch):
     fast = penalty_grads()
     monkeypatch.setattr(pggan, "conv2d", lambda x, w, b, p: F.conv2d(x, w, b, padding=p))
     monkeypatch.setattr(pggan, "_act", lambda x: F.leaky_relu(x, 0.2))
+    monkeypatch.setattr(pggan, "avg_pool2x2", lambda x: F.avg_pool2d(x, 2))
     stock = penalty_grads()
     torch.testing.assert_close(fast[0], stock[0])
     assert len(fast[1]) == len(stock[1])

@@ -5,14 +5,6 @@ from brainsynth.errors import ConfigError
 from brainsynth.train.augment import P_MAX, Augment
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread is fastest, and immune to a busy shared CPU (OpenMP barriers
-    # of 2 threads on an oversubscribed machine slow these tests ~15x).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _images(n=6, size=16, seed=0):

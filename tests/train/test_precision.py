@@ -24,12 +24,6 @@ from brainsynth.train.losses import WGANGPLoss
 RES, WIDTHS, Z_DIM, N = 16, [16, 12, 8], 16, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _flat(tensors) -> torch.Tensor:

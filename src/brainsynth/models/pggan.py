@@ -40,9 +40,10 @@ Speed notes (a 2-core CPU trains this):
     (forward, backward-data, backward-weights), and the weight gradient is skipped when
     the running backward does not reach the weights (the penalty's ``autograd.grad``
     with respect to the images);
-  * :func:`leaky_relu` (in place): its double backward returns nothing for the
-    activation (the second derivative is 0 almost everywhere) instead of a
-    full-size tensor of zeros that is then added to the gradient;
+  * :func:`leaky_relu` (in place) and :func:`avg_pool2x2`: their double backward
+    returns nothing for the activation (the second derivative is 0 almost everywhere;
+    the pool is linear) instead of a full-size tensor of zeros, which PyTorch then adds
+    to the gradient (and, for the pool, in NCHW next to channels-last tensors);
   * :func:`pixel_norm`: one fp32-accumulating reduction and one multiply forward,
     ``s * (g - y * mean_c(g * y))`` backward, instead of about a dozen elementwise kernels.
 """
@@ -361,6 +362,37 @@ class _LeakyReLUGrad(torch.autograd.Function):
         return _LeakyReLUGrad.apply(gg, y), None
 
 
+class _AvgPool2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return F.avg_pool2d(x, 2)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return _AvgPool2Grad.apply(g, x.detach())
+
+
+class _AvgPool2Grad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g, x):
+        return torch.ops.aten.avg_pool2d_backward(g, x, [2, 2], [2, 2], [0, 0], False, True, None)
+
+    @staticmethod
+    def backward(ctx, gg):
+        # Linear in g, independent of x's values: nothing for x (PyTorch's own returns a
+        # full-size NCHW tensor of zeros here, then adds it to a channels-last gradient).
+        return avg_pool2x2(gg), None
+
+
+def avg_pool2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.avg_pool2d(x, 2)``, differentiable to any order without zero gradients (see _AvgPool2Grad)."""
+    if torch.compiler.is_compiling():
+        return F.avg_pool2d(x, 2)
+    return _AvgPool2.apply(x)
+
+
 def leaky_relu(x: torch.Tensor) -> torch.Tensor:
     """In-place LReLU(0.2) of a fresh tensor (a layer's output), differentiable to any order."""
     if torch.compiler.is_compiling():
@@ -542,7 +574,7 @@ class _DBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _act(self.conv0(x))
         x = _act(self.conv1(x))
-        return F.avg_pool2d(x, 2)  # [N, C_out, H/2, W/2]
+        return avg_pool2x2(x)  # [N, C_out, H/2, W/2]
 
 
 class Discriminator(nn.Module):
@@ -615,7 +647,7 @@ class Discriminator(nn.Module):
         if res > 4:
             h = self.blocks[str(res)](h)  # [N, nf_res/2, res/2, res/2]
             if alpha < 1.0:
-                old = _act(self.from_rgb[str(res // 2)](F.avg_pool2d(x, 2)))
+                old = _act(self.from_rgb[str(res // 2)](avg_pool2x2(x)))
                 h = _lerp(old, h, alpha)
             r = res // 2
             while r > 4:
