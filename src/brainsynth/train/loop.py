@@ -532,8 +532,8 @@ class Trainer:
         cfg = self.cfg
         beta = 0.5 ** (batch / cfg.ema_halflife_images) if cfg.ema_halflife_images else cfg.ema_beta
         with torch.no_grad():
-            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-                p_ema.lerp_(p, 1.0 - beta)
+            # One multi-tensor kernel instead of one lerp per parameter tensor.
+            torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
             for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
                 b_ema.copy_(b)  # batch-norm statistics (DCGAN) are taken as they are
 
