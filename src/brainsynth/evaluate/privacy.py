@@ -669,8 +669,8 @@ def audit(
             "generate (or prepare) at the same size"
         )
     train_images, hold_images = dataset.float_images(train_idx), dataset.float_images(hold_idx)
-    train_ids, hold_ids = _image_ids(dataset, train_idx), _image_ids(dataset, hold_idx)
-    synth_files = [_record_name(r, i) for i, r in enumerate(synth.records)]
+    train_ids, hold_ids = image_ids(dataset, train_idx), image_ids(dataset, hold_idx)
+    synth_files = [record_name(r, i) for i, r in enumerate(synth.records)]
 
     extractor = _extractor(features, weights=weights, layer=feature_layer, input_size=input_size,
                            precision=precision, device=device)
@@ -711,13 +711,17 @@ def _extractor(name: str, **kwargs: Any):
     return get_extractor(name, **kwargs)
 
 
-def _record_name(record: dict[str, Any], position: int) -> str:
+def record_name(record: dict[str, Any], position: int) -> str:
     """``"adhd/000003.png"``, or ``"images.npz#3"`` for an image inside a stacked file."""
     name = str(record.get("file", position))
     return f"{name}#{record['index']}" if "index" in record else name
 
 
-def _image_ids(dataset, idx: np.ndarray) -> list[str]:
+def image_ids(dataset, idx: np.ndarray) -> list[str]:
+    """``"sub-01:45"`` per dataset row (``":p2"`` added when slices were cut into several patches).
+
+    The one naming of real images shared by ``audit`` and ``evaluate``, so their reports agree.
+    """
     rows = dataset.table.iloc[np.asarray(idx)]
     several_patches = "patch" in rows and rows["patch"].nunique(dropna=True) > 1
     ids = []

@@ -115,13 +115,13 @@ class _Stopwatch:
 
 def _privacy(dataset, train_idx, test_idx, synth: ImageSet, real_train: ImageSet, test_images: np.ndarray,
              feats: dict[str, np.ndarray], name: str) -> tuple[dict, list[dict]]:
-    from brainsynth.evaluate.privacy import _image_ids, _record_name, privacy_audit
+    from brainsynth.evaluate.privacy import image_ids, record_name, privacy_audit
 
     return privacy_audit(
         real_train.images, test_images, synth.images,
         train_features=feats["train"], holdout_features=feats["test"], synth_features=feats[name],
-        synth_files=[_record_name(r, i) for i, r in enumerate(synth.records)],
-        train_ids=_image_ids(dataset, train_idx), holdout_ids=_image_ids(dataset, test_idx),
+        synth_files=[record_name(r, i) for i, r in enumerate(synth.records)],
+        train_ids=image_ids(dataset, train_idx), holdout_ids=image_ids(dataset, test_idx),
         percentile=PRIVACY_PERCENTILE,
     )
 
