@@ -229,7 +229,7 @@ def input_fingerprint(root: Path) -> list[tuple[str, int, int]]:
     """Names, sizes and modification times of the user's input files (cheap; no reading)."""
     files = []
     for dirpath, _, names in os.walk(root):
-        for name in sorted(names):
+        for name in names:  # the whole list is sorted below
             p = Path(dirpath) / name
             st = p.stat()
             files.append((str(p.relative_to(root)), st.st_size, int(st.st_mtime)))
