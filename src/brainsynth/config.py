@@ -1,0 +1,644 @@
+"""One configuration for a whole run: a typed section per pipeline stage.
+
+A configuration file (the shipped presets ``configs/demo.yaml``, ``paper.yaml``, ``tiny.yaml``,
+or a user's own YAML) has one mapping per section::
+
+    cohort:    the SIMULATED cohort (brainsynth phantom; used when no --input is given)
+    prepare:   the paper's preprocessing (slices, patch, final image size, subject split)
+    train:     training options shared by every model, then one mapping per model:
+      pggan:     ... keys that differ for the progressive GAN
+      dcgan:     ... keys that differ for the DCGAN baseline
+    generate:  how many synthetic images, in which format
+    evaluate:  the feature extractor (features, weights, feature_layer, input_size, precision),
+               bootstrap resamples, seed
+    audit:     the privacy audit
+    run:       how `brainsynth run` drives the stages (models, side-by-side training)
+
+A user's file may start with ``preset: demo`` to change only a few keys of a preset.
+
+Resolution, later wins:
+
+1. each section's dataclass defaults (for ``train``: the official progressive-GAN values, then
+   :data:`MODEL_DEFAULTS` of the model);
+2. the file (its ``preset:`` base first);
+3. ``--set section.key=value`` and the command-line flags, in order. A ``--set`` edits the
+   file: ``train.lr`` is the shared value, ``train.dcgan.lr`` the DCGAN's own, and a model's
+   own value wins over the shared one wherever each was written.
+
+Every value goes through :func:`brainsynth.options.set_field` (type-checked, did-you-mean
+on a misspelt key), then each section's ``check()`` (ranges), so a bad value is one
+:class:`~brainsynth.errors.ConfigError` line naming where it came from and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import yaml
+
+from brainsynth import __version__
+from brainsynth.errors import ConfigError
+from brainsynth.options import as_dict, check_key, choices, parse_override, set_field, suggest
+
+PRESETS = ("paper", "demo", "tiny")
+DEFAULT_PRESET = "demo"
+MODELS = ("pggan", "dcgan")
+PRECISIONS = ("fp32", "bf16")  # no fp16: the WGAN-GP gradient penalty overflows in fp16
+CONDITIONINGS = ("acgan", "projection", "none")
+
+# Official progressive-GAN minibatch per resolution on one GPU (Karras et al. 2018, Table 4 setup).
+OFFICIAL_BATCH_SIZES = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8}
+
+
+class Section:
+    """Base of the section dataclasses: where each value came from, and range checks."""
+
+    name = ""  # the section's key in a config file
+
+    def origin(self, key: str) -> str:
+        """Where the value of ``key`` came from (a preset, a file, a flag), for messages."""
+        return getattr(self, "_origins", {}).get(key, "config")
+
+    def bad(self, key: str, why: str) -> ConfigError:
+        """A one-line error about ``key``: what is wrong and how to change it."""
+        return ConfigError(f"{self.origin(key)}: {self.name}.{key}={getattr(self, key)!r} {why} "
+                           f"(fix it with --set {self.name}.{key}=...)")
+
+    def check(self) -> None:
+        """Range checks that a type alone cannot express."""
+
+    def at_least(self, minimum: float, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self, key)
+            if value is not None and value < minimum:
+                raise self.bad(key, f"must be >= {minimum:g}")
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+@dataclass
+class CohortConfig(Section):
+    """``cohort:`` the SIMULATED cohort that `brainsynth run` builds when no --input is given."""
+
+    name = "cohort"
+    subjects: int = 12  # number of simulated subjects (ids sub-01..sub-99)
+    adhd_fraction: float = 0.5  # share of ADHD subjects, exactly round(subjects * adhd_fraction)
+    effect: float = 1.0  # strength of the simulated group difference; 1 = calibrated default, 0 = none
+    contrast: str = field(default="neonatal", metadata=choices("neonatal", "adult"))  # T1w tissue contrast
+    shape: Optional[list[int]] = None  # voxels (x, y, z); null = the phantom's 320 x 320 x 200 grid
+    seed: int = 0  # seeds every subject's anatomy, contrast, bias and noise
+
+    def check(self) -> None:
+        if not 1 <= self.subjects <= 99:
+            raise self.bad("subjects", "must be between 1 and 99 (ids are sub-01..sub-99)")
+        if not 0.0 <= self.adhd_fraction <= 1.0:
+            raise self.bad("adhd_fraction", "must be between 0 and 1")
+        if not self.effect >= 0.0 or self.effect == float("inf"):
+            raise self.bad("effect", "must be a finite number >= 0 (1 is the calibrated default)")
+        if self.shape is not None and (len(self.shape) != 3 or min(self.shape) < 8):
+            raise self.bad("shape", "must be three sizes >= 8 voxels, or null")
+        self.at_least(0, "seed")
+
+
+@dataclass
+class PrepareConfig(Section):
+    """``prepare:`` the paper's preprocessing of T1 volumes into a DATASET of 2D images."""
+
+    name = "prepare"
+    slices: list[int] = field(default_factory=lambda: [30, 120])  # axial slices kept, inclusive (paper: #30-#120)
+    relative_slices: Optional[list[float]] = None  # [FA, FB]: range as fractions of the brain's axial extent; replaces slices
+    inplane: int = 320  # each axial slice is resampled to this many px square first; 0 keeps the grid
+    patch: int = 256  # side of the patch cut from the slice, px (paper: 256)
+    patch_stride: Optional[int] = None  # cut several overlapping patches this many px apart; null = one centred patch
+    size: int = 64  # final image side, px: the size every later stage works at (paper: 256)
+    test_fraction: float = 1 / 3  # share of subjects per label held out for testing
+    seed: int = 0  # seed of the subject split
+    workers: int = 1  # volumes processed in parallel (processes)
+
+    def check(self) -> None:
+        if len(self.slices) != 2 or self.slices[0] < 0 or self.slices[0] > self.slices[1]:
+            raise self.bad("slices", "must be two slice numbers A <= B, both >= 0")
+        if self.relative_slices is not None:
+            rel = self.relative_slices
+            if len(rel) != 2 or not 0.0 <= rel[0] <= rel[1] <= 1.0:
+                raise self.bad("relative_slices", "must be two fractions 0 <= FA <= FB <= 1 of the brain's extent")
+        self.at_least(0, "inplane", "seed")
+        self.at_least(1, "patch", "size", "patch_stride", "workers")
+        if self.inplane and self.patch > self.inplane:
+            raise self.bad("patch", f"is larger than inplane ({self.inplane}); choose a patch <= inplane")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise self.bad("test_fraction", "must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig(Section):
+    """``train:`` every training option, with the official progressive-GAN value as the default."""
+
+    name = "train"
+    # --- networks
+    model: str = field(default="pggan", metadata=choices(*MODELS))  # network family (chosen by --model or run.models, never by a key)
+    resolution: Optional[int] = None  # final image size, px (power of two); null = the DATASET's image size
+    start_resolution: int = 4  # PGGAN: resolution of the first stage
+    z_dim: int = 512  # latent size (PGGAN 512, DCGAN 100)
+    fmap_base: int = 8192  # PGGAN width rule nf(stage) = min(fmap_base / 2**stage, fmap_max)
+    fmap_max: int = 512  # PGGAN: the width cap of that rule
+    widths: Optional[dict[int, int]] = None  # PGGAN: explicit channels per resolution, replaces the rule
+    # projection is the default: better GAN-train on the demo (slice HM 0.939 vs 0.895 for acgan,
+    # same data, image budget and seed).
+    conditioning: str = field(default="projection", metadata=choices(*CONDITIONINGS))  # class conditioning: acgan | projection | none
+    mbstd_group: int = 4  # PGGAN: minibatch-stddev group size
+    dcgan_width: int = 64  # DCGAN: base channel width
+
+    # --- schedule, counted in images shown (not steps)
+    total_images: Optional[int] = None  # stop after this many images; null = end of the growth schedule
+    schedule: str = field(default="fixed", metadata=choices("fixed", "fit"))  # fixed: stable/fade_images as given; fit: derived from total_images
+    stable_images: int = 600_000  # images per resolution before the next one fades in
+    fade_images: int = 600_000  # images over which the next resolution fades in
+    final_share: float = 0.5  # fit: share of total_images spent stable at the final resolution
+    batch_sizes: Union[int, dict[int, int]] = field(default_factory=lambda: dict(OFFICIAL_BATCH_SIZES))  # global batch per resolution
+
+    # --- optimiser and loss
+    lr: Union[float, dict[int, float]] = 1e-3  # Adam learning rate (official 1e-3; the paper used 2e-4)
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])  # Adam betas
+    eps: float = 1e-8  # Adam epsilon
+    gp_lambda: float = 10.0  # WGAN-GP gradient-penalty weight
+    drift: float = 0.001  # WGAN-GP drift penalty on D(real)^2
+    ac_weight: float = 1.0  # weight of the AC-GAN class cross-entropy
+    label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
+    ema_beta: float = 0.999  # G_ema decay per step
+    ema_halflife_images: Optional[int] = None  # if set, G_ema half-life in images (replaces ema_beta)
+
+    # --- augmentation (ADA)
+    augment: str = field(default="off", metadata=choices("off", "fixed", "adaptive"))  # off | fixed | adaptive
+    augment_p: float = 0.0  # initial (or fixed) augmentation probability
+    augment_target: float = 0.6  # adaptive: target E[sign(D(real))]
+    augment_interval: int = 4  # adaptive: steps between p updates
+    augment_speed_images: int = 500_000  # adaptive: images for p to move by 1
+
+    # --- speed and numerics
+    precision: str = field(default="fp32", metadata=choices(*PRECISIONS))  # fp32 | bf16 autocast (no fp16: the gradient penalty overflows)
+    channels_last: bool = False  # NHWC memory format (helps convolutions on recent GPUs)
+    compile: bool = False  # torch.compile the generator forward (skipped where unavailable)
+    num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    seed: int = 0  # seeds weights, batches, latents and the fixed sample grid
+
+    # --- observability and checkpoints
+    tick_images: int = 10_000  # images between ticks (status, samples, stats, checkpoint)
+    checkpoint_every_ticks: int = 1  # write a checkpoint every k ticks (and always at the end)
+    checkpoint_keep: int = 3  # keep the last K checkpoints
+    grid_columns: int = 8  # sample-grid images per class (one row per class)
+    grid_cell_px: int = 64  # display size of one grid cell (nearest-neighbour upscaling)
+    progress_bar: bool = True  # tqdm bar on stderr
+    tensorboard: bool = True  # write TensorBoard events to RUN_DIR/tb
+    nan_retries: int = 3  # roll back to the last checkpoint at most this many times on NaN/Inf
+    nan_lr_factor: float = 0.5  # learning-rate multiplier applied at each rollback
+
+    @property
+    def section(self) -> str:
+        return f"train.{self.model}"
+
+    def bad(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.origin(key)}: {self.section}.{key}={getattr(self, key)!r} {why} "
+                           f"(fix it with --set {self.section}.{key}=...)")
+
+    def resolutions(self) -> list[int]:
+        """Every resolution of the growth schedule, start to final (needs ``resolution``)."""
+        res, out = self.start_resolution, []
+        while res <= self.resolution:
+            out.append(res)
+            res *= 2
+        return out
+
+    def check(self) -> None:
+        if self.resolution is not None:
+            if not _is_power_of_two(self.resolution) or self.resolution < 4:
+                raise self.bad("resolution", "must be a power of two >= 4, or null for the dataset's size")
+            if self.model == "dcgan" and self.resolution < 8:
+                raise self.bad("resolution", "must be >= 8 for the DCGAN")
+        top = self.resolution or max(self.start_resolution, 4)
+        if not _is_power_of_two(self.start_resolution) or not 4 <= self.start_resolution <= top:
+            raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
+        self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group", "dcgan_width", "tick_images",
+                      "checkpoint_every_ticks", "checkpoint_keep", "grid_columns", "grid_cell_px",
+                      "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images")
+        self.at_least(0, "stable_images", "fade_images", "num_threads", "nan_retries", "label_flip_every", "gp_lambda",
+                      "drift", "ac_weight")
+        if self.schedule == "fit" and self.total_images is None:
+            raise self.bad("schedule", "'fit' derives the schedule from total_images, so set total_images too")
+        batches = self.batch_sizes.values() if isinstance(self.batch_sizes, dict) else [self.batch_sizes]
+        if any(b < 2 for b in batches):
+            # A batch of one makes the minibatch-stddev layer NaN.
+            raise self.bad("batch_sizes", "every batch size must be >= 2")
+        lrs = self.lr.values() if isinstance(self.lr, dict) else [self.lr]
+        if any(not lr > 0 for lr in lrs):
+            raise self.bad("lr", "must be > 0")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise self.bad("betas", "must be two numbers in [0, 1)")
+        if not self.eps > 0:
+            raise self.bad("eps", "must be > 0")
+        for key in ("ema_beta", "augment_p"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise self.bad(key, "must be in [0, 1)")
+        for key in ("final_share", "nan_lr_factor"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise self.bad(key, "must be in (0, 1]")
+        if self.widths is not None and self.resolution is not None:
+            missing = [r for r in self.resolutions() if r not in self.widths]
+            if missing:
+                raise self.bad("widths", f"needs a width for every resolution, missing {missing}")
+
+
+# DCGAN's usual settings (Radford et al. 2016): a 100-d latent, lr 2e-4 and beta1 0.5.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pggan": {},
+    "dcgan": {"z_dim": 100, "lr": 2e-4, "betas": [0.5, 0.999], "batch_sizes": 64},
+}
+
+
+@dataclass
+class GenerateConfig(Section):
+    """``generate:`` the synthetic sets sampled from each trained generator."""
+
+    name = "generate"
+    images_per_label: int = 500  # synthetic images per class
+    format: str = field(default="png", metadata=choices("png", "npz", "nifti"))  # image-set storage format
+    seed: int = 0  # base of the per-image seeds (any image can be regenerated from its seed)
+
+    def check(self) -> None:
+        self.at_least(1, "images_per_label")
+        self.at_least(0, "seed")
+
+
+@dataclass
+class EvaluateConfig(Section):
+    """``evaluate:`` GAN-train / GAN-test, fidelity and the feature extractor behind them."""
+
+    name = "evaluate"
+    features: str = "vgg16-random"  # feature extractor: vgg16 (ImageNet, the paper's) or vgg16-random (offline)
+    weights: Optional[str] = None  # torchvision-format VGG-16 file for features=vgg16 (else the torch hub cache)
+    feature_layer: str = field(default="fc7", metadata=choices("fc7", "pool5"))  # fc7 (4096-d) or pool5 (512-d)
+    input_size: int = 224  # extractor input side, px (paper: 224)
+    precision: str = field(default="fp32", metadata=choices(*PRECISIONS))  # feature extraction precision
+    bootstrap: int = 1000  # bootstrap resamples over test subjects for the 95% CIs (0: none)
+    seed: int = 0  # seeds the classifiers, bootstrap, subset draws and patch sampling
+
+    def check(self) -> None:
+        self.at_least(8, "input_size")
+        self.at_least(0, "bootstrap", "seed")
+
+
+@dataclass
+class AuditConfig(Section):
+    """``audit:`` the privacy audit (it uses the ``evaluate:`` feature extractor)."""
+
+    name = "audit"
+    percentile: float = 1.0  # held-out distance percentile (%) below which a synthetic image is a near-copy
+
+    def check(self) -> None:
+        if not 0.0 < self.percentile <= 50.0:
+            raise self.bad("percentile", "must be above 0 and at most 50 (a false-positive rate in %)")
+
+
+@dataclass
+class RunOptions(Section):
+    """``run:`` how `brainsynth run` drives the stages."""
+
+    name = "run"
+    models: list[str] = field(default_factory=lambda: list(MODELS))  # generators trained, generated and compared
+    parallel_training: bool = False  # train the models side by side, one CPU thread each (the 2-core CPU demo)
+
+    def check(self) -> None:
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown or not self.models or len(set(self.models)) != len(self.models):
+            raise self.bad("models", f"must list distinct models out of {', '.join(MODELS)}")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "cohort": CohortConfig,
+    "prepare": PrepareConfig,
+    "train": TrainConfig,
+    "generate": GenerateConfig,
+    "evaluate": EvaluateConfig,
+    "audit": AuditConfig,
+    "run": RunOptions,
+}
+"""Section name -> dataclass, in pipeline order (also the order of a written config file)."""
+
+
+@dataclass
+class RunConfig:
+    """The resolved configuration of a whole run: one object per section.
+
+    ``train`` holds one :class:`TrainConfig` per model. ``source`` says where it came from
+    (preset or file, then the overrides), for provenance.
+    """
+
+    cohort: CohortConfig
+    prepare: PrepareConfig
+    train: dict[str, TrainConfig]
+    generate: GenerateConfig
+    evaluate: EvaluateConfig
+    audit: AuditConfig
+    run: RunOptions
+    source: list[str] = field(default_factory=list)
+
+    def section(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def to_dict(self, sections: Iterable[str] | None = None) -> dict[str, Any]:
+        """Plain-type mapping of the chosen sections (all by default), as in a config file."""
+        out: dict[str, Any] = {}
+        for name in sections or SECTIONS:
+            if name == "train":
+                out["train"] = {m: _without_model(as_dict(c)) for m, c in self.train.items()}
+            else:
+                out[name] = as_dict(getattr(self, name))
+        return out
+
+
+def _without_model(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k != "model"}
+
+
+# --- reading a config file ----------------------------------------------------------------------
+
+def preset_path(name: str) -> Path:
+    """The shipped YAML file of preset ``name``."""
+    return Path(str(resources.files("brainsynth").joinpath("configs", f"{name}.yaml")))
+
+
+def _read_yaml(path: Path, label: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{label}: unreadable config ({reason})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: a config file must be a mapping of section: {{key: value}}, "
+                          f"got {type(data).__name__}")
+    return data
+
+
+class _Layers:
+    """The raw, still untyped values of a config, with where each one came from.
+
+    ``values`` mirrors a config file: ``{section: {key: value}}``, and for ``train`` also
+    ``{model: {key: value}}``; ``origins`` maps ``"section.key"`` (or
+    ``"train.model.key"``) to a label such as ``preset 'demo'`` or ``--set prepare.size=32``.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        self.origins: dict[str, str] = {}
+
+    def put(self, path: list[str], value: Any, label: str) -> None:
+        """Store one value at ``[section, key]`` or ``["train", model, key]`` (keys checked)."""
+        section = path[0]
+        if section not in SECTIONS:
+            raise ConfigError(f"{label}: unknown section {section!r}{suggest(section, SECTIONS)}; "
+                              f"sections: {', '.join(SECTIONS)}")
+        cls = SECTIONS[section]
+        target = self.values[section]
+        if section == "train" and len(path) >= 2 and path[1] in MODELS:
+            target = target.setdefault(path[1], {})
+            where, rest = f"train.{path[1]}", path[2:]
+        else:
+            where, rest = section, path[1:]
+        if len(rest) != 1:
+            raise ConfigError(f"{label}: expected {where}.KEY, got {'.'.join(path)}")
+        key = rest[0]
+        if key == "model":
+            raise ConfigError(f"{label}: the model is not a config key; choose it with --model "
+                              "(brainsynth train) or run.models (brainsynth run)")
+        check_key(cls, key, label, where)
+        target[key] = value
+        self.origins[f"{where}.{key}"] = label
+
+    def put_file(self, data: dict[str, Any], label: str) -> None:
+        for section, body in data.items():
+            if section == "preset":
+                continue
+            if section not in SECTIONS:
+                hint = ""
+                if section in {f.name for f in dataclasses.fields(TrainConfig)}:
+                    hint = ("; this looks like a brainsynth 0.1 training config: put its keys under a "
+                            "'train:' section")
+                raise ConfigError(f"{label}: unknown section {section!r}{suggest(section, SECTIONS)}{hint}; "
+                                  f"sections: {', '.join(SECTIONS)}")
+            if body is None:
+                continue
+            if not isinstance(body, dict):
+                raise ConfigError(f"{label}: the '{section}:' section must be a mapping of key: value")
+            for key, value in body.items():
+                if section == "train" and key in MODELS:
+                    if not isinstance(value, dict):
+                        raise ConfigError(f"{label}: the 'train.{key}:' section must be a mapping of key: value")
+                    for sub_key, sub_value in value.items():
+                        self.put(["train", key, sub_key], sub_value, label)
+                else:
+                    self.put([section, key], value, label)
+
+
+def _load_source(config: str | Path, layers: _Layers, seen: tuple[str, ...] = ()) -> str:
+    """Read a preset name or YAML path (and its ``preset:`` base) into ``layers``; return its label."""
+    text = str(config)
+    if text in PRESETS:
+        path, label = preset_path(text), f"preset {text!r}"
+    else:
+        path, label = Path(text), text
+        if not path.is_file():
+            raise ConfigError(f"--config {text}: neither a preset ({', '.join(PRESETS)}) nor an existing YAML "
+                              f"file{suggest(text, PRESETS)}")
+    if label in seen:
+        raise ConfigError(f"{label}: its 'preset:' chain comes back to itself")
+    data = _read_yaml(path, label)
+    base = data.get("preset")
+    if base is not None:
+        if str(base) not in PRESETS:
+            raise ConfigError(f"{label}: preset: {base!r} is not a preset{suggest(str(base), PRESETS)}; "
+                              f"choose one of {', '.join(PRESETS)}")
+        _load_source(str(base), layers, (*seen, label))
+    layers.put_file(data, label)
+    return label
+
+
+Override = tuple[str, Any, str]
+"""One command-line change: (dotted key, value, label for messages)."""
+
+
+def overrides_from_set(texts: Iterable[str], default_section: str | None = None) -> list[Override]:
+    """``--set`` strings as overrides. A bare ``key`` means ``default_section.key``."""
+    out = []
+    for text in texts:
+        key, value = parse_override(text)
+        if "." not in key:
+            if default_section is None:
+                raise ConfigError(f"--set {text}: name the section, e.g. --set train.{key}=... or "
+                                  f"--set prepare.{key}=... (sections: {', '.join(SECTIONS)})")
+            key = f"{default_section}.{key}"
+        out.append((key, value, f"--set {text}"))
+    return out
+
+
+def load_config(config: str | Path | RunConfig = DEFAULT_PRESET, overrides: Iterable[Override | str] = (), *,
+                default_section: str | None = None) -> RunConfig:
+    """Resolve a preset or YAML file plus overrides into a checked :class:`RunConfig`.
+
+    Parameters
+    ----------
+    config : str, path or RunConfig
+        A preset name (``demo``, ``paper``, ``tiny``), a YAML file, or an already resolved
+        config (the overrides are then applied to it).
+    overrides : iterable
+        ``(dotted key, value, label)`` tuples, or ``"key=value"`` strings (``--set``), applied
+        in order. A bare key belongs to ``default_section``.
+    default_section : str, optional
+        Section of bare ``--set`` keys (``"train.pggan"`` for ``brainsynth train --model pggan``).
+
+    Raises
+    ------
+    ConfigError
+        On an unknown section or key, a wrongly typed or out-of-range value, or an unreadable file.
+    """
+    layers = _Layers()
+    if isinstance(config, RunConfig):
+        layers.put_file(config.to_dict(), "config")
+        source = list(config.source)
+    else:
+        source = [_load_source(config, layers)]
+    parsed = []
+    for item in overrides:
+        parsed += overrides_from_set([item], default_section) if isinstance(item, str) else [item]
+    for key, value, label in parsed:
+        layers.put(key.split("."), value, label)
+        source.append(label)
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        if name == "train":
+            sections[name] = {m: _build_train(m, layers) for m in MODELS}
+        else:
+            sections[name] = _build(cls(), layers.values[name], layers.origins, name)
+    return RunConfig(**sections, source=source)
+
+
+def _build(obj: Section, values: dict[str, Any], origins: dict[str, str], where: str) -> Section:
+    for key, value in values.items():
+        set_field(obj, key, value, origins.get(f"{where}.{key}", "config"), where)
+    obj._origins = {k: origins[f"{where}.{k}"] for k in values if f"{where}.{k}" in origins}  # type: ignore[attr-defined]
+    obj.check()
+    return obj
+
+
+def _build_train(model: str, layers: _Layers) -> TrainConfig:
+    cfg = TrainConfig(model=model)
+    for key, value in MODEL_DEFAULTS[model].items():
+        set_field(cfg, key, value, f"{model} defaults", f"train.{model}")
+    shared = {k: v for k, v in layers.values["train"].items() if k not in MODELS}
+    own = layers.values["train"].get(model, {})
+    origins = {f"train.{model}.{k}": layers.origins[f"train.{k}"] for k in shared}
+    origins.update({f"train.{model}.{k}": layers.origins[f"train.{model}.{k}"] for k in own})
+    return _build(cfg, {**shared, **own}, origins, f"train.{model}")
+
+
+def section_from(cls: type[Section], values: dict[str, Any], label: str = "argument") -> Any:
+    """A checked section built from keyword values (the Python API's simple calls)."""
+    obj = cls()
+    origins = {f"{cls.name}.{k}": f"{label} {k}" for k in values}
+    return _build(obj, dict(values), origins, cls.name)
+
+
+def train_config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` from its plain dict (a checkpoint's), checking every value again."""
+    model = str(data.get("model", "pggan"))
+    if model not in MODELS:
+        raise ConfigError(f"{source}: unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    values = _without_model(data)
+    return _build(TrainConfig(model=model), values, {f"train.{model}.{k}": source for k in values},
+                  f"train.{model}")
+
+
+def apply_train_overrides(cfg: TrainConfig, overrides: Iterable[Override]) -> list[str]:
+    """Apply overrides of ``train.KEY`` / ``train.<model>.KEY`` to a resumed run's config.
+
+    Returns the keys whose value changed.
+    """
+    changed = []
+    for key, value, label in overrides:
+        parts = key.split(".")
+        if parts[0] != "train" or (len(parts) == 3 and parts[1] != cfg.model) or len(parts) not in (2, 3):
+            raise ConfigError(f"{label}: a resumed {cfg.model} run only takes train.KEY or train.{cfg.model}.KEY")
+        name = parts[-1]
+        if name == "model":
+            raise ConfigError(f"{label}: a resumed run keeps its model")
+        before = getattr(cfg, name, None)
+        set_field(cfg, name, value, label, cfg.section)
+        cfg._origins = {**getattr(cfg, "_origins", {}), name: label}  # type: ignore[attr-defined]
+        if getattr(cfg, name) != before:
+            changed.append(name)
+    cfg.check()
+    return changed
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+def config_to_yaml(config: RunConfig, sections: Iterable[str] | None = None, *, models: Iterable[str] | None = None,
+                   what: str = "run") -> str:
+    """The resolved configuration as YAML, loadable again with ``--config FILE``.
+
+    Parameters
+    ----------
+    sections : iterable of str, optional
+        Sections to write (all by default).
+    models : iterable of str, optional
+        Models kept in the ``train:`` section (all by default).
+    what : str
+        Named in the header comment (``"run"``, ``"pggan training run"``, ...).
+    """
+    data = config.to_dict(sections)
+    if "train" in data and models is not None:
+        data["train"] = {m: v for m, v in data["train"].items() if m in set(models)}
+    header = (f"# brainsynth {__version__}: the resolved configuration of this {what}; "
+              "reuse it with --config FILE\n")
+    if config.source:
+        header += "# from: " + "; ".join(config.source) + "\n"
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def sections_yaml(*sections: Section, what: str) -> str:
+    """Some resolved sections as YAML (the ``config.yaml`` a stage writes beside its output).
+
+    A :class:`TrainConfig` goes under ``train: {model: ...}``; the file loads again with
+    ``--config FILE`` (sections it lacks take their defaults).
+    """
+    data: dict[str, Any] = {}
+    for obj in sections:
+        if isinstance(obj, TrainConfig):
+            data.setdefault("train", {})[obj.model] = _without_model(as_dict(obj))
+        else:
+            data[obj.name] = as_dict(obj)
+    header = f"# brainsynth {__version__}: the resolved configuration of this {what}; reuse it with --config FILE\n"
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def describe_sections() -> str:
+    """A few lines for ``--help``: the sections and how to override one key."""
+    lines = ["configuration (--config PRESET|FILE, default demo; presets: " + ", ".join(PRESETS) + "):"]
+    for name, cls in SECTIONS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {doc}")
+    lines += [
+        "override any key with --set SECTION.KEY=VALUE (repeatable; the value is YAML), e.g.",
+        "  --set prepare.size=128   --set train.pggan.lr=2e-4   --set evaluate.features=vgg16",
+        "train.KEY applies to every model unless train.MODEL.KEY sets it; see DEVELOPERS.md for every key",
+    ]
+    return "\n".join(lines)
