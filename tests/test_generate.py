@@ -11,7 +11,9 @@ from PIL import Image
 from brainsynth.errors import CheckpointError, ConfigError, OutputExistsError
 from brainsynth.export import card_path, export_generator, load_exported_generator
 from brainsynth.fsio import sha256_file
-from brainsynth.generate import generate_images, image_seed, latent_for_seed, load_generator_from_checkpoint
+from brainsynth.api import generate_images
+from brainsynth.config import load_config
+from brainsynth.generate import image_seed, latent_for_seed, load_generator_from_checkpoint
 from brainsynth.imageset import read_image_set
 from brainsynth.train import checkpoint as ckpt
 from brainsynth.train.loop import run_training
@@ -35,13 +37,14 @@ def _write_dataset(root, size=8, per_subject=6):
 def run_dir(tmp_path_factory):
     base = tmp_path_factory.mktemp("gen")
     dataset = _write_dataset(base / "dataset")
-    run = run_training(dataset, base / "run", config="tiny", overrides=["total_images=96", "tensorboard=false"])
+    cfg = load_config("tiny", ["train.total_images=96", "train.tensorboard=false"]).train["pggan"]
+    run = run_training(dataset, base / "run", cfg, launch=["preset 'tiny'"])
     (run / "metrics.json").write_text(json.dumps({"gan_train": {"hm": 0.7}}))
     return run
 
 
 def test_generate_writes_n_per_label_with_provenance(run_dir, tmp_path):
-    out = generate_images(run_dir, tmp_path / "syn", n=5, seed=3)
+    out = generate_images(run_dir, tmp_path / "syn", images_per_label=5, seed=3)
     images = read_image_set(out)
     assert len(images) == 10 and images.images.shape == (10, 8, 8)
     assert list(images.labels) == ["control"] * 5 + ["adhd"] * 5
@@ -55,14 +58,14 @@ def test_generate_writes_n_per_label_with_provenance(run_dir, tmp_path):
     assert len({r["seed"] for r in images.records}) == 10
     assert all(set(r) >= {"label", "seed", "file"} and "subject" not in r for r in images.records)
 
-    one = generate_images(run_dir, tmp_path / "adhd", n=2, label="adhd", seed=3)
+    one = generate_images(run_dir, tmp_path / "adhd", images_per_label=2, label="adhd", seed=3)
     adhd = read_image_set(one)
     assert list(adhd.labels) == ["adhd", "adhd"]
     assert np.array_equal(adhd.images, images.images[5:7])  # same seed, same images, whatever else is drawn
 
 
 def test_any_image_can_be_regenerated_from_its_record(run_dir, tmp_path):
-    out = read_image_set(generate_images(run_dir, tmp_path / "syn", n=3, seed=11, fmt="npz"))
+    out = read_image_set(generate_images(run_dir, tmp_path / "syn", images_per_label=3, seed=11, format="npz"))
     G = load_generator_from_checkpoint(ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir)))
     record = out.records[4]  # the second adhd image
     z = latent_for_seed(record["seed"], 16)[None]  # [1, z]
@@ -76,20 +79,20 @@ def test_any_image_can_be_regenerated_from_its_record(run_dir, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["png", "npz", "nifti"])
 def test_every_format_reads_back_the_same_pixels(run_dir, tmp_path, fmt):
-    reference = read_image_set(generate_images(run_dir, tmp_path / "png", n=4))
-    got = read_image_set(generate_images(run_dir, tmp_path / fmt, n=4, fmt=fmt, force=True))
+    reference = read_image_set(generate_images(run_dir, tmp_path / "png", images_per_label=4))
+    got = read_image_set(generate_images(run_dir, tmp_path / fmt, images_per_label=4, format=fmt, force=True))
     assert got.meta["format"] == fmt
     assert np.array_equal(got.images, reference.images) and list(got.labels) == list(reference.labels)
 
 
 def test_existing_output_is_refused_without_force(run_dir, tmp_path):
-    out = generate_images(run_dir, tmp_path / "syn", n=1)
+    out = generate_images(run_dir, tmp_path / "syn", images_per_label=1)
     with Image.open(out / "control" / "000000.png") as im:
         before = np.asarray(im).copy()
     with pytest.raises(OutputExistsError, match="pass --force to replace it"):
-        generate_images(run_dir, out, n=2)
+        generate_images(run_dir, out, images_per_label=2)
     assert len(read_image_set(out)) == 2
-    generate_images(run_dir, out, n=2, force=True, seed=5)
+    generate_images(run_dir, out, images_per_label=2, force=True, seed=5)
     assert len(read_image_set(out)) == 4
     with Image.open(out / "control" / "000000.png") as im:
         assert not np.array_equal(np.asarray(im), before)
@@ -97,9 +100,9 @@ def test_existing_output_is_refused_without_force(run_dir, tmp_path):
 
 def test_bad_arguments_are_one_line_errors(run_dir, tmp_path):
     with pytest.raises(ConfigError, match="--label 'both-ish'"):
-        generate_images(run_dir, tmp_path / "x", n=1, label="both-ish")
+        generate_images(run_dir, tmp_path / "x", images_per_label=1, label="both-ish")
     with pytest.raises(CheckpointError, match="no checkpoint found"):
-        generate_images(tmp_path, tmp_path / "x", n=1)
+        generate_images(tmp_path, tmp_path / "x", images_per_label=1)
     assert not (tmp_path / "x").exists()
 
 
@@ -109,7 +112,7 @@ def test_export_round_trip_reproduces_g_ema_exactly(run_dir, tmp_path):
     assert card_path(out) == tmp_path / "g.json"
     assert (card["model"], card["resolution"], card["alpha"], card["z_dim"], card["images_shown"]) == (
         "pggan", 8, 0.5, 16, 96)
-    assert card["classes"] == ["control", "adhd"] and card["preset"] == "tiny"
+    assert card["classes"] == ["control", "adhd"] and card["config_source"] == ["preset 'tiny'"]
     assert card["data"]["n_images_per_label"] == {"control": 12, "adhd": 12} and card["data"]["simulated"] is True
     assert card["metrics"] == {"gan_train": {"hm": 0.7}}
     assert card["checkpoint"]["sha256"] == sha256_file(ckpt.latest_checkpoint(run_dir))

@@ -1,5 +1,10 @@
 """The ``brainsynth`` command line: one subcommand per pipeline stage, kept thin.
 
+Every stage command reads one configuration (:mod:`brainsynth.config`): ``--config`` names a
+preset or a YAML file (default ``demo``), ``--set SECTION.KEY=VALUE`` changes one key (a bare
+``KEY`` belongs to the command's own section), and the familiar flags (``--size``,
+``--input-size``, ``--seed``, ...) are shortcuts for keys (each flag's help names its key).
+
 Each handler imports its stage lazily (so ``brainsynth --help`` does not pay for torch)
 and calls the same function the Python API exposes. A :class:`BrainsynthError` becomes
 one line on stderr and exit status 2; nothing else is caught, so real bugs still show
@@ -12,12 +17,12 @@ import argparse
 import json
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from brainsynth import __version__
+from brainsynth.config import DEFAULT_PRESET, MODELS, PRESETS, describe_sections, load_config, overrides_from_set
 from brainsynth.errors import BrainsynthError
-
-log = logging.getLogger("brainsynth")
+from brainsynth.logs import setup_logging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,13 +31,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _range(text: str) -> tuple[float, float]:
+def _range(text: str) -> list[float]:
     """Parse ``A:B`` into two numbers (for slice ranges)."""
     try:
         a, b = text.split(":")
-        return float(a), float(b)
+        return [float(a), float(b)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected A:B, got {text!r}") from None
+
+
+def _slice_range(text: str) -> list[int]:
+    a, b = _range(text)
+    if not (a.is_integer() and b.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected two whole slice numbers A:B, got {text!r}")
+    return [int(a), int(b)]
 
 
 def _positive_int(text: str) -> int:
@@ -62,7 +74,40 @@ def _named_dir(text: str) -> tuple[str, str]:
     return name, path
 
 
-# --- shared option groups ---------------------------------------------------------------
+# --- flags that are shortcuts for config keys -----------------------------------------------
+
+def _key_flag(p: argparse.ArgumentParser, flag: str, keys: str | Sequence[str], help: str, **kwargs: Any) -> None:
+    """Add ``flag`` as a shortcut for one or more config keys (applied only when given)."""
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    dest = "key_" + flag.lstrip("-").replace("-", "_")
+    p.add_argument(flag, dest=dest, default=None, help=f"{help} [{', '.join(keys)}]", **kwargs)
+    table = p.get_default("key_flags") or []
+    p.set_defaults(key_flags=[*table, (flag, dest, keys)])
+
+
+def _overrides(args: argparse.Namespace, default_section: str | None) -> list[tuple[str, Any, str]]:
+    """The given key flags, then every ``--set``, as config overrides in that order."""
+    out = []
+    for flag, dest, keys in getattr(args, "key_flags", None) or []:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        shown = ":".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
+            else str(value)
+        out += [(key, value, f"{flag} {shown}") for key in keys]
+    return out + overrides_from_set(args.set or [], default_section)
+
+
+def _config(args: argparse.Namespace, default_section: str | None):
+    return load_config(args.config, _overrides(args, default_section), default_section=default_section)
+
+
+def _add_config_options(p: argparse.ArgumentParser, section: str) -> None:
+    p.add_argument("--config", default=DEFAULT_PRESET, metavar="PRESET|FILE",
+                   help=f"configuration: a preset ({', '.join(PRESETS)}; default {DEFAULT_PRESET}) or a YAML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override one config key, SECTION.KEY=VALUE or a bare KEY of '{section}' (repeatable)")
+
 
 def _add_input_options(p: argparse.ArgumentParser) -> None:
     """Options that describe a user's cohort (shared by ``prepare`` and ``run``)."""
@@ -75,34 +120,34 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
                    help="for 4D files, which volume along the 4th axis to use")
 
 
-def _add_prepare_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--slices", type=_range, default=(30, 120), metavar="A:B",
-                   help="axial slice range kept, inclusive (default 30:120, the paper's #30-#120)")
-    p.add_argument("--relative-slices", type=_range, metavar="FA:FB",
-                   help="slice range as fractions of the brain's axial extent, e.g. 0.15:0.6; "
-                        "overrides --slices for scans of other geometry")
-    p.add_argument("--inplane", type=int, default=320, metavar="PX",
-                   help="resample each axial slice to PX x PX first (default 320; 0 keeps the grid)")
-    p.add_argument("--patch", type=int, default=256, metavar="PX", help="patch size cut from each slice (default 256)")
-    p.add_argument("--patch-stride", type=int, metavar="PX",
-                   help="cut several overlapping patches with this stride (default: one centred patch)")
-    p.add_argument("--size", type=int, default=64, metavar="PX",
-                   help="final image size (default 64 for the CPU; the paper used 256)")
-    p.add_argument("--test-fraction", type=_fraction, default=1 / 3, metavar="F",
-                   help="share of subjects held out for testing, stratified by label (default 1/3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subject split (default 0)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="volumes processed in parallel (default 1)")
+def _input_spec(args: argparse.Namespace):
+    from brainsynth.data.layouts import InputSpec
+
+    return InputSpec(labels=args.labels, id_column=args.id_column, label_column=args.label_column,
+                     skip_unlabeled=args.skip_unlabeled, volume_index=args.volume_index)
 
 
-def _add_feature_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", default="vgg16-random", metavar="NAME",
-                   help="feature extractor: vgg16 (ImageNet weights, the paper's) or vgg16-random "
-                        "(no download; default so that runs work offline)")
-    p.add_argument("--weights", metavar="FILE", help="local torchvision-format VGG-16 weights file")
-    p.add_argument("--feature-layer", default="fc7", choices=("fc7", "pool5"), help="feature layer (default fc7)")
-    p.add_argument("--input-size", type=int, default=224, metavar="PX", help="extractor input size (default 224)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="feature extraction precision")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+def _add_slice_flags(p: argparse.ArgumentParser) -> None:
+    _key_flag(p, "--slices", "prepare.slices", "axial slice range kept, inclusive (paper: 30:120)",
+              type=_slice_range, metavar="A:B")
+    _key_flag(p, "--relative-slices", "prepare.relative_slices",
+              "slice range as fractions of the brain's axial extent, e.g. 0.15:0.6; replaces --slices for scans "
+              "of other geometry", type=_range, metavar="FA:FB")
+    _key_flag(p, "--workers", "prepare.workers", "volumes prepared in parallel", type=_positive_int)
+
+
+def _add_feature_flags(p: argparse.ArgumentParser) -> None:
+    _key_flag(p, "--features", "evaluate.features", "feature extractor: vgg16 (ImageNet weights, the paper's) or "
+              "vgg16-random (no download)", metavar="NAME")
+    _key_flag(p, "--weights", "evaluate.weights", "local torchvision-format VGG-16 weights file", metavar="FILE")
+    _key_flag(p, "--feature-layer", "evaluate.feature_layer", "feature layer", choices=("fc7", "pool5"))
+    _key_flag(p, "--input-size", "evaluate.input_size", "extractor input size in px (paper: 224)", type=int,
+              metavar="PX")
+    _key_flag(p, "--precision", "evaluate.precision", "feature extraction precision", choices=("fp32", "bf16"))
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
 
 
 # --- handlers ---------------------------------------------------------------------------
@@ -110,8 +155,7 @@ def _add_feature_options(p: argparse.ArgumentParser) -> None:
 def cmd_phantom(args: argparse.Namespace) -> int:
     from brainsynth.data.phantom import make_cohort
 
-    out = make_cohort(args.out_dir, subjects=args.subjects, adhd_fraction=args.adhd_fraction, seed=args.seed,
-                      effect=args.effect, contrast=args.contrast, force=args.force)
+    out = make_cohort(args.out_dir, _config(args, "cohort").cohort, force=args.force)
     print(f"simulated cohort written to {out}")
     return 0
 
@@ -119,13 +163,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from brainsynth.data.prepare import prepare_dataset
 
-    out = prepare_dataset(
-        args.input, args.out, labels=args.labels, id_column=args.id_column, label_column=args.label_column,
-        skip_unlabeled=args.skip_unlabeled, volume_index=args.volume_index, slices=args.slices,
-        relative_slices=args.relative_slices, inplane=args.inplane, patch=args.patch,
-        patch_stride=args.patch_stride, size=args.size, test_fraction=args.test_fraction, seed=args.seed,
-        workers=args.workers, force=args.force,
-    )
+    out = prepare_dataset(args.input, args.out, _config(args, "prepare").prepare, _input_spec(args), force=args.force)
     print(f"dataset written to {out}")
     return 0
 
@@ -150,15 +188,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from brainsynth.train.loop import train
 
-    train(args.dataset, args.out, model=args.model, config=args.config, overrides=args.set or [],
-          resume=args.resume, dry_run=args.dry_run, device=args.device, force=args.force)
+    section = f"train.{args.model}"
+    overrides = _overrides(args, section)
+    config = load_config(args.config, overrides, default_section=section)
+    changes = [o for o in overrides if o[0].startswith("train.")]
+    train(args.dataset, args.out, config.train[args.model], resume=args.resume, changes=changes,
+          launch=config.source, dry_run=args.dry_run, device=args.device, force=args.force)
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from brainsynth.generate import generate_images
 
-    out = generate_images(args.run_dir, args.out, n=args.n, label=args.label, fmt=args.format, seed=args.seed,
+    out = generate_images(args.run_dir, args.out, _config(args, "generate").generate, label=args.label,
                           device=args.device, force=args.force)
     print(f"synthetic images written to {out}")
     return 0
@@ -173,7 +215,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_export_images(args: argparse.Namespace) -> int:
-    from brainsynth.data.export import export_images
+    from brainsynth.data.export_images import export_images
 
     out = export_images(args.dataset, args.out, split=args.split, fmt=args.format, force=args.force)
     print(f"real images written to {out}")
@@ -182,33 +224,31 @@ def cmd_export_images(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from brainsynth.evaluate import evaluate
-    from brainsynth.evaluate.report import format_table1
+    from brainsynth.evaluate.tables import format_table1
 
-    report = evaluate(args.real, dict(args.synthetic), args.out, runs=dict(args.run or []),
-                      features=args.features, weights=args.weights, feature_layer=args.feature_layer,
-                      input_size=args.input_size, precision=args.precision, device=args.device,
-                      bootstrap=args.bootstrap, seed=args.seed, force=args.force)
+    config = _config(args, "evaluate")
+    report = evaluate(args.real, dict(args.synthetic), args.out, config.evaluate, config.audit,
+                      runs=dict(args.run or []), device=args.device, force=args.force)
     print(format_table1(report))
     print(f"report written to {args.out}")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from brainsynth.evaluate.privacy import audit
+    from brainsynth.evaluate import audit
 
-    audit(args.train, args.synthetic, args.out, filter_flagged=args.filter, percentile=args.percentile,
-          features=args.features, weights=args.weights, feature_layer=args.feature_layer,
-          input_size=args.input_size, precision=args.precision, device=args.device, force=args.force)
+    config = _config(args, "audit")
+    audit(args.train, args.synthetic, args.out, config.audit, config.evaluate, filter_flagged=args.filter,
+          device=args.device, force=args.force)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from brainsynth.pipeline import run
 
-    run(args.out, input=args.input, preset=args.preset, labels=args.labels, id_column=args.id_column,
-        label_column=args.label_column, skip_unlabeled=args.skip_unlabeled, volume_index=args.volume_index,
-        slices=args.slices, relative_slices=args.relative_slices, workers=args.workers,
-        device=args.device, seed=args.seed, features=args.features, weights=args.weights)
+    if args.preset is not None:
+        args.config = args.preset
+    run(args.out, _config(args, None), input=args.input, source=_input_spec(args), device=args.device)
     return 0
 
 
@@ -223,6 +263,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 # --- parser -----------------------------------------------------------------------------
 
+SEED_KEYS = ("cohort.seed", "prepare.seed", "train.seed", "generate.seed", "evaluate.seed")
+"""What ``brainsynth run --seed N`` sets: every stage's seed."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="brainsynth", description="Synthetic brain MRI with a class-conditional progressive-growing GAN, "
                      "evaluated by GAN-train and audited for memorisation.")
@@ -232,52 +276,67 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help: str,
+            epilog: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(handler=handler, key_flags=[])
         return p
 
     p = add("phantom", cmd_phantom, "write a SIMULATED neonatal ADHD/control cohort (BIDS) from the MNI152 template")
     p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--subjects", type=_positive_int, default=12, help="number of subjects (default 12)")
-    p.add_argument("--adhd-fraction", type=_fraction, default=0.5, help="share of ADHD subjects (default 0.5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--effect", type=float, default=1.0,
-                   help="strength of the simulated group difference; 1.0 is the calibrated default, 0 removes it")
-    p.add_argument("--contrast", choices=("neonatal", "adult"), default="neonatal",
-                   help="T1 contrast: neonatal (white matter darker than grey) or adult")
+    _add_config_options(p, "cohort")
+    _key_flag(p, "--subjects", "cohort.subjects", "number of subjects", type=_positive_int)
+    _key_flag(p, "--adhd-fraction", "cohort.adhd_fraction", "share of ADHD subjects", type=_fraction)
+    _key_flag(p, "--seed", "cohort.seed", "seed of the simulation", type=int)
+    _key_flag(p, "--effect", "cohort.effect", "strength of the simulated group difference; 1.0 is the calibrated "
+              "default, 0 removes it", type=float)
+    _key_flag(p, "--contrast", "cohort.contrast", "T1 contrast: neonatal (white matter darker than grey) or adult",
+              choices=("neonatal", "adult"))
     p.add_argument("--force", action="store_true", help="replace an existing OUT_DIR")
 
     p = add("prepare", cmd_prepare, "the paper's preprocessing: volumes -> slices -> patches -> a DATASET")
     p.add_argument("input", metavar="INPUT", help="BIDS folder, ADHD-200 site folder, or flat folder of NIfTI files")
     p.add_argument("--out", required=True, metavar="DATASET")
+    _add_config_options(p, "prepare")
     _add_input_options(p)
-    _add_prepare_options(p)
+    _add_slice_flags(p)
+    _key_flag(p, "--inplane", "prepare.inplane", "resample each axial slice to PX x PX first (0 keeps the grid)",
+              type=int, metavar="PX")
+    _key_flag(p, "--patch", "prepare.patch", "patch size cut from each slice", type=int, metavar="PX")
+    _key_flag(p, "--patch-stride", "prepare.patch_stride", "cut several overlapping patches with this stride",
+              type=int, metavar="PX")
+    _key_flag(p, "--size", "prepare.size", "final image size (64 on the CPU; the paper used 256)", type=int,
+              metavar="PX")
+    _key_flag(p, "--test-fraction", "prepare.test_fraction", "share of subjects held out for testing, stratified "
+              "by label", type=_fraction, metavar="F")
+    _key_flag(p, "--seed", "prepare.seed", "seed of the subject split", type=int)
     p.add_argument("--force", action="store_true", help="replace an existing --out")
 
     p = add("info", cmd_info, "summarise a prepared DATASET")
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = add("train", cmd_train, "train the conditional PGGAN or the DCGAN baseline on a DATASET's train split")
+    p = add("train", cmd_train, "train the conditional PGGAN or the DCGAN baseline on a DATASET's train split",
+            epilog=describe_sections() + "\nbrainsynth train: a bare --set KEY=VALUE means train.MODEL.KEY.")
     p.add_argument("dataset", metavar="DATASET")
-    p.add_argument("--model", choices=("pggan", "dcgan"), default="pggan")
+    p.add_argument("--model", choices=MODELS, default="pggan")
     p.add_argument("--out", required=True, metavar="RUN_DIR")
-    p.add_argument("--config", default="demo", metavar="FILE|PRESET", help="YAML file or preset: paper, demo, tiny")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config value (repeatable)")
+    _add_config_options(p, "train.MODEL")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    _add_device(p)
     p.add_argument("--force", action="store_true", help="start over in an existing RUN_DIR")
 
     p = add("generate", cmd_generate, "sample synthetic images per class from a trained run (G_ema)")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--n", type=_positive_int, required=True, help="images per label")
     p.add_argument("--out", required=True, metavar="DIR")
+    _add_config_options(p, "generate")
+    _key_flag(p, "--n", "generate.images_per_label", "images per label", type=_positive_int)
     p.add_argument("--label", choices=("adhd", "control", "both"), default="both")
-    p.add_argument("--format", choices=("png", "npz", "nifti"), default="png")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
+    _key_flag(p, "--format", "generate.format", "image-set format", choices=("png", "npz", "nifti"))
+    _key_flag(p, "--seed", "generate.seed", "base seed of the per-image seeds", type=int)
+    _add_device(p)
     p.add_argument("--force", action="store_true")
 
     p = add("export", cmd_export, "write the generator alone as safetensors with a JSON model card")
@@ -298,9 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", type=_named_dir, metavar="NAME=RUN_DIR",
                    help="training run whose curves go into the report (repeatable)")
     p.add_argument("--out", required=True, metavar="REPORT_DIR")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over test subjects")
-    p.add_argument("--seed", type=int, default=0)
-    _add_feature_options(p)
+    _add_config_options(p, "evaluate")
+    _key_flag(p, "--bootstrap", "evaluate.bootstrap", "bootstrap resamples over test subjects", type=int)
+    _key_flag(p, "--seed", "evaluate.seed", "seed of the classifiers, bootstrap and subsets", type=int)
+    _add_feature_flags(p)
+    _add_device(p)
     p.add_argument("--force", action="store_true")
 
     p = add("audit", cmd_audit, "privacy audit: memorisation and membership inference of a synthetic set")
@@ -308,25 +369,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--filter", action="store_true", help="also write the synthetic set minus flagged images")
-    p.add_argument("--percentile", type=float, default=1.0,
-                   help="held-out distance percentile below which a synthetic image is a near-copy (default 1)")
-    _add_feature_options(p)
+    _add_config_options(p, "audit")
+    _key_flag(p, "--percentile", "audit.percentile",
+              "held-out distance percentile below which a synthetic image is a near-copy", type=float)
+    _add_feature_flags(p)
+    _add_device(p)
     p.add_argument("--force", action="store_true")
 
-    p = add("run", cmd_run, "the whole method end to end: prepare, train PGGAN + DCGAN, generate, evaluate, report")
+    p = add("run", cmd_run, "the whole method end to end: prepare, train PGGAN + DCGAN, generate, evaluate, report",
+            epilog=describe_sections() + "\nbrainsynth run: --set needs SECTION.KEY; --seed N sets every stage's seed.")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--input", metavar="DIR", help="your cohort (default: the SIMULATED cohort)")
-    p.add_argument("--preset", choices=("demo", "paper", "tiny"), default="demo",
-                   help="demo (CPU, 64 px), paper (GPU, 256 px, the paper's settings), tiny (smoke test)")
+    _add_config_options(p, "(none: name the section)")
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help="same as --config PRESET: demo (CPU, 64 px), paper (GPU, 256 px), tiny (smoke test)")
     _add_input_options(p)
-    p.add_argument("--slices", type=_range, metavar="A:B", help="axial slice range (default 30:120)")
-    p.add_argument("--relative-slices", type=_range, metavar="FA:FB",
-                   help="slice range relative to the brain's axial extent, for scans of other geometry")
-    p.add_argument("--workers", type=_positive_int, default=1, help="volumes prepared in parallel (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--features", default="vgg16-random", metavar="NAME")
-    p.add_argument("--weights", metavar="FILE")
+    _add_slice_flags(p)
+    _key_flag(p, "--seed", SEED_KEYS, "seed of every stage", type=int)
+    _key_flag(p, "--features", "evaluate.features", "feature extractor: vgg16 or vgg16-random", metavar="NAME")
+    _key_flag(p, "--weights", "evaluate.weights", "local torchvision-format VGG-16 weights file", metavar="FILE")
+    _add_device(p)
 
     p = add("fetch", cmd_fetch, "download public data: ADHD-200 T1 scans and diagnoses")
     p.add_argument("dataset", choices=("adhd200",))
@@ -335,14 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-subjects", type=_positive_int, metavar="N", help="at most N subjects per site")
     p.add_argument("--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS)")
     return parser
-
-
-def setup_logging(level: int) -> None:
-    """Send brainsynth's log lines to stderr, bare (they are written for people)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,4 +411,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("brainsynth: interrupted", file=sys.stderr)
         return 130
-

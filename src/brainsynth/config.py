@@ -634,11 +634,11 @@ def describe_sections() -> str:
     """A few lines for ``--help``: the sections and how to override one key."""
     lines = ["configuration (--config PRESET|FILE, default demo; presets: " + ", ".join(PRESETS) + "):"]
     for name, cls in SECTIONS.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        lines.append(f"  {doc}")
+        doc = (cls.__doc__ or "").strip().splitlines()[0].split(":", 1)[-1].replace("`", "").strip()
+        lines.append(f"  {name + ':':<10}{doc}")
     lines += [
         "override any key with --set SECTION.KEY=VALUE (repeatable; the value is YAML), e.g.",
         "  --set prepare.size=128   --set train.pggan.lr=2e-4   --set evaluate.features=vgg16",
-        "train.KEY applies to every model unless train.MODEL.KEY sets it; see DEVELOPERS.md for every key",
+        "train.KEY applies to every model unless train.MODEL.KEY sets it; docs/configuration.md lists every key",
     ]
     return "\n".join(lines)

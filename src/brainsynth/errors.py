@@ -26,3 +26,11 @@ class OutputExistsError(BrainsynthError):
 
 class CheckpointError(BrainsynthError):
     """A checkpoint or weights file is missing, corrupt, tampered or foreign."""
+
+
+class FetchError(BrainsynthError):
+    """Public data could not be listed or downloaded."""
+
+
+class TrainingDivergedError(BrainsynthError):
+    """The training losses stayed NaN/Inf after every allowed rollback."""

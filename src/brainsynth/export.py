@@ -7,7 +7,7 @@ Two files are written, both atomically::
 
 The card says how to rebuild and use the network: model kind and constructor arguments,
 the resolution and fade weight it was trained to, latent size, classes in index order,
-the preset, a summary of the training data, images shown, the checkpoint's and the
+where the config came from (preset or file, overrides), a summary of the training data, images shown, the checkpoint's and the
 weights' SHA-256, and ``RUN_DIR/metrics.json`` when it exists.
 :func:`load_exported_generator` rebuilds the generator from these two files alone.
 """
@@ -53,7 +53,8 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
     """
     from safetensors.torch import save_file
 
-    from brainsynth.train.config import config_from_dict, network_kwargs
+    from brainsynth.config import train_config_from_dict
+    from brainsynth.models import network_kwargs
 
     out, card_file = Path(out), card_path(out)
     if out.suffix == ".json":
@@ -62,7 +63,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
     check_output_free(card_file, force)
     path = ckpt.latest_checkpoint(run_dir)
     state = ckpt.load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
+    cfg = train_config_from_dict(state["config"])
     # safetensors refuses shared or strided storage: give every tensor its own contiguous copy.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state["G_ema"].items()}
     with atomic_output_path(out) as tmp:
@@ -80,7 +81,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
         "final_resolution": cfg.resolution,
         "z_dim": cfg.z_dim,
         "classes": list(LABELS),
-        "preset": state.get("launch", {}).get("config"),
+        "config_source": state.get("launch", {}).get("config"),
         "data": state["data"],
         "images_shown": int(progress["images_shown"]),
         "target_images": int(progress.get("target_images", progress["images_shown"])),

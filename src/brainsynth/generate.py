@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from brainsynth import LABELS, __version__
+from brainsynth.config import GenerateConfig, sections_yaml
 from brainsynth.devices import resolve_device
 from brainsynth.errors import ConfigError
 from brainsynth.fsio import check_output_free, sha256_file
-from brainsynth.imageset import FORMATS, write_image_set
+from brainsynth.imageset import write_image_set
 from brainsynth.train import checkpoint as ckpt
 
 log = logging.getLogger("brainsynth.generate")
@@ -96,9 +97,10 @@ def sample_images(G: nn.Module, labels: Sequence[int], seeds: Sequence[int], res
 def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     """Rebuild G_ema from a loaded checkpoint (networks are defined by its config)."""
     from brainsynth.models import build_models
-    from brainsynth.train.config import config_from_dict, network_kwargs
+    from brainsynth.config import train_config_from_dict
+    from brainsynth.models import network_kwargs
 
-    cfg = config_from_dict(state["config"])
+    cfg = train_config_from_dict(state["config"])
     G, _ = build_models(cfg.model, **network_kwargs(cfg))
     try:
         G.load_state_dict(state["G_ema"])
@@ -107,9 +109,9 @@ def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     return G.eval().requires_grad_(False)
 
 
-def generate_images(run_dir: str | Path, out: str | Path, *, n: int, label: str = "both", fmt: str = "png",
-                    seed: int = 0, device: str | None = None, force: bool = False) -> Path:
-    """Write ``n`` synthetic images PER LABEL from the newest checkpoint of ``run_dir``.
+def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *, label: str = "both",
+                    device: str | None = None, force: bool = False) -> Path:
+    """Write ``cfg.images_per_label`` synthetic images PER LABEL from the newest checkpoint of ``run_dir``.
 
     Parameters
     ----------
@@ -117,28 +119,21 @@ def generate_images(run_dir: str | Path, out: str | Path, *, n: int, label: str 
         A training run folder (``brainsynth train --out RUN_DIR``).
     out : path
         Output image-set folder (:mod:`brainsynth.imageset`); refused if it exists unless ``force``.
-    n : int
-        Images per label.
+    cfg : GenerateConfig
+        The ``generate`` section: images per label, format, base seed of the per-image seeds.
     label : {"control", "adhd", "both"}
-    fmt : {"png", "npz", "nifti"}
-    seed : int
-        Base seed (>= 0) of the per-image seeds.
     device : str, optional
-        ``cpu`` (default) or ``cuda``.
+        ``cpu`` or ``cuda``; default CUDA when present.
 
     Returns
     -------
     Path
         The output folder.
     """
-    if n < 1:
-        raise ConfigError(f"--n {n}: give at least 1 image per label")
+    cfg.check()
     if label not in LABEL_CHOICES:
         raise ConfigError(f"--label {label!r}: choose one of {', '.join(LABEL_CHOICES)}")
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if seed < 0:
-        raise ConfigError(f"--seed {seed}: must be >= 0")
+    n, fmt, seed = cfg.images_per_label, cfg.format, cfg.seed
     check_output_free(out, force)  # before the sampling work, not after
     dev = resolve_device(device)
     path = ckpt.latest_checkpoint(run_dir)
@@ -172,6 +167,7 @@ def generate_images(run_dir: str | Path, out: str | Path, *, n: int, label: str 
         "brainsynth_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_image_set(out, images, records, synthetic=True, fmt=fmt, extra_meta=extra, force=force)
+    write_image_set(out, images, records, synthetic=True, fmt=fmt, extra_meta=extra, force=force,
+                    extra_files={"config.yaml": sections_yaml(cfg, what="synthetic image set")})
     log.info("%d images (%s) from %s", len(images), ", ".join(LABELS[c] for c in classes), path)
     return Path(out)

@@ -26,7 +26,7 @@ import numpy as np
 
 from brainsynth import LABELS
 from brainsynth.errors import InputError
-from brainsynth.fsio import atomic_output_path, atomic_write_json, staged_output_dir
+from brainsynth.fsio import atomic_output_path, atomic_write_json, atomic_write_text, staged_output_dir
 
 FORMATS = ("png", "npz", "nifti")
 METADATA_FILE = "metadata.json"
@@ -85,6 +85,7 @@ def write_image_set(
     fmt: str = "png",
     extra_meta: dict[str, Any] | None = None,
     force: bool = False,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write an image-set folder atomically.
 
@@ -101,6 +102,8 @@ def write_image_set(
     fmt : {"png", "npz", "nifti"}
     extra_meta : dict, optional
         Merged into ``metadata.json`` (provenance: checkpoint hash, config, ...).
+    extra_files : dict, optional
+        File name -> text written beside the images (e.g. the resolved ``config.yaml``).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown image format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -125,6 +128,8 @@ def write_image_set(
         meta.update(extra_meta or {})
         meta["images"] = entries
         atomic_write_json(stage / METADATA_FILE, meta)
+        for name, text in (extra_files or {}).items():
+            atomic_write_text(stage / name, text)
     return Path(out)
 
 

@@ -1,6 +1,6 @@
 """``brainsynth run``: the whole method end to end, as cached, resumable stages.
 
-Stages (each writes one folder under OUT)::
+Stages (each writes one folder under OUT; ``OUT/config.yaml`` is the resolved configuration)::
 
     cohort/            the SIMULATED cohort (only when no --input is given)
     dataset/           the paper's preprocessing            (brainsynth prepare)
@@ -17,55 +17,32 @@ from its last checkpoint, and redoes a stage (and everything after it) whose inp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from brainsynth import __version__
+from brainsynth.config import RunConfig, TrainConfig, config_to_yaml
+from brainsynth.data.layouts import InputSpec
 from brainsynth.errors import ConfigError, InputError
-from brainsynth.fsio import atomic_write_json
+from brainsynth.fsio import atomic_write_json, atomic_write_text
+from brainsynth.logs import current_level, setup_logging
+from brainsynth.options import as_dict
+from brainsynth.timing import Stopwatch
+
+if TYPE_CHECKING:
+    from brainsynth.evaluate.schema import Report
 
 log = logging.getLogger("brainsynth.pipeline")
 
 STATE_FILE = "pipeline.json"
-MODELS = ("pggan", "dcgan")
-
-# One row per `--preset`: what each stage is given. The training presets themselves live in
-# configs/<name>.yaml; this table only says how the rest of the pipeline fits around them.
-PIPELINE_PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {
-        "phantom": {"subjects": 12},
-        "prepare": {"size": 64},
-        "train_config": "demo",
-        "parallel_training": True,  # one thread per run, PGGAN and DCGAN side by side on 2 cores
-        "images_per_label": 500,
-        "evaluate": {"input_size": 64, "bootstrap": 500},
-    },
-    "paper": {
-        "phantom": {"subjects": 12},
-        "prepare": {"size": 256},
-        "train_config": "paper",
-        "parallel_training": False,  # one GPU: one run at a time
-        "images_per_label": 1000,
-        "evaluate": {"input_size": 224, "bootstrap": 1000},
-    },
-    "tiny": {
-        "phantom": {"subjects": 6, "shape": (96, 96, 60)},
-        "prepare": {"size": 16, "inplane": 64, "patch": 48, "relative_slices": (0.3, 0.7)},
-        "train_config": "tiny",
-        "parallel_training": False,
-        # The tiny training preset stops at 8 px; the evaluation needs 16 px for SWD.
-        "train_overrides": ["resolution=16", "widths={4: 8, 8: 8, 16: 8}"],
-        "images_per_label": 24,
-        "evaluate": {"input_size": 32, "bootstrap": 50},
-    },
-}
+CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -146,43 +123,43 @@ class Pipeline:
             log.info("[%s] up to date, skipped (%.0f s when it ran)", name, self.stages[name].seconds)
             return self.stages[name].seconds
         restart = self.begin(name, fingerprint, output)
-        start = time.perf_counter()
+        clock = Stopwatch()
         body(restart)
-        return self.finish(name, time.perf_counter() - start)
+        return self.finish(name, clock.total())
 
 
 @dataclass
 class TrainJob:
     """One model's training stage."""
 
-    model: str
+    cfg: TrainConfig
     run_dir: Path
     fingerprint: str
-    overrides: list[str]
+
+    @property
+    def model(self) -> str:
+        return self.cfg.model
 
     @property
     def stage_name(self) -> str:
         return f"train_{self.model}"
 
 
-def _train_one(dataset: Path, job: TrainJob, config: str, restart: bool, device: str | None,
+def _train_one(dataset: Path, job: TrainJob, restart: bool, device: str | None, launch: list[str],
                log_level: int | None = None) -> float:
     """Train one model (resuming an interrupted run); return the wall time. Runs in a worker too."""
     from brainsynth.train.loop import train
 
     if log_level is not None:  # a spawned worker starts with logging unconfigured
-        from brainsynth.cli import setup_logging
-
         setup_logging(log_level)
-    start = time.perf_counter()
+    clock = Stopwatch()
     resume = not restart and (job.run_dir / "checkpoints").is_dir()
-    train(dataset, job.run_dir, model=job.model, config=config, overrides=job.overrides, resume=resume,
-          device=device, force=not resume)
-    return time.perf_counter() - start
+    train(dataset, job.run_dir, job.cfg, resume=resume, launch=launch, device=device, force=not resume)
+    return clock.total()
 
 
-def train_models(pipe: Pipeline, dataset: Path, jobs: list[TrainJob], config: str, device: str | None,
-                 parallel: bool) -> dict[str, float]:
+def train_models(pipe: Pipeline, dataset: Path, jobs: list[TrainJob], device: str | None, parallel: bool,
+                 launch: list[str]) -> dict[str, float]:
     """Run the training stages that are not up to date, side by side when ``parallel``.
 
     Side by side is for the CPU demo: each run uses one thread (one fast core beats two
@@ -200,7 +177,7 @@ def train_models(pipe: Pipeline, dataset: Path, jobs: list[TrainJob], config: st
     if not (parallel and len(pending) > 1):
         for job in pending:
             restart = pipe.begin(job.stage_name, job.fingerprint, job.run_dir)
-            times[job.stage_name] = pipe.finish(job.stage_name, _train_one(dataset, job, config, restart, device))
+            times[job.stage_name] = pipe.finish(job.stage_name, _train_one(dataset, job, restart, device, launch))
         return times
 
     import multiprocessing
@@ -209,11 +186,10 @@ def train_models(pipe: Pipeline, dataset: Path, jobs: list[TrainJob], config: st
     restarts = {job.stage_name: pipe.begin(job.stage_name, job.fingerprint, job.run_dir) for job in pending}
     # Two progress bars would overwrite each other on one terminal: only the first job shows one.
     for job in pending[1:]:
-        job.overrides = [*job.overrides, "progress_bar=false"]
-    level = logging.getLogger("brainsynth").getEffectiveLevel()
+        job.cfg = dataclasses.replace(job.cfg, progress_bar=False)
     with ProcessPoolExecutor(len(pending), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {job.stage_name: pool.submit(_train_one, dataset, job, config, restarts[job.stage_name], device,
-                                               level) for job in pending}
+        futures = {job.stage_name: pool.submit(_train_one, dataset, job, restarts[job.stage_name], device, launch,
+                                               current_level()) for job in pending}
         for name, future in futures.items():
             times[name] = pipe.finish(name, future.result())
     return times
@@ -236,39 +212,50 @@ def input_fingerprint(root: Path) -> list[tuple[str, int, int]]:
     return sorted(files)
 
 
-def run(out: str | os.PathLike, *, input: str | None = None, preset: str = "demo", labels: str | None = None,
-        id_column: str | None = None, label_column: str | None = None, skip_unlabeled: bool = False,
-        volume_index: int | None = None, slices: tuple[float, float] | None = None,
-        relative_slices: tuple[float, float] | None = None, workers: int = 1,
-        device: str | None = None, seed: int = 0,
-        features: str = "vgg16-random", weights: str | None = None) -> dict:
-    """Run the whole method: prepare, train PGGAN and DCGAN, generate, evaluate, report.
+def _check_sizes_agree(config: RunConfig) -> None:
+    """Refuse a training resolution other than the prepared size: evaluation compares images at one size."""
+    for model in config.run.models:
+        cfg = config.train[model]
+        if cfg.resolution is not None and cfg.resolution != config.prepare.size:
+            raise ConfigError(f"train.{model}.resolution={cfg.resolution} differs from prepare.size="
+                              f"{config.prepare.size}; synthetic and real images must have one size: set "
+                              f"train.{model}.resolution to null (the dataset's size) or change prepare.size")
+
+
+def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike | None = None,
+        source: InputSpec | None = None, device: str | None = None) -> Report:
+    """Run the whole method: prepare, train every model, generate, evaluate, report.
 
     Parameters
     ----------
     out : path
         Output folder; rerunning with the same folder continues or skips finished stages.
+    config : RunConfig
+        The resolved configuration (:func:`brainsynth.config.load_config`); every stage reads
+        its own section, and ``run.models`` names the generators.
     input : path, optional
-        The user's cohort (BIDS, ADHD-200 site folder, or flat folder with ``labels``).
-        Without it, a SIMULATED cohort is generated.
-    labels, id_column, label_column, skip_unlabeled, volume_index, slices, relative_slices, workers
-        As for ``brainsynth prepare``; ``slices``/``relative_slices`` override the preset's range.
-    preset : {"demo", "paper", "tiny"}
-        ``demo`` (CPU, 64 px), ``paper`` (GPU, 256 px, the paper's settings), ``tiny`` (tests).
-    features, weights
-        Feature extractor for the evaluation (see ``brainsynth evaluate``).
+        The user's cohort (BIDS, ADHD-200 site folder, or flat folder with ``source.labels``).
+        Without it, a SIMULATED cohort is generated from the ``cohort`` section.
+    source : InputSpec, optional
+        How to read ``input`` (label table, columns, unlabelled subjects, 4D volume index).
+    device : str, optional
+        ``cpu``, ``cuda`` or ``cuda:N``; default CUDA when present.
 
     Returns
     -------
-    dict
-        The evaluation report (``report/report.json``).
+    Report
+        The evaluation report (``report/report.json``), with every stage's wall time.
     """
-    if preset not in PIPELINE_PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PIPELINE_PRESETS)}")
-    p = PIPELINE_PRESETS[preset]
-    started = time.perf_counter()
+    from brainsynth.evaluate.features import check_extractor_name
+
+    # Cheap checks first, so a typo fails before minutes of work.
+    _check_sizes_agree(config)
+    check_extractor_name(config.evaluate.features)
+    source = source or InputSpec()
+    clock = Stopwatch()
     out = Path(out)
     pipe = Pipeline.open(out)
+    atomic_write_text(out / CONFIG_FILE, config_to_yaml(config))
     timings: dict[str, float] = {}
 
     # --- cohort ---------------------------------------------------------------------
@@ -276,10 +263,9 @@ def run(out: str | os.PathLike, *, input: str | None = None, preset: str = "demo
         from brainsynth.data.phantom import make_cohort
 
         cohort = out / "cohort"
-        cohort_args = {**p["phantom"], "seed": seed}
-        fp_cohort = fingerprint("cohort", cohort_args)
+        fp_cohort = fingerprint("cohort", as_dict(config.cohort))
         timings["cohort"] = pipe.stage("cohort", fp_cohort, cohort,
-                                       lambda restart: make_cohort(cohort, **cohort_args, force=True))
+                                       lambda restart: make_cohort(cohort, config.cohort, force=True))
         log.info("using the SIMULATED cohort in %s (not real patients)", cohort)
     else:
         cohort = Path(input)
@@ -291,59 +277,53 @@ def run(out: str | os.PathLike, *, input: str | None = None, preset: str = "demo
     from brainsynth.data.prepare import prepare_dataset
 
     dataset = out / "dataset"
-    slice_range = {k: v for k, v in (("slices", slices), ("relative_slices", relative_slices)) if v is not None}
-    prep_args = {**p["prepare"], **slice_range, "labels": labels, "id_column": id_column,
-                 "label_column": label_column, "skip_unlabeled": skip_unlabeled, "volume_index": volume_index,
-                 "seed": seed}
-    fp_data = fingerprint("prepare", fp_cohort, prep_args)
+    # workers changes how fast, not what: it stays out of the fingerprint.
+    prep_args = {k: v for k, v in as_dict(config.prepare).items() if k != "workers"}
+    fp_data = fingerprint("prepare", fp_cohort, prep_args, as_dict(source))
     timings["prepare"] = pipe.stage("prepare", fp_data, dataset,
-                                    lambda restart: prepare_dataset(cohort, dataset, **prep_args, workers=workers,
-                                                                   force=True))
+                                    lambda restart: prepare_dataset(cohort, dataset, config.prepare, source, force=True))
 
     # --- train, then generate, per model ----------------------------------------------
     from brainsynth.generate import generate_images
-    from brainsynth.train.config import config_to_dict, resolve_config
 
-    overrides = [*p.get("train_overrides", []), f"seed={seed}"]
     # The fingerprint holds the resolved config, so an edited preset file retrains too.
-    jobs = [TrainJob(model, out / "runs" / model,
-                     fingerprint("train", fp_data, config_to_dict(resolve_config(model, p["train_config"], overrides))),
-                     list(overrides)) for model in MODELS]
-    timings.update(train_models(pipe, dataset, jobs, p["train_config"], device, p["parallel_training"]))
+    jobs = [TrainJob(config.train[m], out / "runs" / m, fingerprint("train", fp_data, as_dict(config.train[m])))
+            for m in config.run.models]
+    timings.update(train_models(pipe, dataset, jobs, device, config.run.parallel_training, config.source))
 
     synthetic: dict[str, str] = {}
     run_dirs: dict[str, str] = {}
     for job in jobs:
         syn_dir = out / "synthetic" / job.model
-        fp_gen = fingerprint("generate", job.fingerprint, p["images_per_label"], seed)
+        fp_gen = fingerprint("generate", job.fingerprint, as_dict(config.generate))
         timings[f"generate_{job.model}"] = pipe.stage(
             f"generate_{job.model}", fp_gen, syn_dir,
             lambda restart, run_dir=job.run_dir, syn_dir=syn_dir: generate_images(
-                run_dir, syn_dir, n=p["images_per_label"], label="both", seed=seed, device=device, force=True),
+                run_dir, syn_dir, config.generate, device=device, force=True),
         )
         synthetic[job.model] = str(syn_dir)
         run_dirs[job.model] = str(job.run_dir)
 
     # --- evaluate + report ------------------------------------------------------------
     from brainsynth.evaluate import evaluate
-    from brainsynth.evaluate.report import format_table1
+    from brainsynth.evaluate.schema import Report
+    from brainsynth.evaluate.tables import format_table1
 
     report_dir = out / "report"
-    eval_args = {**p["evaluate"], "features": features, "weights": weights, "seed": seed}
-    fp_eval = fingerprint("evaluate", fp_data, [pipe.stages[f"generate_{m}"].fingerprint for m in MODELS],
-                          eval_args)
+    fp_eval = fingerprint("evaluate", fp_data, [pipe.stages[f"generate_{m}"].fingerprint for m in config.run.models],
+                          as_dict(config.evaluate), as_dict(config.audit))
     stage_times = dict(timings)
     timings["evaluate"] = pipe.stage(
         "evaluate", fp_eval, report_dir,
-        lambda restart: evaluate(dataset, synthetic, report_dir, runs=run_dirs, device=device,
-                                 timings=stage_times, force=True, **eval_args),
+        lambda restart: evaluate(dataset, synthetic, report_dir, config.evaluate, config.audit, runs=run_dirs,
+                                 device=device, timings=stage_times, force=True),
     )
-    report = json.loads((report_dir / "report.json").read_text())
-    report.setdefault("timings", {}).update(timings)
+    report = Report.from_dict(json.loads((report_dir / "report.json").read_text()))
+    report.timings.update(timings)
     atomic_write_json(out / "timings.json", timings)
     print(format_table1(report))
     # Training stages overlap when they run side by side, so the total is measured, not summed.
     print("wall time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
-          + f"; this invocation {time.perf_counter() - started:.0f} s")
+          + f"; this invocation {clock.total():.0f} s")
     print(f"report: {report_dir / 'report.html'}")
     return report

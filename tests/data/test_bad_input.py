@@ -16,7 +16,7 @@ import pytest
 
 from brainsynth.cli import main
 from brainsynth.data import prepare as prepare_module
-from brainsynth.data.prepare import prepare_dataset
+from brainsynth.api import prepare_dataset
 from brainsynth.errors import ConfigError, InputError, OutputExistsError
 
 from data_fixtures import SMALL, brain_volume, make_bids, write_nifti, write_table
@@ -107,13 +107,16 @@ CASES = {
     "dot-dot id": ({}, {**GOOD, "..": "adhd"}, {}, InputError, ["labels.csv line 4: subject id '..' is a relative path"]),
     "path separator id": ({}, {**GOOD, "a/b": "adhd"}, {}, InputError, ["subject id 'a/b' contains a path separator"]),
     "empty id": ({}, {**GOOD, "": "adhd"}, {}, InputError, ["labels.csv line 4: subject id '' is empty"]),
-    "slices reversed": ({}, None, {"slices": (20, 2)}, ConfigError, ["--slices 20:2: A must not be greater than B"]),
-    "patch larger than inplane": ({}, None, {"patch": 64}, ConfigError, ["--patch 64 is larger than --inplane 40"]),
-    "size zero": ({}, None, {"size": 0}, ConfigError, ["--size must be a whole number >= 1, got 0"]),
-    "size fractional": ({}, None, {"size": 2.5}, ConfigError, ["--size must be a whole number >= 1, got 2.5"]),
-    "stride zero": ({}, None, {"patch_stride": 0}, ConfigError, ["--patch-stride must be a whole number >= 1"]),
-    "relative slices": ({}, None, {"relative_slices": (0.8, 0.2)}, ConfigError, ["--relative-slices 0.8:0.2"]),
-    "test fraction one": ({}, None, {"test_fraction": 1.0}, ConfigError, ["--test-fraction must be in [0, 1)"]),
+    "slices reversed": ({}, None, {"slices": (20, 2)}, ConfigError,
+                        ["prepare.slices=[20, 2] must be two slice numbers A <= B"]),
+    "patch larger than inplane": ({}, None, {"patch": 64}, ConfigError,
+                                  ["prepare.patch=64 is larger than inplane (40); choose a patch <= inplane"]),
+    "size zero": ({}, None, {"size": 0}, ConfigError, ["argument size=0: prepare.size=0 must be >= 1"]),
+    "size fractional": ({}, None, {"size": 2.5}, ConfigError, ["prepare.size must be an int, got 2.5"]),
+    "stride zero": ({}, None, {"patch_stride": 0}, ConfigError, ["prepare.patch_stride=0 must be >= 1"]),
+    "relative slices": ({}, None, {"relative_slices": (0.8, 0.2)}, ConfigError,
+                        ["prepare.relative_slices=[0.8, 0.2] must be two fractions 0 <= FA <= FB <= 1"]),
+    "test fraction one": ({}, None, {"test_fraction": 1.0}, ConfigError, ["prepare.test_fraction=1.0 must be in [0, 1)"]),
 }
 
 
@@ -258,9 +261,11 @@ def test_cli_bad_options(tmp_path, capsys):
     kwargs = cohort(tmp_path)
     base = ["prepare", str(kwargs["input"]), "--out", str(tmp_path / "out"), "--labels", str(kwargs["labels"])]
     code, err = _cli(base + ["--slices", "120:30"], capsys)
-    assert code == 2 and err == ["brainsynth: error: --slices 120:30: A must not be greater than B"]
+    assert code == 2 and err == ["brainsynth: error: --slices 120:30: prepare.slices=[120, 30] must be two slice "
+                                 "numbers A <= B, both >= 0 (fix it with --set prepare.slices=...)"]
     code, err = _cli(base + ["--patch", "400"], capsys)
-    assert code == 2 and err == ["brainsynth: error: --patch 400 is larger than --inplane 320; choose --patch <= --inplane"]
+    assert code == 2 and err == ["brainsynth: error: --patch 400: prepare.patch=400 is larger than inplane (320); "
+                                 "choose a patch <= inplane (fix it with --set prepare.patch=...)"]
     code, err = _cli(base + ["--size", "0"], capsys)
-    assert code == 2 and len(err) == 1 and "--size must be a whole number >= 1" in err[0]
+    assert code == 2 and len(err) == 1 and "--size 0: prepare.size=0 must be >= 1" in err[0]
     assert not (tmp_path / "out").exists()

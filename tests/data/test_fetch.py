@@ -440,7 +440,7 @@ def test_cli_fetch_bad_site_exits_2_with_one_line(tmp_path, capsys):
 
 def test_a_fetched_site_folder_is_read_by_prepare(mirror, tmp_path):
     from brainsynth.data.dataset import load_dataset
-    from brainsynth.data.prepare import prepare_dataset
+    from brainsynth.api import prepare_dataset
 
     # NYU: text diagnoses, 'pending', a table row without a scan and a scan without a row.
     out = tmp_path / "adhd200"

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from brainsynth.data.labels import parse_label, read_label_table, subject_key, unsafe_id_reason
-from brainsynth.data.layouts import discover_cohort, is_simulated
-from brainsynth.data.prepare import prepare_dataset
+from brainsynth.data.layouts import InputSpec, discover_cohort, is_simulated
+from brainsynth.api import prepare_dataset
 from brainsynth.data.dataset import load_dataset
 from brainsynth.errors import InputError
 
@@ -75,7 +75,7 @@ def test_adhd200_site_needs_skip_unlabeled_and_names_subjects(tmp_path):
 
 def test_adhd200_site_with_skip_unlabeled(tmp_path, caplog):
     root = _adhd200_site(tmp_path / "KKI")
-    cohort = discover_cohort(root, skip_unlabeled=True)
+    cohort = discover_cohort(root, InputSpec(skip_unlabeled=True))
     assert {s.id: s.label for s in cohort.subjects} == {
         "sub-0010001": "control", "sub-0010002": "adhd", "sub-0010003": "control", "sub-0010004": "adhd"}
     assert cohort.dropped == {"no_label": [], "unlabelled": ["sub-0010005", "sub-0010006"], "no_image": ["10007"]}
@@ -87,7 +87,7 @@ def test_adhd200_site_with_skip_unlabeled(tmp_path, caplog):
 
 def test_flat_folder_with_csv_labels(flat_cohort):
     folder, table = flat_cohort
-    cohort = discover_cohort(folder, labels=table)
+    cohort = discover_cohort(folder, InputSpec(labels=table))
     assert cohort.layout == "flat"
     assert {s.id: s.label for s in cohort.subjects} == {"s1": "adhd", "s2": "control", "s3": "adhd", "s4": "control"}
     assert cohort.subjects[0].source == "s1.nii.gz"
@@ -100,7 +100,7 @@ def test_flat_folder_with_phenotypic_tsv_and_sub_prefix(tmp_path):
     write_table(tmp_path / "pheno.txt", ["ScanDir ID", "Site", "DX"], [["10001", "5", "1"], ["10002", "5", "0"]])
     table = read_label_table(tmp_path / "pheno.txt")
     assert (table.id_column, table.label_column) == ("ScanDir ID", "DX")
-    cohort = discover_cohort(tmp_path / "vols", labels=tmp_path / "pheno.txt")
+    cohort = discover_cohort(tmp_path / "vols", InputSpec(labels=tmp_path / "pheno.txt"))
     assert {s.id: s.label for s in cohort.subjects} == {"sub-0010001": "adhd", "sub-0010002": "control"}
 
 
@@ -108,7 +108,7 @@ def test_explicit_columns_override_detection(tmp_path):
     folder, _ = make_flat(tmp_path, {"a": "adhd", "b": "control"})
     write_table(tmp_path / "t.csv", ["subject", "diagnosis", "scan", "status"],
                 [["x", "control", "a", "ADHD"], ["y", "adhd", "b", "control"]], sep=",")
-    cohort = discover_cohort(folder, labels=tmp_path / "t.csv", id_column="scan", label_column="Status")
+    cohort = discover_cohort(folder, InputSpec(labels=tmp_path / "t.csv", id_column="scan", label_column="Status"))
     assert {s.id: s.label for s in cohort.subjects} == {"a": "adhd", "b": "control"}
 
 

@@ -1,14 +1,17 @@
 """Tests of the simulated neonatal ADHD cohort (brainsynth.data.phantom)."""
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from brainsynth.cli import main
 from brainsynth.data import phantom
+from brainsynth.api import make_cohort
 from brainsynth.errors import ConfigError, OutputExistsError
 
 # Unequal sizes on purpose: identical sizes hide axis bugs. The field of view is fixed,
@@ -29,13 +32,15 @@ def _file_bytes(root, subject_id):
 def cohort(tmp_path_factory):
     """5 subjects, 2 ADHD (round(5 * 0.4)), small grid."""
     out = tmp_path_factory.mktemp("cohort") / "bids"
-    return phantom.make_cohort(out, subjects=5, adhd_fraction=0.4, seed=3, shape=SMALL)
+    return make_cohort(out, subjects=5, adhd_fraction=0.4, seed=3, shape=SMALL)
 
 
 def test_bids_layout_and_participants(cohort):
     ids = [f"sub-{i:02d}" for i in range(1, 6)]
     assert sorted(p.name for p in cohort.iterdir()) == sorted(
-        ids + ["README", "dataset_description.json", "participants.json", "participants.tsv"])
+        ids + ["README", "code", "dataset_description.json", "participants.json", "participants.tsv"])
+    written = yaml.safe_load((cohort / "code" / "config.yaml").read_text())["cohort"]
+    assert (written["subjects"], written["seed"], written["shape"]) == (5, 3, list(SMALL))
     for sid in ids:
         assert [p.name for p in (cohort / sid / "anat").iterdir()] == [f"{sid}_T1w.nii.gz"]
     table = pd.read_csv(cohort / "participants.tsv", sep="\t")
@@ -82,8 +87,8 @@ def test_default_geometry_constants():
 
 
 def test_same_seed_gives_identical_bytes_other_seed_differs(cohort, tmp_path):
-    again = phantom.make_cohort(tmp_path / "again", subjects=5, adhd_fraction=0.4, seed=3, shape=SMALL)
-    other = phantom.make_cohort(tmp_path / "other", subjects=2, adhd_fraction=0.4, seed=4, shape=SMALL)
+    again = make_cohort(tmp_path / "again", subjects=5, adhd_fraction=0.4, seed=3, shape=SMALL)
+    other = make_cohort(tmp_path / "other", subjects=2, adhd_fraction=0.4, seed=4, shape=SMALL)
     for name in ("participants.tsv", "dataset_description.json", *(f"sub-{i:02d}/anat/sub-{i:02d}_T1w.nii.gz"
                                                                    for i in range(1, 6))):
         assert (again / name).read_bytes() == (cohort / name).read_bytes()
@@ -105,7 +110,7 @@ def test_adhd_assignment_is_exact_and_random():
 
 @pytest.mark.parametrize("contrast, wm_darker", [("neonatal", True), ("adult", False)])
 def test_tissue_contrast(tmp_path, contrast, wm_darker):
-    root = phantom.make_cohort(tmp_path / contrast, subjects=1, seed=1, contrast=contrast, shape=SMALL)
+    root = make_cohort(tmp_path / contrast, subjects=1, seed=1, contrast=contrast, shape=SMALL)
     vol = _volume(root, "sub-01").astype(np.float64)
     diagnosis = pd.read_csv(root / "participants.tsv", sep="\t").diagnosis[0]
     subject = phantom.draw_subject(1, 0, diagnosis, 1.0, contrast)
@@ -121,8 +126,8 @@ def test_tissue_contrast(tmp_path, contrast, wm_darker):
 
 def test_effect_shrinks_adhd_regions_and_leaves_controls_alone(tmp_path):
     kwargs = dict(subjects=4, adhd_fraction=0.5, seed=5, shape=REGION_GRID)
-    none = phantom.make_cohort(tmp_path / "e0", effect=0.0, **kwargs)
-    strong = phantom.make_cohort(tmp_path / "e2", effect=2.0, **kwargs)
+    none = make_cohort(tmp_path / "e0", effect=0.0, **kwargs)
+    strong = make_cohort(tmp_path / "e2", effect=2.0, **kwargs)
     table = pd.read_csv(none / "participants.tsv", sep="\t")
     for index, row in enumerate(table.itertuples()):
         sid = row.participant_id
@@ -138,8 +143,8 @@ def test_effect_shrinks_adhd_regions_and_leaves_controls_alone(tmp_path):
 
 
 def test_effect_zero_makes_labels_irrelevant(tmp_path):
-    a = phantom.make_cohort(tmp_path / "all_adhd", subjects=2, adhd_fraction=1.0, effect=0.0, seed=2, shape=SMALL)
-    c = phantom.make_cohort(tmp_path / "all_ctrl", subjects=2, adhd_fraction=0.0, effect=0.0, seed=2, shape=SMALL)
+    a = make_cohort(tmp_path / "all_adhd", subjects=2, adhd_fraction=1.0, effect=0.0, seed=2, shape=SMALL)
+    c = make_cohort(tmp_path / "all_ctrl", subjects=2, adhd_fraction=0.0, effect=0.0, seed=2, shape=SMALL)
     for sid in ("sub-01", "sub-02"):
         assert _file_bytes(a, sid) == _file_bytes(c, sid)
 
@@ -178,25 +183,25 @@ def test_existing_output_refused_without_force(cohort, tmp_path):
     out.mkdir()
     (out / "mine.txt").write_text("keep")
     with pytest.raises(OutputExistsError, match=r"taken already exists; choose another OUT_DIR or pass --force"):
-        phantom.make_cohort(out, subjects=1, shape=SMALL)
+        make_cohort(out, subjects=1, shape=SMALL)
     assert (out / "mine.txt").read_text() == "keep"
-    phantom.make_cohort(out, subjects=1, shape=SMALL, force=True)
+    make_cohort(out, subjects=1, shape=SMALL, force=True)
     assert not (out / "mine.txt").exists() and (out / "sub-01").is_dir()
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"subjects": 0}, "--subjects must be a whole number >= 1, got 0"),
-    ({"subjects": 100}, "--subjects must be at most 99"),
-    ({"adhd_fraction": 1.5}, "--adhd-fraction must be between 0 and 1, got 1.5"),
-    ({"seed": -1}, "--seed must be a whole number >= 0, got -1"),
-    ({"effect": -0.5}, "--effect must be a number >= 0"),
-    ({"effect": float("nan")}, "--effect must be a number >= 0"),
-    ({"contrast": "t2"}, "--contrast must be one of neonatal, adult, got 't2'"),
-    ({"shape": (4, 40, 40)}, "shape must be three sizes >= 8 voxels"),
+    ({"subjects": 0}, "argument subjects=0: cohort.subjects=0 must be between 1 and 99"),
+    ({"subjects": 100}, "cohort.subjects=100 must be between 1 and 99 (ids are sub-01..sub-99)"),
+    ({"adhd_fraction": 1.5}, "cohort.adhd_fraction=1.5 must be between 0 and 1"),
+    ({"seed": -1}, "cohort.seed=-1 must be >= 0"),
+    ({"effect": -0.5}, "cohort.effect=-0.5 must be a finite number >= 0"),
+    ({"effect": float("nan")}, "cohort.effect=nan must be a finite number >= 0"),
+    ({"contrast": "t2"}, "cohort.contrast must be one of neonatal, adult, got 't2'"),
+    ({"shape": (4, 40, 40)}, "cohort.shape=[4, 40, 40] must be three sizes >= 8 voxels"),
 ])
 def test_bad_options_rejected(tmp_path, kwargs, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        phantom.make_cohort(tmp_path / "out", **kwargs)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_cohort(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 
 
@@ -209,7 +214,7 @@ def test_cli_reports_an_existing_folder_in_one_line(tmp_path, capsys):
 
 
 def test_default_geometry_two_subjects(tmp_path):
-    root = phantom.make_cohort(tmp_path / "full", subjects=2, seed=0)
+    root = make_cohort(tmp_path / "full", subjects=2, seed=0)
     img = nib.load(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
     assert img.shape == (320, 320, 200) and img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(img.header.get_zooms(), (0.6, 0.6, 0.6), rtol=1e-6)

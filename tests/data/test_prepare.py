@@ -12,8 +12,9 @@ import pytest
 
 from brainsynth.data import volume as vol
 from brainsynth.data.dataset import load_dataset
-from brainsynth.data.export import export_images
-from brainsynth.data.prepare import prepare_dataset, split_subjects
+from brainsynth.api import export_images, prepare_dataset
+from brainsynth.config import PrepareConfig, section_from
+from brainsynth.data.prepare import slice_spec, split_subjects
 from brainsynth.errors import OutputExistsError
 from brainsynth.fsio import sha256_file
 from brainsynth.imageset import read_image_set
@@ -21,8 +22,8 @@ from brainsynth.imageset import read_image_set
 from data_fixtures import MARKER, SHAPE, SMALL, as_lps, brain_volume, make_bids, ras_affine, write_nifti
 
 
-def spec(**kw) -> vol.SliceSpec:
-    return vol.SliceSpec(**{**SMALL, **kw})
+def spec(volume_index=None, **kw) -> vol.SliceSpec:
+    return slice_spec(section_from(PrepareConfig, {**SMALL, **kw}), volume_index)
 
 
 # --- the DATASET ------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def test_marker_lands_anterior_left(tmp_path):
     lps_data, lps_affine = as_lps(brain_volume())
     path = write_nifti(tmp_path / "lps.nii", lps_data, lps_affine)
     z = (MARKER[2].start + MARKER[2].stop) // 2
-    result = vol.process_volume(path, vol.SliceSpec(slices=(z, z), inplane=0, patch=48, size=48))
+    result = vol.process_volume(path, spec(slices=(z, z), inplane=0, patch=48, size=48))
     image = result.images[0]  # [48, 48]: the 48 x 40 slice padded by 4 columns each side
     rows, cols = np.nonzero(image == 255)
     y0, y1, x0, x1 = MARKER[1].start, MARKER[1].stop, MARKER[0].start, MARKER[0].stop
@@ -207,7 +208,7 @@ def test_mni_template_is_a_realistic_volume(tmp_path):
 
     path = tmp_path / "mni.nii.gz"
     nib.save(load_mni152_template(resolution=2), path)  # 99 x 117 x 95 at 2 mm
-    result = vol.process_volume(path, vol.SliceSpec(relative_slices=(0.2, 0.6), inplane=64, patch=48, size=16))
+    result = vol.process_volume(path, spec(relative_slices=(0.2, 0.6), inplane=64, patch=48, size=16))
     a, b = result.slice_range
     assert 5 < a < b < 80 and len(result.images) == b - a + 1 and result.n_skipped_patches == 0
     assert result.images.max() >= 250 and (result.images == 0).mean() > 0.1  # bright tissue, black background

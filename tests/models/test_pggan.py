@@ -6,9 +6,10 @@ import torch.nn.functional as F
 
 from brainsynth.errors import ConfigError
 from brainsynth.models import build_models
-from brainsynth.models.pggan import (CONDITIONINGS, GAIN_G_DENSE, Discriminator, EqualizedConv2d,
-                                     EqualizedLinear, EqualizedUpConv2d, Generator, avg_pool2x2, channel_widths,
-                                     conv2d, leaky_relu, minibatch_stddev, pixel_norm)
+from brainsynth.config import CONDITIONINGS
+from brainsynth.models.ops import avg_pool2x2, conv2d, leaky_relu, pixel_norm
+from brainsynth.models.pggan import (GAIN_G_DENSE, Discriminator, EqualizedConv2d, EqualizedLinear, EqualizedUpConv2d,
+                                     Generator, channel_widths, minibatch_stddev)
 
 
 

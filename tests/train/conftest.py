@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brainsynth.config import TrainConfig, load_config
+
 
 def write_dataset(root: Path, size: int = 8, per_subject: int = 10, n_subjects: int = 6, seed: int = 0) -> Path:
     """A prepared DATASET in the documented layout (images.npy, images.tsv, manifest.json).
@@ -43,3 +45,15 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def make_dataset():
     """The :func:`write_dataset` function, for tests that need other sizes."""
     return write_dataset
+
+
+def tiny_train_config(model: str = "pggan", **settings) -> TrainConfig:
+    """The tiny preset's ``train`` section of ``model``, with ``settings`` as ``train.<model>`` keys."""
+    overrides = [(f"train.{model}.{k}", v, f"test {k}={v!r}") for k, v in settings.items()]
+    return load_config("tiny", overrides).train[model]
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """:func:`tiny_train_config`, for tests."""
+    return tiny_train_config

@@ -17,6 +17,7 @@ WORKER = textwrap.dedent("""
     import json, sys
     import torch
     import torch.distributed as dist
+    from brainsynth.config import load_config
     from brainsynth.train import distributed, loop
 
     dataset, out, report = sys.argv[1:4]
@@ -28,7 +29,7 @@ WORKER = textwrap.dedent("""
         trainers.append(self)
         return original_run(self, **kwargs)
     loop.Trainer.run = run
-    loop.train(dataset, out, config="tiny")
+    loop.train(dataset, out, load_config("tiny").train["pggan"])
     t = trainers[0]
     flat = torch.cat([p.detach().flatten() for m in (t.G, t.D, t.G_ema) for p in m.parameters()])
     both = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]

@@ -16,7 +16,7 @@ from PIL import Image
 from brainsynth.errors import CheckpointError, ConfigError, OutputExistsError
 from brainsynth.train import checkpoint as ckpt
 from brainsynth.train import loop
-from brainsynth.train.config import config_to_dict, resolve_config
+from brainsynth.config import load_config, sections_yaml
 from brainsynth.train.loop import RealImages, TrainingDivergedError, run_training, train
 
 TIMING = {"img_per_s", "sec_per_tick", "wall_s"}
@@ -44,12 +44,13 @@ def _stats(run_dir):
 
 
 @pytest.fixture(scope="module")
-def straight_run(tiny_dataset, tmp_path_factory):
+def straight_run(tiny_dataset, tmp_path_factory, tiny_cfg):
     """One uninterrupted tiny PGGAN run: 4 px stable 64, fade to 8 px over 64, 8 px stable 64 (192 images)."""
-    return run_training(tiny_dataset, tmp_path_factory.mktemp("runs") / "straight", config="tiny")
+    return run_training(tiny_dataset, tmp_path_factory.mktemp("runs") / "straight", tiny_cfg(),
+                        launch=["preset 'tiny'"])
 
 
-def test_run_writes_progress_stats_samples_and_tensorboard(straight_run):
+def test_run_writes_progress_stats_samples_and_tensorboard(straight_run, tiny_cfg):
     progress = json.loads((straight_run / "progress.json").read_text())
     assert progress == {"images_shown": 192, "target_images": 192, "resolution": 8, "alpha": 1.0, "finished": True}
 
@@ -82,47 +83,51 @@ def test_run_writes_progress_stats_samples_and_tensorboard(straight_run):
     assert [e.step for e in events.Scalars("schedule/res")] == [32, 64, 96, 128, 160, 192]
 
     saved = yaml.safe_load((straight_run / "config.yaml").read_text())
-    assert saved == config_to_dict(resolve_config("pggan", "tiny"))
+    # The dataset's 8 px images set the resolution the tiny preset leaves open (null).
+    assert tiny_cfg().resolution is None
+    assert saved == yaml.safe_load(sections_yaml(tiny_cfg(resolution=8), what="run"))
+    assert load_config(straight_run / "config.yaml").train["pggan"] == tiny_cfg(resolution=8)  # reusable
     assert [p.name for p in ckpt.list_checkpoints(straight_run)] == ["ckpt-000000160.pt", "ckpt-000000192.pt"]
     state = _final_state(straight_run)
     assert state["data"]["n_images"] == 40 and state["data"]["n_images_per_label"] == {"control": 20, "adhd": 20}
     assert state["data"]["n_subjects_per_label"] == {"control": 2, "adhd": 2} and state["data"]["simulated"] is True
-    assert state["progress"]["step"] == 24 and state["launch"]["config"] == "tiny"
+    assert state["progress"]["step"] == 24 and state["launch"]["config"] == ["preset 'tiny'"]
 
 
-def test_existing_run_dir_needs_resume_or_force(tiny_dataset, straight_run, tmp_path):
+def test_existing_run_dir_needs_resume_or_force(tiny_dataset, straight_run, tmp_path, tiny_cfg):
     with pytest.raises(OutputExistsError, match="pass --resume to continue that run, --force to start over"):
-        train(tiny_dataset, straight_run, config="tiny")
+        train(tiny_dataset, straight_run, tiny_cfg())
     other = tmp_path / "not-a-run"
     other.mkdir()
     (other / "thesis.tex").write_text("precious")
     with pytest.raises(OutputExistsError, match="not a brainsynth run folder"):
-        train(tiny_dataset, other, config="tiny", force=True)
+        train(tiny_dataset, other, tiny_cfg(), force=True)
     assert (other / "thesis.tex").read_text() == "precious"
     with pytest.raises(CheckpointError, match="no checkpoint to resume from; start the run without --resume"):
-        train(tiny_dataset, tmp_path / "fresh", config="tiny", resume=True)
+        train(tiny_dataset, tmp_path / "fresh", tiny_cfg(), resume=True)
 
 
-def test_stop_and_resume_continues_exactly(tiny_dataset, straight_run, tmp_path):
+def test_stop_and_resume_continues_exactly(tiny_dataset, straight_run, tmp_path, tiny_cfg):
     run = tmp_path / "run"
-    run_training(tiny_dataset, run, config="tiny", stop_after_images=96)
+    run_training(tiny_dataset, run, tiny_cfg(), stop_after_images=96)
     progress = json.loads((run / "progress.json").read_text())
     assert progress == {"images_shown": 96, "target_images": 192, "resolution": 8, "alpha": 0.5, "finished": False}
     assert _final_state(run)["progress"]["phase_index"] == 1
     with pytest.raises(ConfigError, match="trains a pggan; pass --model pggan to resume it"):
-        train(tiny_dataset, run, model="dcgan", config="tiny", resume=True)
+        train(tiny_dataset, run, tiny_cfg("dcgan"), resume=True)
 
-    train(tiny_dataset, run, config="demo", resume=True)  # --config is ignored on resume: the run keeps its own
+    train(tiny_dataset, run, load_config("demo").train["pggan"], resume=True)  # the run keeps its own config
     _assert_same_weights(run, straight_run)
     assert _stats(run) == _stats(straight_run)  # same ticks, same losses, no duplicates
 
 
-def test_resume_after_sigkill_is_exact(tiny_dataset, straight_run, tmp_path):
+def test_resume_after_sigkill_is_exact(tiny_dataset, straight_run, tmp_path, tiny_cfg):
     run = tmp_path / "killed"
     # The child dies by SIGKILL at the 128-image tick after its stats line is written but before
     # the checkpoint: the resumed run must restart from the 96-image checkpoint and drop that line.
     child = textwrap.dedent(f"""
         import os, signal, sys
+        from brainsynth.config import load_config
         from brainsynth.train import checkpoint, loop
         real_save = checkpoint.save_checkpoint
         def save_or_die(run_dir, state, keep):
@@ -130,27 +135,27 @@ def test_resume_after_sigkill_is_exact(tiny_dataset, straight_run, tmp_path):
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_save(run_dir, state, keep)
         checkpoint.save_checkpoint = save_or_die
-        loop.train({str(tiny_dataset)!r}, {str(run)!r}, config="tiny")
+        loop.train({str(tiny_dataset)!r}, {str(run)!r}, load_config("tiny").train["pggan"])
     """)
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert ckpt.latest_checkpoint(run).name == "ckpt-000000096.pt"
     assert json.loads((run / "stats.jsonl").read_text().splitlines()[-1])["images_shown"] == 128
 
-    train(tiny_dataset, run, resume=True)
+    train(tiny_dataset, run, tiny_cfg(), resume=True)
     _assert_same_weights(run, straight_run)
     assert _stats(run) == _stats(straight_run)
 
 
-def test_resume_with_a_larger_budget_extends_a_finished_run(tiny_dataset, tmp_path):
-    run = run_training(tiny_dataset, tmp_path / "run", config="tiny", overrides=["total_images=64", "tensorboard=false"])
+def test_resume_with_a_larger_budget_extends_a_finished_run(tiny_dataset, tmp_path, tiny_cfg):
+    run = run_training(tiny_dataset, tmp_path / "run", tiny_cfg(total_images=64, tensorboard=False))
     assert json.loads((run / "progress.json").read_text())["finished"] is True
-    train(tiny_dataset, run, resume=True, overrides=["total_images=128"])
+    train(tiny_dataset, run, tiny_cfg(), resume=True, changes=[("train.total_images", 128, "--set total_images=128")])
     progress = json.loads((run / "progress.json").read_text())
     assert (progress["images_shown"], progress["resolution"], progress["finished"]) == (128, 8, True)
 
 
-def test_adam_is_reset_exactly_when_the_phase_changes(tiny_dataset, tmp_path, monkeypatch):
+def test_adam_is_reset_exactly_when_the_phase_changes(tiny_dataset, tmp_path, monkeypatch, tiny_cfg):
     calls = []
     original = loop.Trainer._new_optimisers
 
@@ -159,11 +164,11 @@ def test_adam_is_reset_exactly_when_the_phase_changes(tiny_dataset, tmp_path, mo
         original(self)
 
     monkeypatch.setattr(loop.Trainer, "_new_optimisers", counting)
-    run_training(tiny_dataset, tmp_path / "run", config="tiny", overrides=["total_images=96", "tensorboard=false"])
+    run_training(tiny_dataset, tmp_path / "run", tiny_cfg(total_images=96, tensorboard=False))
     assert calls == [0, 64]  # setup, then the 4 -> 8 px fade starts at 64 images
 
 
-def test_nan_rolls_back_to_the_last_checkpoint_with_lower_lr(tiny_dataset, tmp_path, monkeypatch, caplog):
+def test_nan_rolls_back_to_the_last_checkpoint_with_lower_lr(tiny_dataset, tmp_path, monkeypatch, caplog, tiny_cfg):
     from brainsynth.train.losses import WGANGPLoss
 
     original = WGANGPLoss.d_loss
@@ -178,8 +183,7 @@ def test_nan_rolls_back_to_the_last_checkpoint_with_lower_lr(tiny_dataset, tmp_p
 
     monkeypatch.setattr(WGANGPLoss, "d_loss", d_loss)
     with caplog.at_level(logging.WARNING, logger="brainsynth.train.loop"):
-        run = run_training(tiny_dataset, tmp_path / "run", config="tiny",
-                           overrides=["total_images=96", "tensorboard=false"])
+        run = run_training(tiny_dataset, tmp_path / "run", tiny_cfg(total_images=96, tensorboard=False))
     progress = _final_state(run)["progress"]
     assert (progress["images_shown"], progress["rollbacks"], progress["lr_scale"]) == (96, 1, 0.5)
     assert "rolled back to" in caplog.text and "ckpt-000000032.pt" in caplog.text
@@ -187,27 +191,25 @@ def test_nan_rolls_back_to_the_last_checkpoint_with_lower_lr(tiny_dataset, tmp_p
     assert all(s["lr"] == 0.0005 for s in _stats(run)[1:])
 
 
-def test_nan_every_time_ends_with_a_clear_error(tiny_dataset, tmp_path, monkeypatch):
+def test_nan_every_time_ends_with_a_clear_error(tiny_dataset, tmp_path, monkeypatch, tiny_cfg):
     from brainsynth.train.losses import WGANGPLoss
 
     original = WGANGPLoss.d_loss
     monkeypatch.setattr(WGANGPLoss, "d_loss", lambda self, *a: (original(self, *a)[0] * float("nan"), {}))
     with pytest.raises(TrainingDivergedError, match="NaN/Inf again after 1 rollbacks; lower the learning rate"):
-        run_training(tiny_dataset, tmp_path / "run", config="tiny",
-                     overrides=["nan_retries=1", "total_images=96", "tensorboard=false"])
+        run_training(tiny_dataset, tmp_path / "run", tiny_cfg(nan_retries=1, total_images=96, tensorboard=False))
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["ckpt-000000000.pt"]  # nothing NaN saved
 
 
-def test_dcgan_trains_at_the_final_resolution_only(tiny_dataset, tmp_path):
-    run = run_training(tiny_dataset, tmp_path / "dcgan", model="dcgan", config="tiny",
-                       overrides=["tensorboard=false"])
+def test_dcgan_trains_at_the_final_resolution_only(tiny_dataset, tmp_path, tiny_cfg):
+    run = run_training(tiny_dataset, tmp_path / "dcgan", tiny_cfg("dcgan", tensorboard=False))
     stats = _stats(run)
     assert [s["res"] for s in stats] == [8] * 6 and stats[-1]["images_shown"] == 192
     assert {"loss_d", "loss_g", "score_real"} <= stats[0].keys() and "gp" not in stats[0]
     assert _final_state(run)["config"]["model"] == "dcgan"
 
 
-def test_larger_images_are_pooled_once_and_smaller_ones_refused(tmp_path, make_dataset):
+def test_larger_images_are_pooled_once_and_smaller_ones_refused(tmp_path, make_dataset, tiny_cfg):
     ds16 = make_dataset(tmp_path / "ds16", size=16, per_subject=3)
     data = RealImages(ds16, 8, torch.device("cpu"))
     raw = np.load(ds16 / "images.npy")[:12].astype(np.float32)  # the 4 train subjects come first
@@ -220,16 +222,27 @@ def test_larger_images_are_pooled_once_and_smaller_ones_refused(tmp_path, make_d
     assert np.allclose(data.images[:, 0].numpy(), expected4, atol=1e-6)
 
     ds4 = make_dataset(tmp_path / "ds4", size=4, per_subject=3)
-    with pytest.raises(ConfigError, match="images are 4 px but the config's resolution is 8; prepare the dataset "
-                                          "with --size 8 or pass --set resolution=4"):
-        train(ds4, tmp_path / "run", config="tiny")
+    with pytest.raises(ConfigError, match="images are 4 px but the config's train.resolution is 8; prepare the "
+                                          "dataset with --size 8, or set train.resolution to null"):
+        train(ds4, tmp_path / "run", tiny_cfg(resolution=8))
     assert not (tmp_path / "run").exists()
 
 
-def test_a_stats_line_cut_short_by_a_kill_is_dropped_on_resume(tiny_dataset, tmp_path):
-    run = run_training(tiny_dataset, tmp_path / "run", config="tiny", overrides=["tensorboard=false"],
-                       stop_after_images=64)
+def test_a_stats_line_cut_short_by_a_kill_is_dropped_on_resume(tiny_dataset, tmp_path, tiny_cfg):
+    run = run_training(tiny_dataset, tmp_path / "run", tiny_cfg(tensorboard=False), stop_after_images=64)
     with open(run / "stats.jsonl", "a") as f:
         f.write('{"images_shown": 96, "loss_d": 0.1')  # no closing brace, no newline
-    train(tiny_dataset, run, resume=True, overrides=["total_images=96"])
+    train(tiny_dataset, run, tiny_cfg(), resume=True, changes=[("train.total_images", 96, "--set total_images=96")])
     assert [s["images_shown"] for s in _stats(run)] == [32, 64, 96]
+
+
+def test_cli_dry_run_with_a_dataset_shows_its_schedule(tmp_path, capsys, make_dataset):
+    dataset = make_dataset(tmp_path / "ds", size=8)
+    from brainsynth.cli import main
+
+    code = main(["train", str(dataset), "--out", str(tmp_path / "run"), "--config", "tiny", "--set", "seed=3",
+                 "--dry-run"])
+    printed = capsys.readouterr().out
+    data = yaml.safe_load(printed)["train"]["pggan"]
+    assert code == 0 and data["seed"] == 3 and data["resolution"] == 8
+    assert "# schedule: Schedule(4->8" in printed

@@ -52,7 +52,7 @@ from tqdm import tqdm
 from brainsynth import LABELS
 from brainsynth.data.labels import (ID_COLUMNS, LABEL_COLUMNS, find_column, list_items, parse_label,
                                     subject_key)
-from brainsynth.errors import BrainsynthError, ConfigError, InputError
+from brainsynth.errors import ConfigError, FetchError, InputError
 from brainsynth.fsio import atomic_write_json
 
 log = logging.getLogger("brainsynth.fetch")
@@ -88,10 +88,6 @@ T = TypeVar("T")
 
 # Indirection so tests can observe the backoff without sleeping.
 _sleep: Callable[[float], None] = time.sleep
-
-
-class FetchError(BrainsynthError):
-    """The remote data could not be listed or downloaded."""
 
 
 class _ChecksumMismatch(Exception):

@@ -17,13 +17,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brainsynth.data.labels import LabelTable, check_subject_id, list_items, read_label_table, subject_key
-from brainsynth.errors import InputError
+from brainsynth.errors import ConfigError, InputError
 
 log = logging.getLogger("brainsynth.layouts")
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 PARTICIPANTS_FILE = "participants.tsv"
 DESCRIPTION_FILE = "dataset_description.json"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How to read a user's cohort: which table holds the diagnoses, and what to do with gaps.
+
+    Attributes
+    ----------
+    labels : str or None
+        CSV/TSV of diagnoses (default ``INPUT/participants.tsv``; a flat folder needs one).
+    id_column, label_column : str or None
+        Columns of that table (detected from common names by default).
+    skip_unlabeled : bool
+        Drop, with a warning, subjects without a usable label and rows without a volume,
+        instead of stopping.
+    volume_index : int or None
+        Which volume of 4D files to use.
+    """
+
+    labels: str | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    skip_unlabeled: bool = False
+    volume_index: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            object.__setattr__(self, "labels", str(self.labels))
+        if self.volume_index is not None and (isinstance(self.volume_index, bool) or int(self.volume_index) < 0
+                                              or int(self.volume_index) != self.volume_index):
+            raise ConfigError(f"--volume-index must be a whole number >= 0, got {self.volume_index!r}")
 
 
 @dataclass(frozen=True)
@@ -187,41 +218,33 @@ def _label_table_path(root: Path, labels: str | Path | None, layout: str) -> Pat
     return path
 
 
-def discover_cohort(
-    input: str | Path,
-    *,
-    labels: str | Path | None = None,
-    id_column: str | None = None,
-    label_column: str | None = None,
-    skip_unlabeled: bool = False,
-) -> Cohort:
+def discover_cohort(input: str | Path, source: InputSpec | None = None) -> Cohort:
     """Find every subject with a volume and a diagnosis.
 
     Parameters
     ----------
     input : path
         BIDS folder, ADHD-200 site folder or flat folder of NIfTI files.
-    labels : path, optional
-        Label table; defaults to ``input/participants.tsv``.
-    id_column, label_column : str, optional
-        Column names in the label table (detected by default).
-    skip_unlabeled : bool
-        Drop (with a warning) subjects without a usable label and table rows without a
-        volume, instead of stopping.
+    source : InputSpec, optional
+        The label table and how to read it (defaults: ``input/participants.tsv``, columns
+        detected, unlabelled subjects refused).
 
     Raises
     ------
     InputError
         Missing input, no volumes, a bad label table, or unmatched subjects (without
-        ``skip_unlabeled``).
+        ``source.skip_unlabeled``).
     """
+    source = source or InputSpec()
+    labels, skip_unlabeled = source.labels, source.skip_unlabeled
     root = Path(input)
     if not root.exists():
         raise InputError(f"{root}: input folder not found")
     if not root.is_dir():
         raise InputError(f"{root}: not a folder; INPUT is a BIDS folder or a folder of .nii/.nii.gz files")
     layout, volumes = _find_volumes(root)
-    table = read_label_table(_label_table_path(root, labels, layout), id_column=id_column, label_column=label_column)
+    table = read_label_table(_label_table_path(root, labels, layout), id_column=source.id_column,
+                             label_column=source.label_column)
 
     keys = {subject_key(sid): sid for sid in volumes}
     no_label = sorted(sid for key, sid in keys.items() if key not in table.labels)

@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from brainsynth import __version__
-from brainsynth.errors import ConfigError
+from brainsynth.config import CohortConfig, sections_yaml
 from brainsynth.fsio import atomic_write_json, atomic_write_text, staged_output_dir
 
 log = logging.getLogger("brainsynth.phantom")
@@ -86,7 +86,7 @@ VOXEL_SIZE_MM = 0.6
 """Isotropic voxel size at :data:`GRID_SHAPE`; the field of view is 192 x 192 x 120 mm."""
 FIELD_OF_VIEW_MM = tuple(n * VOXEL_SIZE_MM for n in GRID_SHAPE)
 NEONATAL_VOLUME_RATIO = 1.0 / 3.0
-"""Newborn brain volume relative to the adult template (reference.md section 5)."""
+"""Newborn brain volume relative to the adult template (about 1/3; e.g. Knickmeyer et al. 2008)."""
 NODE_SPACING_MM = 1.8
 """Spacing of the coarse grid on which the deformation and bias are computed, in output mm
 (3 voxels at 0.6 mm); they are trilinearly upsampled from it, which is much cheaper."""
@@ -521,25 +521,6 @@ def _rician(signal: np.ndarray, seed: int) -> np.ndarray:
 # --- the cohort -----------------------------------------------------------------------------
 
 
-def _validate(subjects: int, adhd_fraction: float, seed: int, effect: float, contrast: str,
-              shape: tuple[int, int, int]) -> None:
-    """Raise :class:`ConfigError` naming the first invalid option."""
-    if isinstance(subjects, bool) or not isinstance(subjects, (int, np.integer)) or subjects < 1:
-        raise ConfigError(f"--subjects must be a whole number >= 1, got {subjects!r}")
-    if subjects > 99:
-        raise ConfigError(f"--subjects must be at most 99 (ids are sub-01..sub-99), got {subjects}")
-    if not 0.0 <= adhd_fraction <= 1.0:
-        raise ConfigError(f"--adhd-fraction must be between 0 and 1, got {adhd_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"--seed must be a whole number >= 0, got {seed!r}")
-    if not (math.isfinite(effect) and effect >= 0.0):
-        raise ConfigError(f"--effect must be a number >= 0 (1 is the calibrated default), got {effect!r}")
-    if contrast not in CONTRASTS:
-        raise ConfigError(f"--contrast must be one of {', '.join(CONTRASTS)}, got {contrast!r}")
-    if len(shape) != 3 or any(int(n) < 8 for n in shape):
-        raise ConfigError(f"shape must be three sizes >= 8 voxels, got {shape!r}")
-
-
 def assign_diagnoses(subjects: int, adhd_fraction: float, seed: int) -> list[str]:
     """Exactly ``round(subjects * adhd_fraction)`` ADHD labels, placed at random by ``seed``."""
     n_adhd = int(round(subjects * adhd_fraction))
@@ -620,32 +601,23 @@ See dataset_description.json for the full recipe.
 """
 
 
-def make_cohort(out_dir, subjects: int = 12, adhd_fraction: float = 0.5, seed: int = 0, effect: float = 1.0,
-                contrast: str = "neonatal", force: bool = False, *,
-                shape: tuple[int, int, int] = GRID_SHAPE) -> Path:
+def make_cohort(out_dir: str | Path, cfg: CohortConfig, *, force: bool = False) -> Path:
     """Write a SIMULATED neonatal ADHD/control cohort as a BIDS folder.
 
     Parameters
     ----------
     out_dir : str or Path
         BIDS folder to create (``sub-XX/anat/sub-XX_T1w.nii.gz``, participants.tsv/json,
-        dataset_description.json, README).
-    subjects : int
-        Number of subjects, 1..99.
-    adhd_fraction : float
-        Share of ADHD subjects in [0, 1]; exactly ``round(subjects * adhd_fraction)``.
-    seed : int
-        Seeds everything; the same seed gives byte-identical files.
-    effect : float
-        Multiplier (>= 0) of the simulated group difference; 1 is the calibrated default
-        (:data:`EXAGGERATION`-fold ENIGMA effect sizes), 0 removes it.
-    contrast : {"neonatal", "adult"}
-        T1w contrast: neonatal (white matter darker than grey) or adult.
+        dataset_description.json, README, and the resolved ``cohort`` section as code/config.yaml).
+    cfg : CohortConfig
+        The ``cohort`` section: subjects (1..99), ADHD share (exactly
+        ``round(subjects * adhd_fraction)``), effect (multiplier >= 0 of the simulated group
+        difference; 1 is the calibrated :data:`EXAGGERATION`-fold default, 0 removes it),
+        contrast, grid shape (null = :data:`GRID_SHAPE`; the field of view stays
+        :data:`FIELD_OF_VIEW_MM`, so a smaller grid has coarser voxels, for fast tests) and
+        seed (the same seed gives byte-identical files).
     force : bool
         Replace an existing ``out_dir``.
-    shape : (int, int, int)
-        Output grid in voxels; the field of view stays :data:`FIELD_OF_VIEW_MM`, so a
-        smaller grid just has coarser voxels (fast tests).
 
     Returns
     -------
@@ -658,8 +630,9 @@ def make_cohort(out_dir, subjects: int = 12, adhd_fraction: float = 0.5, seed: i
     OutputExistsError
         When ``out_dir`` exists and ``force`` is false.
     """
-    shape = tuple(int(n) for n in shape)
-    _validate(subjects, adhd_fraction, seed, effect, contrast, shape)
+    cfg.check()
+    subjects, adhd_fraction, seed, effect, contrast = cfg.subjects, cfg.adhd_fraction, cfg.seed, cfg.effect, cfg.contrast
+    shape = tuple(int(n) for n in cfg.shape) if cfg.shape else GRID_SHAPE
     out_dir = Path(out_dir)
     diagnoses = assign_diagnoses(subjects, adhd_fraction, seed)
     template = load_template()
@@ -682,4 +655,6 @@ def make_cohort(out_dir, subjects: int = 12, adhd_fraction: float = 0.5, seed: i
                           _description(subjects, adhd_fraction, seed, effect, contrast, shape))
         atomic_write_text(stage / "README", README_TEXT.format(
             contrast=contrast, factor=effect * EXAGGERATION, subjects=subjects, seed=seed, effect=effect))
+        # BIDS keeps what made a dataset under code/; a validator ignores it.
+        atomic_write_text(stage / "code" / "config.yaml", sections_yaml(cfg, what="simulated cohort"))
     return out_dir

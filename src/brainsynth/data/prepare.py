@@ -28,55 +28,27 @@ from brainsynth import LABELS, __version__
 from brainsynth.data import volume as vol
 from brainsynth.data.dataset import (IMAGE_COLUMNS, IMAGE_TABLE, IMAGES_FILE, MANIFEST_FILE, PREVIEW_FILE,
                                      SPLITS, SUBJECT_TABLE)
-from brainsynth.data.layouts import Cohort, Subject, discover_cohort
+from brainsynth.config import PrepareConfig
+from brainsynth.data.layouts import Cohort, InputSpec, Subject, discover_cohort
 from brainsynth.errors import ConfigError, InputError
 from brainsynth.fsio import atomic_output_path, atomic_write_json, atomic_write_text, check_output_free, sha256_file
+from brainsynth.options import as_dict
 
 log = logging.getLogger("brainsynth.prepare")
 
 FORMAT_VERSION = 1
+CONFIG_FILE = "config.yaml"
 _RAW_ROWS = "images.u8.partial"  # rows appended while streaming, turned into images.npy at the end
 _COPY_CHUNK = 1 << 22
 
 
-# --- options ----------------------------------------------------------------------------
+# --- options ---------------------------------------------------------------------------
 
-def _whole(value, option: str, minimum: int) -> int:
-    if isinstance(value, bool) or not float(value).is_integer() or value < minimum:
-        raise ConfigError(f"{option} must be a whole number >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def make_spec(*, slices, relative_slices, inplane, patch, patch_stride, size, volume_index) -> vol.SliceSpec:
-    """Validate the geometry options and bundle them.
-
-    Raises
-    ------
-    ConfigError
-        Naming the option at fault.
-    """
-    try:
-        a, b = slices
-        a, b = _whole(a, "--slices A", 0), _whole(b, "--slices B", 0)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--slices must be two whole numbers A:B, got {slices!r}") from None
-    if a > b:
-        raise ConfigError(f"--slices {a}:{b}: A must not be greater than B")
-    rel = None
-    if relative_slices is not None:
-        fa, fb = (float(f) for f in relative_slices)
-        if not 0.0 <= fa <= fb <= 1.0:
-            raise ConfigError(f"--relative-slices {fa:g}:{fb:g}: need 0 <= FA <= FB <= 1 (fractions of the brain's extent)")
-        rel = (fa, fb)
-    inplane = _whole(inplane, "--inplane", 0)
-    patch = _whole(patch, "--patch", 1)
-    size = _whole(size, "--size", 1)
-    stride = None if patch_stride is None else _whole(patch_stride, "--patch-stride", 1)
-    if inplane and patch > inplane:
-        raise ConfigError(f"--patch {patch} is larger than --inplane {inplane}; choose --patch <= --inplane")
-    index = None if volume_index is None else _whole(volume_index, "--volume-index", 0)
-    return vol.SliceSpec(slices=(a, b), relative_slices=rel, inplane=inplane, patch=patch, patch_stride=stride,
-                         size=size, volume_index=index)
+def slice_spec(cfg: PrepareConfig, volume_index: int | None = None) -> vol.SliceSpec:
+    """The per-volume part of a checked ``prepare`` section (what each worker needs)."""
+    rel = tuple(cfg.relative_slices) if cfg.relative_slices is not None else None
+    return vol.SliceSpec(slices=(cfg.slices[0], cfg.slices[1]), relative_slices=rel, inplane=cfg.inplane,
+                         patch=cfg.patch, patch_stride=cfg.patch_stride, size=cfg.size, volume_index=volume_index)
 
 
 def _check_paths(input: Path, out: Path, force: bool) -> None:
@@ -172,8 +144,8 @@ def _relative_to(path: Path, root: Path) -> str:
         return str(path.resolve())
 
 
-def _manifest(cohort: Cohort, spec: vol.SliceSpec, records: list[dict], split: dict[str, str], n_images: int,
-              image_labels: list[str], image_splits: list[str], options: dict) -> dict:
+def _manifest(cohort: Cohort, cfg: PrepareConfig, source: InputSpec, records: list[dict], split: dict[str, str],
+              n_images: int, image_labels: list[str], image_splits: list[str]) -> dict:
     import nibabel
 
     table = cohort.label_table
@@ -193,10 +165,7 @@ def _manifest(cohort: Cohort, spec: vol.SliceSpec, records: list[dict], split: d
             "skipped_patches": sum(r["n_skipped_patches"] for r in records),
         },
         "parameters": {
-            **options,
-            "slices": list(spec.slices), "relative_slices": list(spec.relative_slices) if spec.relative_slices else None,
-            "inplane": spec.inplane, "patch": spec.patch, "patch_stride": spec.patch_stride, "size": spec.size,
-            "volume_index": spec.volume_index,
+            **as_dict(cfg), **as_dict(source),
             "orientation": vol.DISPLAY_CONVENTION, "resize": vol.RESIZE_METHOD,
             "normalise_percentiles": list(vol.NORMALISE_PERCENTILES), "background_level": vol.BACKGROUND_LEVEL,
             "min_brain_fraction": vol.MIN_BRAIN_FRACTION,
@@ -207,8 +176,8 @@ def _manifest(cohort: Cohort, spec: vol.SliceSpec, records: list[dict], split: d
                             "id_column": table.id_column, "label_column": table.label_column},
             "dropped_subjects": cohort.dropped,
         },
-        "split": {"method": "by subject, stratified by label, seeded", "seed": options["seed"],
-                  "test_fraction": options["test_fraction"],
+        "split": {"method": "by subject, stratified by label, seeded", "seed": cfg.seed,
+                  "test_fraction": cfg.test_fraction,
                   **{s: sorted(k for k, v in split.items() if v == s) for s in SPLITS}},
         "subjects": records,
     }
@@ -250,26 +219,8 @@ def _write_preview(path: Path, subject: Subject, preview: vol.PreviewData, simul
 
 # --- the stage --------------------------------------------------------------------------
 
-def prepare_dataset(
-    input,
-    out,
-    *,
-    labels=None,
-    id_column=None,
-    label_column=None,
-    skip_unlabeled=False,
-    volume_index=None,
-    slices=(30, 120),
-    relative_slices=None,
-    inplane=320,
-    patch=256,
-    patch_stride=None,
-    size=64,
-    test_fraction=1 / 3,
-    seed=0,
-    workers=1,
-    force=False,
-) -> Path:
+def prepare_dataset(input: str | Path, out: str | Path, cfg: PrepareConfig, source: InputSpec | None = None, *,
+                    force: bool = False) -> Path:
     """Prepare a cohort of T1 volumes as a DATASET folder (the paper's preprocessing).
 
     Parameters
@@ -278,33 +229,10 @@ def prepare_dataset(
         BIDS folder, ADHD-200 site folder, or flat folder of ``.nii``/``.nii.gz`` files.
     out : path
         The DATASET folder to write; refused if it exists unless ``force``.
-    labels : path, optional
-        CSV/TSV of diagnoses (default ``input/participants.tsv``).
-    id_column, label_column : str, optional
-        Columns of the label table (detected by default).
-    skip_unlabeled : bool
-        Drop subjects without a usable label (and label rows without a volume) with a
-        warning, instead of stopping.
-    volume_index : int, optional
-        Which volume of 4D files to use.
-    slices : (int, int)
-        Axial slices kept, inclusive, in RAS order (default the paper's 30..120).
-    relative_slices : (float, float), optional
-        Range as fractions of each brain's axial extent; overrides ``slices``.
-    inplane : int
-        Each axial slice is resampled to ``inplane`` x ``inplane`` px (0 keeps the grid).
-    patch : int
-        Patch side in px (default 256, the paper's).
-    patch_stride : int, optional
-        Stride between overlapping patches; default one centred patch.
-    size : int
-        Final image side in px.
-    test_fraction : float
-        Share of subjects per label held out for testing, in [0, 1).
-    seed : int
-        Seed of the subject split.
-    workers : int
-        Volumes processed in parallel (processes).
+    cfg : PrepareConfig
+        The ``prepare`` section: slice range, in-plane size, patch, final size, split, workers.
+    source : InputSpec, optional
+        How to read ``input``: label table and its columns, unlabelled subjects, 4D volume index.
     force : bool
         Replace an existing ``out``.
 
@@ -318,37 +246,30 @@ def prepare_dataset(
     ConfigError, InputError, OutputExistsError
         One line naming the option, file or subject at fault; nothing is written.
     """
+    from brainsynth.config import sections_yaml
     from brainsynth.fsio import staged_output_dir
 
-    spec = make_spec(slices=slices, relative_slices=relative_slices, inplane=inplane, patch=patch,
-                     patch_stride=patch_stride, size=size, volume_index=volume_index)
-    workers = _whole(workers, "--workers", 1)
-    seed = _whole(seed, "--seed", 0)
-    if not 0.0 <= float(test_fraction) < 1.0:
-        raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction!r}")
-    if test_fraction == 0:
-        log.warning("--test-fraction 0: no test subjects; GAN-train evaluation needs a test split")
+    cfg.check()
+    source = source or InputSpec()
+    spec = slice_spec(cfg, source.volume_index)
+    if cfg.test_fraction == 0:
+        log.warning("prepare.test_fraction 0: no test subjects; GAN-train evaluation needs a test split")
     input, out = Path(input), Path(out)
     _check_paths(input, out, force)
 
-    cohort = discover_cohort(input, labels=labels, id_column=id_column, label_column=label_column,
-                             skip_unlabeled=skip_unlabeled)
+    cohort = discover_cohort(input, source)
     for subject in cohort.subjects:  # headers only: a bad file stops the run before any heavy work
         header = vol.read_header(subject.path, spec.volume_index)
         if spec.relative_slices is None:
             vol.check_slice_range(header.shape[2], spec.slices, subject.path)
     log.info("%s: %d subjects (%s layout%s); preparing with %d worker(s)", input, len(cohort.subjects),
-             cohort.layout, ", SIMULATED" if cohort.simulated else "", workers)
-
-    options = {"test_fraction": float(test_fraction), "seed": seed, "workers": workers,
-               "skip_unlabeled": bool(skip_unlabeled), "labels": None if labels is None else str(labels),
-               "id_column": id_column, "label_column": label_column}
+             cohort.layout, ", SIMULATED" if cohort.simulated else "", cfg.workers)
     with staged_output_dir(out, force=force) as stage:
         rows, records = [], []
         raw = stage / _RAW_ROWS
         preview = None
         with open(raw, "wb") as sink:
-            for subject, result in zip(cohort.subjects, _stream_volumes(cohort.subjects, spec, workers)):
+            for subject, result in zip(cohort.subjects, _stream_volumes(cohort.subjects, spec, cfg.workers)):
                 preview = preview or result.preview
                 if len(result.images) == 0:
                     log.warning("%s: no brain in slices %d-%d; subject dropped", subject.id, *result.slice_range)
@@ -362,7 +283,7 @@ def prepare_dataset(
         if not rows:
             raise InputError(f"{input}: no image has brain in the kept slices; check --slices or use --relative-slices")
 
-        split = split_subjects({r["id"]: r["label"] for r in records}, float(test_fraction), seed)
+        split = split_subjects({r["id"]: r["label"] for r in records}, cfg.test_fraction, cfg.seed)
         for r in records:
             r["split"] = split[r["id"]]
         _write_npy_from_raw(raw, stage / IMAGES_FILE, len(rows), spec.size)
@@ -372,7 +293,8 @@ def prepare_dataset(
             [(r["id"], r["label"], r["split"], r["n_images"], r["source"]) for r in records],
             ("subject", "label", "split", "n_images", "source")))
         atomic_write_json(stage / MANIFEST_FILE, _manifest(
-            cohort, spec, records, split, len(rows), [r[2] for r in image_rows], [r[3] for r in image_rows], options))
+            cohort, cfg, source, records, split, len(rows), [r[2] for r in image_rows], [r[3] for r in image_rows]))
+        atomic_write_text(stage / CONFIG_FILE, sections_yaml(cfg, what="prepared dataset"))
         if preview is not None:
             _write_preview(stage / PREVIEW_FILE, cohort.subjects[0], preview, cohort.simulated)
 

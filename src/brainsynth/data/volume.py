@@ -52,7 +52,7 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, MemoryError)
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """How to turn a volume into images (the validated ``prepare`` options).
+    """How to turn a volume into images: the checked ``prepare`` section, as each worker needs it.
 
     Attributes
     ----------
@@ -73,13 +73,13 @@ class SliceSpec:
         Which volume of a 4D file to use.
     """
 
-    slices: tuple[int, int] = (30, 120)
-    relative_slices: tuple[float, float] | None = None
-    inplane: int = 320
-    patch: int = 256
-    patch_stride: int | None = None
-    size: int = 64
-    volume_index: int | None = None
+    slices: tuple[int, int]
+    relative_slices: tuple[float, float] | None
+    inplane: int
+    patch: int
+    patch_stride: int | None
+    size: int
+    volume_index: int | None
 
 
 @dataclass(frozen=True)

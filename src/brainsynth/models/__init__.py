@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from brainsynth import LABELS
+from brainsynth.config import TrainConfig
 from brainsynth.errors import ConfigError
 from brainsynth.models import dcgan, pggan
 
@@ -49,4 +51,16 @@ def build_models(kind: str, **kwargs: Any) -> tuple[nn.Module, nn.Module]:
     return module.Generator(**g_kwargs), module.Discriminator(**d_kwargs)
 
 
-__all__ = ["MODEL_KINDS", "build_models", "dcgan", "pggan"]
+def network_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Keyword options of :func:`build_models` for a resolved training config (stored in the model card).
+
+    Plain types only (a checkpoint and a JSON card hold them); ``cfg.resolution`` must be known.
+    """
+    common = {"resolution": cfg.resolution, "z_dim": cfg.z_dim, "n_classes": len(LABELS)}
+    if cfg.model == "dcgan":
+        return {**common, "width": cfg.dcgan_width}
+    return {**common, "fmap_base": cfg.fmap_base, "fmap_max": cfg.fmap_max, "conditioning": cfg.conditioning,
+            "mbstd_group": cfg.mbstd_group, "widths": dict(cfg.widths) if cfg.widths else None}
+
+
+__all__ = ["MODEL_KINDS", "build_models", "dcgan", "network_kwargs", "pggan"]

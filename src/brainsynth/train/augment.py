@@ -1,7 +1,8 @@
 """Differentiable discriminator augmentation for small datasets (DiffAugment / ADA).
 
 About 1,100 training slices is the regime where a plain GAN's discriminator memorises the
-reals (reference.md section 3). Every image D sees (reals AND fakes, see
+reals (Karras et al. 2020, "Training GANs with Limited Data"; Zhao et al. 2020, "Differentiable
+Augmentation for Data-Efficient GAN Training"). Every image D sees (reals AND fakes, see
 :mod:`brainsynth.train.losses`) goes through the same random, differentiable transforms,
 so D cannot tell them apart by the augmentation, and G still gets gradients through them.
 

@@ -9,17 +9,18 @@ identical to an uninterrupted one.
 
 RUN_DIR layout::
 
-    config.yaml                      resolved config (reusable with --config RUN_DIR/config.yaml)
+    config.yaml                      the resolved train section (reusable with --config RUN_DIR/config.yaml)
     checkpoints/ckpt-<images>.pt     last ``checkpoint_keep`` checkpoints
     progress.json                    images_shown, target_images, resolution, alpha, finished
     stats.jsonl, samples/, tb/       see :mod:`brainsynth.train.observe`
 
 Batches are drawn with replacement from a seeded generator (stylegan2-ada's infinite
 sampler, simplified), so every batch is complete: the minibatch-stddev layer never sees a
-batch of one. Real images: the DATASET's train split is read once, resized once to the config's
-resolution if the dataset's image size differs (a power-of-two ratio by 2x2 average
+batch of one. Real images: the DATASET's train split is read once; the config's resolution
+is the dataset's image size unless ``train.resolution`` says otherwise (then the images are
+resized once (a power-of-two ratio by 2x2 average
 pooling, any other downscale by area interpolation; an image SMALLER than the resolution
-is refused, since upsampling would only invent detail), and kept as uint8. At each
+is refused, since upsampling would only invent detail)), and kept as uint8. At each
 resolution change it is pooled down once to a float tensor in [-1, 1] on the device; a
 step only indexes that tensor.
 
@@ -45,13 +46,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from brainsynth import LABELS
-from brainsynth.errors import BrainsynthError, CheckpointError, ConfigError, InputError, OutputExistsError
+from brainsynth.config import Override, TrainConfig, apply_train_overrides, sections_yaml, train_config_from_dict
+from brainsynth.errors import CheckpointError, ConfigError, InputError, OutputExistsError, TrainingDivergedError
 from brainsynth.fsio import atomic_write_text
+from brainsynth.models import network_kwargs
+from brainsynth.options import as_dict
+from brainsynth.timing import Stopwatch
 from brainsynth.train import checkpoint as ckpt
 from brainsynth.train import distributed as ddp
-from brainsynth.train.config import (TrainConfig, apply_overrides, config_from_dict, config_to_dict, config_to_yaml,
-                                     network_kwargs, resolve_config)
-from brainsynth.train.observe import Observer, Stopwatch, truncate_stats, write_progress
+from brainsynth.train.observe import Observer, truncate_stats, write_progress
 
 log = logging.getLogger("brainsynth.train.loop")
 
@@ -61,15 +64,11 @@ GRID_SEED_OFFSET = 104_729  # the sample grid's fixed latent comes from its own 
 ROLLBACK_SEED_STRIDE = 1_000_003  # a rollback reseeds the batch stream away from the one that diverged
 
 
-class TrainingDivergedError(BrainsynthError):
-    """The losses stayed NaN/Inf after every allowed rollback."""
-
-
 # --- entry point -------------------------------------------------------------------------------
 
-def train(dataset: str | Path, out: str | Path, *, model: str = "pggan", config: str | Path = "demo",
-          overrides: Iterable[str] = (), resume: bool = False, dry_run: bool = False, device: str | None = None,
-          force: bool = False) -> Path:
+def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
+          changes: Iterable[Override] = (), launch: Iterable[str] = (), dry_run: bool = False,
+          device: str | None = None, force: bool = False) -> Path:
     """Train a PGGAN or DCGAN on a prepared DATASET's train split (``brainsynth train``).
 
     Parameters
@@ -78,19 +77,21 @@ def train(dataset: str | Path, out: str | Path, *, model: str = "pggan", config:
         Prepared DATASET folder (:mod:`brainsynth.data.dataset`).
     out : path
         RUN_DIR. Refused when it already holds a run, unless ``resume`` or ``force``.
-    model : {"pggan", "dcgan"}
-    config : str or path
-        Preset (``paper``, ``demo``, ``tiny``) or YAML file; ignored on resume (the run's
-        own config is used).
-    overrides : iterable of str
-        ``key=value`` (``--set``); on resume, applied to the run's config (e.g. to extend
-        ``total_images``).
+    cfg : TrainConfig
+        The resolved ``train`` section of the model (``cfg.model``); on resume the run's own
+        config is used instead, and only its model is checked against ``cfg.model``.
     resume : bool
         Continue from the newest checkpoint in ``out``.
+    changes : iterable of (key, value, label)
+        On resume, ``train.KEY`` overrides applied to the run's own config (e.g. to extend
+        ``total_images``); ignored otherwise (they are already part of ``cfg``).
+    launch : iterable of str
+        Where the config came from (preset or file, then the overrides), kept in the
+        checkpoints and the exported model card.
     dry_run : bool
         Print the resolved config as YAML and return without writing anything.
     device : str, optional
-        ``cpu`` (default), ``cuda`` or ``cuda:N``.
+        ``cpu``, ``cuda`` or ``cuda:N``; default CUDA when present.
     force : bool
         Delete an existing run in ``out`` and start over (ignored with ``resume``).
 
@@ -99,30 +100,40 @@ def train(dataset: str | Path, out: str | Path, *, model: str = "pggan", config:
     Path
         The run folder.
     """
-    return run_training(dataset, out, model=model, config=config, overrides=overrides, resume=resume,
-                        dry_run=dry_run, device=device, force=force)
+    return run_training(dataset, out, cfg, resume=resume, changes=changes, launch=launch, dry_run=dry_run,
+                        device=device, force=force)
 
 
-def run_training(dataset: str | Path, out: str | Path, *, model: str = "pggan", config: str | Path = "demo",
-                 overrides: Iterable[str] = (), resume: bool = False, dry_run: bool = False,
+def run_training(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
+                 changes: Iterable[Override] = (), launch: Iterable[str] = (), dry_run: bool = False,
                  device: str | None = None, force: bool = False, stop_after_images: int | None = None) -> Path:
     """:func:`train` plus a test hook: ``stop_after_images`` returns after the first
     checkpoint at or beyond that many images, as if the process had been killed there."""
-    overrides = list(overrides)
-    run_dir = Path(out)
+    changes, run_dir = list(changes), Path(out)
     if dry_run:
-        cfg = _resume_config(run_dir, model, overrides) if resume else resolve_config(model, config, overrides)
-        print(config_to_yaml(cfg), end="")
-        print(f"# schedule: {build_schedule(cfg)!r}")
+        cfg = _resume_config(run_dir, cfg.model, changes) if resume else copy.deepcopy(cfg)
+        _print_dry_run(cfg, Path(dataset))
         return run_dir
     info = ddp.init_distributed(device)
     try:
-        trainer = Trainer(dataset, run_dir, model=model, config=config, overrides=overrides, resume=resume,
-                          force=force, info=info)
+        trainer = Trainer(dataset, run_dir, cfg, changes=changes, launch=list(launch), resume=resume, force=force,
+                          info=info)
         trainer.run(stop_after_images=stop_after_images)
     finally:
         ddp.shutdown(info)
     return run_dir
+
+
+def _print_dry_run(cfg: TrainConfig, dataset: Path) -> None:
+    if cfg.resolution is None and dataset.is_dir():
+        from brainsynth.data.dataset import load_dataset
+
+        cfg.resolution = load_dataset(dataset).image_size
+    print(sections_yaml(cfg, what=f"{cfg.model} training run"), end="")
+    if cfg.resolution is None:
+        print("# schedule: set by the dataset's image size (resolution: null)")
+    else:
+        print(f"# schedule: {build_schedule(cfg)!r}")
 
 
 # --- run folder and config ------------------------------------------------------------------------
@@ -157,16 +168,16 @@ def clear_run_dir(run_dir: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _resume_config(run_dir: Path, model: str, overrides: list[str]) -> TrainConfig:
+def _resume_config(run_dir: Path, model: str, changes: list[Override]) -> TrainConfig:
     state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
-    return _config_of_checkpoint(state, model, overrides, run_dir)
+    return _config_of_checkpoint(state, model, changes, run_dir)
 
 
-def _config_of_checkpoint(state: dict[str, Any], model: str, overrides: list[str], run_dir: Path) -> TrainConfig:
-    cfg = config_from_dict(state["config"], source=f"{run_dir} checkpoint config")
+def _config_of_checkpoint(state: dict[str, Any], model: str, changes: list[Override], run_dir: Path) -> TrainConfig:
+    cfg = train_config_from_dict(state["config"], source=f"{run_dir} checkpoint config")
     if cfg.model != model:
         raise ConfigError(f"{run_dir} trains a {cfg.model}; pass --model {cfg.model} to resume it")
-    changed = apply_overrides(cfg, overrides)
+    changed = apply_train_overrides(cfg, changes)
     if changed:
         log.warning("resuming %s with changed settings: %s", run_dir, ", ".join(changed))
     return cfg
@@ -209,12 +220,12 @@ class RealImages:
     ----------
     dataset : path
         Prepared DATASET folder.
-    resolution : int
-        The config's final resolution.
+    resolution : int or None
+        The config's final resolution; None takes the dataset's image size.
     device : torch.device
     """
 
-    def __init__(self, dataset: str | Path, resolution: int, device: torch.device):
+    def __init__(self, dataset: str | Path, resolution: int | None, device: torch.device):
         from brainsynth.data.dataset import load_dataset
 
         ds = load_dataset(dataset)
@@ -224,6 +235,8 @@ class RealImages:
         labels = ds.label_indices(idx)
         base = torch.from_numpy(np.ascontiguousarray(ds.images[idx])).unsqueeze(1)  # [N, 1, S, S] uint8
         self.source_size = ds.image_size
+        resolution = resolution or ds.image_size
+        self.resolution = int(resolution)
         self.base = self._resize_once(base, resolution, ds.root)  # [N, 1, R, R] uint8
         self.labels = torch.from_numpy(labels).to(device)  # [N] int64
         counts = np.bincount(labels, minlength=len(LABELS))
@@ -252,8 +265,8 @@ class RealImages:
         if size == resolution:
             return base
         if size < resolution:
-            raise ConfigError(f"{root}: images are {size} px but the config's resolution is {resolution}; prepare "
-                              f"the dataset with --size {resolution} or pass --set resolution={size}")
+            raise ConfigError(f"{root}: images are {size} px but the config's train.resolution is {resolution}; "
+                              f"prepare the dataset with --size {resolution}, or set train.resolution to null")
         log.warning("%s: resizing %d px images to %d px once at load", root, size, resolution)
         out = []
         for chunk in base.split(POOL_CHUNK):
@@ -285,25 +298,27 @@ class RealImages:
 class Trainer:
     """One training run; see the module docstring. Use :func:`train`."""
 
-    def __init__(self, dataset: str | Path, run_dir: Path, *, model: str, config: str | Path, overrides: list[str],
-                 resume: bool, force: bool, info: ddp.DistInfo):
+    def __init__(self, dataset: str | Path, run_dir: Path, cfg: TrainConfig, *, changes: list[Override],
+                 launch: list[str], resume: bool, force: bool, info: ddp.DistInfo):
         # --- setup: run folder, config, data, networks, loss, optimisers
         self.run_dir = run_dir
         self.info = info
         self.main = info.is_main
         check_run_dir(run_dir, resume, force)
         state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir)) if resume else None
-        cfg = _config_of_checkpoint(state, model, overrides, run_dir) if state else resolve_config(model, config, overrides)
+        cfg = _config_of_checkpoint(state, cfg.model, changes, run_dir) if state else copy.deepcopy(cfg)
         self.cfg = cfg
-        # How the run was started (preset name or file, --set), kept across resumes for the model card.
-        self.launch = state.get("launch") if state and state.get("launch") else {"config": str(config),
-                                                                                  "overrides": list(overrides)}
+        # How the run was started (preset or file, then overrides), kept across resumes for the model card.
+        self.launch = state.get("launch") if state and state.get("launch") else {"config": list(launch)}
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.schedule = build_schedule(cfg)
-        self.target = self.schedule.total_images
         self.device = info.device
         self.data = RealImages(dataset, cfg.resolution, self.device)
+        if cfg.resolution is None:  # the dataset's image size, fixed from now on (and in the checkpoints)
+            cfg.resolution = self.data.resolution
+            cfg.check()
+        self.schedule = build_schedule(cfg)
+        self.target = self.schedule.total_images
         if state and state["data"].get("fingerprint") != self.data.summary["fingerprint"]:
             raise ConfigError(f"{dataset} is not the dataset {run_dir} was trained on "
                               f"({state['data'].get('dataset')}); resume with that DATASET")
@@ -337,7 +352,7 @@ class Trainer:
             if not resume and run_dir.exists():
                 clear_run_dir(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / CONFIG_FILE, config_to_yaml(cfg))
+            atomic_write_text(run_dir / CONFIG_FILE, sections_yaml(cfg, what=f"{cfg.model} training run"))
             if resume:
                 truncate_stats(run_dir, self.images_shown)
         ddp.barrier(info)
@@ -598,7 +613,7 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if self.main:
             state = {
-                "config": config_to_dict(self.cfg), "data": self.data.summary, "launch": self.launch,
+                "config": as_dict(self.cfg), "data": self.data.summary, "launch": self.launch,
                 "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
                 "augment": self.augment.state_dict(), "progress": self._progress(),
@@ -619,7 +634,7 @@ class Trainer:
         if self.rollbacks > self.cfg.nan_retries:
             raise TrainingDivergedError(
                 f"{self.run_dir}: losses became NaN/Inf again after {self.cfg.nan_retries} rollbacks; lower the "
-                f"learning rate (--set lr=...) or use precision fp32, then restart with --force"
+                f"learning rate (--set train.lr=...) or use precision fp32, then restart with --force"
             )
         lr_scale = self.lr_scale * self.cfg.nan_lr_factor
         path = ckpt.latest_checkpoint(self.run_dir)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -213,13 +212,3 @@ def _tb_tag(key: str) -> str:
         return f"schedule/{key}"
     return f"timing/{key}"
 
-
-class Stopwatch:
-    """Wall time of a run, continuing across resumes."""
-
-    def __init__(self, offset_s: float = 0.0):
-        self.offset_s = float(offset_s)
-        self.t0 = time.perf_counter()
-
-    def total(self) -> float:
-        return self.offset_s + time.perf_counter() - self.t0

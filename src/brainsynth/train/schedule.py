@@ -4,7 +4,7 @@
 rate of that moment, so the loop needs no state of its own for it and a resumed run picks
 up exactly where it stopped. Counting in images (not steps) is the official convention.
 
-Timeline (official, reference.md section 2)::
+Timeline (the official release of Karras et al. 2018)::
 
     start_res stable | fade 2*start_res | stable 2*start_res | fade ... | final_res stable (to the end)
 

@@ -1,0 +1,73 @@
+"""Write docs/configuration.md: every config key, its default, its value in each preset, and its meaning.
+
+The meaning is the comment beside the field in src/brainsynth/config.py, so the page cannot
+drift from the code (tests/test_docs.py regenerates it and compares).
+
+    python docs/config_reference.py > docs/configuration.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from brainsynth import config as cfgmod
+from brainsynth.config import MODELS, PRESETS, SECTIONS, load_config
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Field name -> the comment on its line in the class source."""
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        head, sep, comment = line.partition("  # ")
+        name = head.strip().split(":", 1)[0]
+        if sep and name.isidentifier():
+            out[name] = comment.strip()
+    return out
+
+
+def show(value) -> str:
+    text = "null" if value is None else str(value).replace("'", "")
+    return f"`{text}`".replace("|", "\\|")
+
+
+def page() -> str:
+    presets = {p: load_config(p) for p in PRESETS}
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every key of a brainsynth configuration, by section. A preset file "
+        "(`src/brainsynth/configs/<preset>.yaml`) or your own YAML sets them; `--set SECTION.KEY=VALUE` "
+        "changes one on any command. `train` keys can also be set per model: `train.pggan.KEY`, "
+        "`train.dcgan.KEY`. The preset columns show the resolved value (for `train`, the PGGAN's, then the "
+        "DCGAN's where it differs).",
+        "",
+        "Generated from the comments in `src/brainsynth/config.py` by `python docs/config_reference.py`; "
+        "do not edit by hand.",
+        "",
+    ]
+    for name, cls in SECTIONS.items():
+        lines += [f"## `{name}`", "", (cls.__doc__ or "").strip().split("\n")[0].replace("``", "`"), ""]
+        lines += ["| key | default | " + " | ".join(PRESETS) + " | meaning |",
+                  "|---|---|" + "---|" * len(PRESETS) + "---|"]
+        comments = field_comments(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "model":
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            cells = []
+            for p in PRESETS:
+                if name == "train":
+                    pg, dc = (getattr(presets[p].train[m], f.name) for m in MODELS)
+                    cells.append(show(pg) if pg == dc else f"{show(pg)} / {show(dc)}")
+                else:
+                    cells.append(show(getattr(getattr(presets[p], name), f.name)))
+            lines.append(f"| `{name}.{f.name}` | {show(default)} | " + " | ".join(cells)
+                         + f" | {comments.get(f.name, '')} |")
+        lines.append("")
+    lines += [f"Model defaults under the preset (DCGAN, Radford et al. 2016): `{cfgmod.MODEL_DEFAULTS['dcgan']}`.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(page(), end="")
