@@ -29,6 +29,7 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 
 from brainsynth import LABELS
+from brainsynth.config import EvaluateConfig
 from brainsynth.evaluate import evaluate
 from brainsynth.evaluate.features import get_extractor
 from brainsynth.imageset import write_image_set
@@ -80,8 +81,8 @@ def throughput(sizes: list[int], precisions: list[str], n: int, repeats: int, ba
     print(f"{'input px':>8} {'precision':>9} {'img/s':>8}   (fc7, {n} images x {repeats}, median)")
     for size in sizes:
         for precision in precisions:
-            ext = get_extractor("vgg16-random", input_size=size, precision=precision, device="cpu",
-                                batch_size=batch_size)
+            ext = get_extractor(EvaluateConfig(features="vgg16-random", input_size=size, precision=precision),
+                                device="cpu", batch_size=batch_size)
             ext.extract(images[:batch_size])  # warm-up: kernel selection, first-touch memory
             times = []
             for _ in range(repeats):
@@ -98,14 +99,14 @@ def end_to_end(args: argparse.Namespace) -> None:
         size = int(np.load(dataset / "images.npy", mmap_mode="r").shape[-1])
         synth = write_standin_synthetic(tmp / "synthetic", args.n_synthetic, size)
         t0 = time.perf_counter()
-        report = evaluate(dataset, {"standin": str(synth)}, tmp / "report", features="vgg16-random",
-                          input_size=args.input_size, precision=args.precision, bootstrap=args.bootstrap,
-                          seed=0)
+        cfg = EvaluateConfig(features="vgg16-random", input_size=args.input_size, precision=args.precision,
+                             bootstrap=args.bootstrap, seed=0)
+        report = evaluate(dataset, {"standin": str(synth)}, tmp / "report", cfg)
         wall = time.perf_counter() - t0
-    real = report["data"]["real"]
-    print(f"\nevaluate: {real['n_train'] + real['n_test']} real + {args.n_synthetic} synthetic images at "
+    real = report.data.real
+    print(f"\nevaluate: {real.n_train + real.n_test} real + {args.n_synthetic} synthetic images at "
           f"{size} px, features at {args.input_size} px {args.precision}: {wall:.1f} s wall")
-    for key, value in report["timings"].items():
+    for key, value in report.timings.to_dict().items():
         print(f"  {key:<36} {value:>8.2f}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,16 @@ import pandas as pd
 import pytest
 from scipy.ndimage import gaussian_filter
 
+from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.errors import ConfigError, InputError, OutputExistsError
 from brainsynth.evaluate import evaluate
+from brainsynth.evaluate.schema import Report, read_report
+from brainsynth.evaluate.tables import format_table1
 from brainsynth.imageset import write_image_set
 
 SIZE = 32
 SLICES = 5
-TINY = dict(features="vgg16-random", input_size=32, feature_layer="pool5", bootstrap=20, seed=0)
+TINY = EvaluateConfig(features="vgg16-random", input_size=32, feature_layer="pool5", bootstrap=20, seed=0)
 
 
 def _brain(label: str, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -72,12 +76,14 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
 
     monkeypatch.setattr(fidelity, "MS_SSIM_PAIRS", 10)  # the default 250 pairs cost seconds here
     out = tmp_path / "report"
-    report = evaluate(dataset, {"pggan": str(synthetic)}, out, timings={"train_pggan": 12.5}, **TINY)
+    report = evaluate(dataset, {"pggan": str(synthetic)}, out, TINY, AuditConfig(percentile=5.0),
+                      timings={"train_pggan": 12.5})
     on_disk = json.loads((out / "report.json").read_text())
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
-    assert on_disk["gan_train"]["real"]["hm"] == pytest.approx(report["gan_train"]["real"]["hm"])
-    assert {"brainsynth_version", "created", "simulated", "features", "data", "gan_train", "gan_test", "fidelity",
-            "privacy", "timings"} <= set(on_disk)
+    assert isinstance(report, Report) and read_report(out) == report
+    assert on_disk["gan_train"]["real"]["hm"] == report.gan_train["real"].hm
+    assert list(on_disk) == ["schema_version", "brainsynth_version", "created", "simulated", "features", "data",
+                             "gan_train", "gan_test", "fidelity", "privacy", "timings"]
     assert on_disk["simulated"] is True
     assert on_disk["features"]["name"] == "vgg16-random" and on_disk["features"]["input_size"] == 32
     real = on_disk["data"]["real"]
@@ -96,52 +102,54 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     assert {"fid", "kid_mean", "kid_std", "swd", "swd_per_class", "ms_ssim", "precision", "recall", "density",
             "coverage"} <= set(fid)
     assert set(fid["swd"]) == {"32", "16", "avg"} and set(fid["ms_ssim"]["synthetic"]) == {"control", "adhd"}
-    assert "memorization_rate" in on_disk["privacy"]["pggan"]
+    assert on_disk["gan_train"]["pggan"]["n_train"] == 16 and on_disk["gan_train"]["real"]["n_train"] is None
+    assert "memorization_rate" in on_disk["privacy"]["pggan"] and on_disk["privacy"]["pggan"]["percentile"] == 5.0
     assert on_disk["timings"]["train_pggan"] == 12.5 and on_disk["timings"]["evaluate_features"] > 0
+    assert list(on_disk["timings"])[0] == "train_pggan"  # earlier stages first
+    config = (out / "config.yaml").read_text()
+    assert "feature_layer: pool5" in config and "bootstrap: 20" in config and "audit: {percentile: 5.0}" in config
     with pytest.raises(OutputExistsError):
-        evaluate(dataset, {"pggan": str(synthetic)}, out, **TINY)
+        evaluate(dataset, {"pggan": str(synthetic)}, out, TINY)
+
+    # What `brainsynth evaluate` prints: ours beside the paper's numbers, then the targets.
+    printed = format_table1(report)
+    assert "PGGAN" in printed and "0.736" in printed and "Real data" in printed
+    assert "memorisation rate <= 1%" in printed
 
 
 def test_refuses_subjects_on_both_sides_of_the_split(tmp_path, synthetic):
     leaky = write_dataset(tmp_path / "leaky", GOOD_SPLIT + [("s1", "control", "test")])
     with pytest.raises(InputError, match=r"leaky: subjects s1 have images in both the train and the test split"):
-        evaluate(leaky, {"pggan": str(synthetic)}, tmp_path / "out", **TINY)
+        evaluate(leaky, {"pggan": str(synthetic)}, tmp_path / "out", TINY)
     assert not (tmp_path / "out").exists()
 
 
 def test_refuses_a_split_without_a_class(tmp_path, synthetic):
     one_sided = write_dataset(tmp_path / "ds", [s for s in GOOD_SPLIT if s[0] != "s6"])
     with pytest.raises(InputError, match="the test split has 0 adhd images"):
-        evaluate(one_sided, {"pggan": str(synthetic)}, tmp_path / "out", **TINY)
+        evaluate(one_sided, {"pggan": str(synthetic)}, tmp_path / "out", TINY)
 
 
 def test_refuses_a_synthetic_set_without_a_class(dataset, tmp_path):
     only_control = write_synthetic(tmp_path / "dcgan", {"control": 6})
     with pytest.raises(InputError, match=r"dcgan: synthetic set 'dcgan' has 0 adhd images.*--label both"):
-        evaluate(dataset, {"dcgan": str(only_control)}, tmp_path / "out", **TINY)
+        evaluate(dataset, {"dcgan": str(only_control)}, tmp_path / "out", TINY)
 
 
 def test_refuses_synthetic_images_of_another_size(dataset, tmp_path):
     small = write_synthetic(tmp_path / "small", {"control": 4, "adhd": 4}, size=16)
     with pytest.raises(InputError, match=r"holds 16x16 px images but the dataset .* holds 32x32 px; regenerate"):
-        evaluate(dataset, {"small": str(small)}, tmp_path / "out", **TINY)
+        evaluate(dataset, {"small": str(small)}, tmp_path / "out", TINY)
 
 
-def test_refuses_bad_options_before_reading(dataset, synthetic, tmp_path):
+def test_refuses_bad_options_before_reading(synthetic, tmp_path):
+    nowhere = tmp_path / "no-dataset"  # never read: the options fail first
     with pytest.raises(ConfigError, match="the name 'real' is reserved"):
-        evaluate(dataset, {"real": str(synthetic)}, tmp_path / "out", **TINY)
+        evaluate(nowhere, {"real": str(synthetic)}, tmp_path / "out", TINY)
     with pytest.raises(ConfigError, match="did you mean 'vgg16-random'"):
-        evaluate(dataset, {"pggan": str(synthetic)}, tmp_path / "out", **{**TINY, "features": "vgg16-randon"})
-
-
-def test_cli_prints_table1_with_the_papers_numbers(dataset, synthetic, tmp_path, capsys, monkeypatch):
-    from brainsynth.cli import main
-    from brainsynth.evaluate import fidelity
-
-    monkeypatch.setattr(fidelity, "MS_SSIM_PAIRS", 10)
-    out = tmp_path / "report"
-    code = main(["evaluate", "--real", str(dataset), "--synthetic", f"pggan={synthetic}", "--out", str(out),
-                 "--input-size", "32", "--bootstrap", "20"])
-    printed = capsys.readouterr().out
-    assert code == 0 and (out / "report.json").is_file()
-    assert "pggan" in printed.lower() and "0.736" in printed  # ours beside the paper's PGGAN HM
+        evaluate(nowhere, {"pggan": str(synthetic)}, tmp_path / "out", replace(TINY, features="vgg16-randon"))
+    with pytest.raises(ConfigError, match=r"evaluate.bootstrap=-1 must be >= 0 \(fix it with --set evaluate.bootstrap"):
+        evaluate(nowhere, {"pggan": str(synthetic)}, tmp_path / "out", replace(TINY, bootstrap=-1))
+    with pytest.raises(ConfigError, match=r"audit.percentile=0.0 must be above 0"):
+        evaluate(nowhere, {"pggan": str(synthetic)}, tmp_path / "out", TINY, AuditConfig(percentile=0.0))
+    assert not (tmp_path / "out").exists()

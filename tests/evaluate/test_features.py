@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from brainsynth.config import EvaluateConfig
 from brainsynth.errors import CheckpointError, ConfigError, InputError
 from brainsynth.evaluate import features as feat
+
+
+def extractor(name: str = "vgg16-random", *, device: str | None = None, batch_size: int = 64, **settings):
+    """``get_extractor`` with an ``evaluate:`` section of ``features=name`` plus ``settings``."""
+    return feat.get_extractor(EvaluateConfig(features=name, **settings), device=device, batch_size=batch_size)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +26,7 @@ def images() -> np.ndarray:
 
 @pytest.mark.parametrize("layer, dim", [("fc7", 4096), ("pool5", 512)])
 def test_extract_shape_dtype_and_description(images, layer, dim):
-    ext = feat.get_extractor("vgg16-random", layer=layer, input_size=32, device="cpu", batch_size=4)
+    ext = extractor("vgg16-random", feature_layer=layer, input_size=32, device="cpu", batch_size=4)
     out = ext.extract(images)
     assert out.shape == (7, dim) and out.dtype == np.float32
     assert np.isfinite(out).all() and out.std() > 0
@@ -35,17 +41,17 @@ def test_extract_shape_dtype_and_description(images, layer, dim):
 def test_features_do_not_depend_on_batch_size(images, layer):
     # fc7 passes stream the 400 MB classifier once per batch: keep its batch counts small.
     sizes = (1, 3) if layer == "pool5" else (4,)
-    whole = feat.get_extractor("vgg16-random", layer=layer, input_size=32, batch_size=64).extract(images)
+    whole = extractor("vgg16-random", feature_layer=layer, input_size=32, batch_size=64).extract(images)
     scale = np.abs(whole).max()
     for bs in sizes:
-        part = feat.get_extractor("vgg16-random", layer=layer, input_size=32, batch_size=bs).extract(images)
+        part = extractor("vgg16-random", feature_layer=layer, input_size=32, batch_size=bs).extract(images)
         np.testing.assert_allclose(part, whole, atol=1e-5 * scale)
 
 
 def test_bf16_features_within_tolerance_of_fp32(images):
-    fp32 = feat.get_extractor("vgg16-random", input_size=32, batch_size=64).extract(images)
-    bf16_a = feat.get_extractor("vgg16-random", input_size=32, precision="bf16", batch_size=64).extract(images)
-    bf16_b = feat.get_extractor("vgg16-random", input_size=32, precision="bf16", batch_size=4).extract(images)
+    fp32 = extractor("vgg16-random", input_size=32, batch_size=64).extract(images)
+    bf16_a = extractor("vgg16-random", input_size=32, precision="bf16", batch_size=64).extract(images)
+    bf16_b = extractor("vgg16-random", input_size=32, precision="bf16", batch_size=4).extract(images)
     scale = np.abs(fp32).max()
     assert np.abs(bf16_a - fp32).max() < 0.05 * scale
     assert np.abs(bf16_b - bf16_a).max() < 0.05 * scale
@@ -53,7 +59,7 @@ def test_bf16_features_within_tolerance_of_fp32(images):
 
 
 def test_gray_input_is_replicated_and_imagenet_normalised():
-    ext = feat.get_extractor("vgg16-random", layer="pool5", input_size=32)
+    ext = extractor("vgg16-random", feature_layer="pool5", input_size=32)
     x = ext._to_network_input(torch.full((1, 32, 32), 0.5))  # [1, 3, 32, 32]
     expected = [(0.5 - m) / s for m, s in zip(feat.IMAGENET_MEAN, feat.IMAGENET_STD)]
     assert x.shape == (1, 3, 32, 32)
@@ -62,17 +68,17 @@ def test_gray_input_is_replicated_and_imagenet_normalised():
 
 def test_unknown_extractor_suggests_the_closest_name():
     with pytest.raises(ConfigError, match=r"--features 'vgg-16' is unknown; did you mean 'vgg16'\?"):
-        feat.get_extractor("vgg-16")
+        extractor("vgg-16")
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"layer": "fc8"}, "--feature-layer 'fc8'"),
+    ({"feature_layer": "fc8"}, "--feature-layer 'fc8'"),
     ({"precision": "fp16"}, "--precision 'fp16'"),
     ({"input_size": 16}, "--input-size 16"),
 ])
 def test_bad_options_name_the_option(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        feat.get_extractor("vgg16-random", **kwargs)
+        extractor("vgg16-random", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +92,10 @@ def torchvision_file(tmp_path_factory):
 
 
 def test_vgg16_loads_a_torchvision_format_file(torchvision_file, images):
-    ext = feat.get_extractor("vgg16", weights=torchvision_file, input_size=32)
+    ext = extractor("vgg16", weights=torchvision_file, input_size=32)
     assert ext.describe()["weights"] == str(torchvision_file)
     assert ext.describe()["name"] == "vgg16"
-    same = feat.get_extractor("vgg16-random", input_size=32)
+    same = extractor("vgg16-random", input_size=32)
     np.testing.assert_array_equal(ext.extract(images), same.extract(images))
 
 
@@ -110,7 +116,7 @@ def test_vgg16_offline_without_weights_says_how_to_provide_them(tmp_path, monkey
 
     monkeypatch.setattr(feat, "_download", offline)
     with pytest.raises(InputError) as err:
-        feat.get_extractor("vgg16")
+        extractor("vgg16")
     msg = str(err.value)
     assert "\n" not in msg
     assert "--weights FILE" in msg and "--features vgg16-random" in msg
@@ -119,20 +125,20 @@ def test_vgg16_offline_without_weights_says_how_to_provide_them(tmp_path, monkey
 
 def test_vgg16_missing_or_foreign_weights_file(tmp_path):
     with pytest.raises(InputError, match="--weights .*nope.pth: file not found"):
-        feat.get_extractor("vgg16", weights=tmp_path / "nope.pth")
+        extractor("vgg16", weights=tmp_path / "nope.pth")
     bad = tmp_path / "other.pth"
     torch.save({"features.0.weight": torch.zeros(2, 2)}, bad)
     with pytest.raises(CheckpointError, match=r"other.pth: not a torchvision-format VGG-16 state dict \(31 missing keys"):
-        feat.get_extractor("vgg16", weights=bad)
+        extractor("vgg16", weights=bad)
     pickled = tmp_path / "pickled.pth"
     torch.save({"model": object()}, pickled)  # arbitrary objects are refused by weights_only loading
     with pytest.raises(CheckpointError, match="pickled.pth: unreadable weights file"):
-        feat.get_extractor("vgg16", weights=pickled)
+        extractor("vgg16", weights=pickled)
 
 
 def test_random_weights_refuse_a_weights_file(tmp_path):
     with pytest.raises(ConfigError, match="--weights is only used by --features vgg16"):
-        feat.get_extractor("vgg16-random", weights=tmp_path / "w.pth")
+        extractor("vgg16-random", weights=tmp_path / "w.pth")
 
 
 def test_pool5_random_network_has_the_full_networks_conv_weights():

@@ -1,4 +1,4 @@
-"""Privacy audit: distances, calibration, planted copies, membership inference, the CLI."""
+"""Privacy audit: distances, calibration, planted copies, membership inference, the audit command."""
 
 import json
 
@@ -7,18 +7,13 @@ import pandas as pd
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from brainsynth.cli import main
+from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.errors import ConfigError, InputError, OutputExistsError
-from brainsynth.evaluate import privacy
-from brainsynth.evaluate.privacy import (
-    audit,
-    best_shift,
-    calibrate_thresholds,
-    feature_distances,
-    neighbour_distance_excluding_subject,
-    privacy_audit,
-    shift_tolerant_distances,
-)
+from brainsynth.evaluate import audit, privacy
+from brainsynth.evaluate import features as feat
+from brainsynth.evaluate.distances import best_shift, feature_distances, shift_tolerant_distances
+from brainsynth.evaluate.privacy import calibrate_thresholds, neighbour_distance_excluding_subject, privacy_audit
+from brainsynth.evaluate.schema import AuditReport
 from brainsynth.imageset import read_image_set, write_image_set
 
 H, W = 18, 22  # unequal sides catch axis mix-ups
@@ -48,7 +43,8 @@ class RandomProjection:
         return np.maximum(images.reshape(len(images), -1) @ self.matrix, 0.0)
 
     def describe(self):
-        return {"name": "random-projection", "layer": "relu", "input_size": 0, "channel_mapping": "none"}
+        return {"name": "random-projection", "layer": "relu", "input_size": 0, "channel_mapping": "none",
+                "resize": "none", "weights": "normal(seed=0)", "precision": "fp32"}
 
 
 def run_audit(train, holdout, synth, percentile=1.0):
@@ -163,7 +159,7 @@ def test_authenticity_is_low_for_copies_and_near_the_real_reference_for_novel_im
 
 
 def test_bad_percentile_and_mismatched_sizes_are_refused(cohort):
-    with pytest.raises(ConfigError, match="--percentile"):
+    with pytest.raises(ConfigError, match=r"audit.percentile=0.0 must be above 0 and at most 50"):
         run_audit(cohort["train"], cohort["holdout"], cohort["novel"], percentile=0)
     train, holdout = cohort["train"], cohort["holdout"]
     with pytest.raises(InputError, match="synthetic 10x10"):
@@ -173,6 +169,9 @@ def test_bad_percentile_and_mismatched_sizes_are_refused(cohort):
 
 
 # --- `brainsynth audit` ------------------------------------------------------------------
+
+AUDIT = AuditConfig()
+FEATURES = EvaluateConfig()  # replaced by RandomProjection in audit_inputs
 
 def write_dataset(root, images, subjects, labels, splits):
     """A prepared DATASET in the documented layout (images.npy, images.tsv, manifest.json)."""
@@ -198,17 +197,18 @@ def audit_inputs(tmp_path, monkeypatch):
     records = [{"label": "control" if i % 2 else "adhd", "seed": i} for i in range(len(synth))]
     synthetic = write_image_set(tmp_path / "synthetic", synth, records, synthetic=True,
                                 extra_meta={"generator": {"checkpoint_sha256": "abc"}})
-    monkeypatch.setattr(privacy, "_extractor", lambda name, **kw: RandomProjection(16 * 16))
+    monkeypatch.setattr(feat, "get_extractor", lambda cfg, device=None: RandomProjection(16 * 16))
     return dataset, synthetic
 
 
 def test_audit_writes_its_outputs_and_filters_flagged_images(audit_inputs, tmp_path, capsys):
     dataset, synthetic = audit_inputs
     out = tmp_path / "audit"
-    result = audit(dataset, synthetic, out, filter_flagged=True)
+    result = audit(dataset, synthetic, out, AuditConfig(percentile=1.0), FEATURES, filter_flagged=True)
     assert "Privacy audit of 12 synthetic images" in capsys.readouterr().out
 
     doc = json.loads((out / "privacy.json").read_text())
+    assert AuditReport.from_dict(doc).privacy.n_synthetic == 12 and doc["schema_version"] == 2
     for key in ("memorization_rate", "mia_auc", "mia_auc_subject", "threshold", "percentile", "authenticity",
                 "flagged", "n_synthetic", "n_train", "n_holdout", "distances"):
         assert key in doc["privacy"], key
@@ -216,7 +216,8 @@ def test_audit_writes_its_outputs_and_filters_flagged_images(audit_inputs, tmp_p
     assert doc["features"]["name"] == "random-projection" and doc["simulated"] is True
     flagged = {e["file"] for e in doc["privacy"]["flagged"]}
     assert {"adhd/000000.png", "control/000000.png", "adhd/000001.png"} <= flagged
-    assert result["memorization_rate"] == doc["privacy"]["memorization_rate"]
+    assert result["memorization_rate"] == doc["privacy"]["memorization_rate"] and result["out"] == str(out)
+    assert "audit: {percentile: 1.0}" in (out / "config.yaml").read_text()
 
     for name in ("nearest_pairs.png", "distance_histogram.png", "privacy.md", "distances.tsv"):
         assert (out / name).stat().st_size > 0, name
@@ -238,26 +239,30 @@ def test_audit_refuses_existing_output_and_replaces_it_with_force(audit_inputs, 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="already exists; choose another --out or pass --force"):
-        audit(dataset, synthetic, out)
+        audit(dataset, synthetic, out, AUDIT, FEATURES)
     assert (out / "keep.txt").read_text() == "mine"
-    audit(dataset, synthetic, out, force=True)
+    audit(dataset, synthetic, out, AUDIT, FEATURES, force=True)
     assert not (out / "keep.txt").exists() and (out / "privacy.json").is_file()
 
 
-def test_audit_refuses_size_mismatch_and_missing_test_split(audit_inputs, tmp_path, capsys):
+def test_audit_refuses_size_mismatch_and_missing_test_split(audit_inputs, tmp_path):
     dataset, _ = audit_inputs
     small = write_image_set(tmp_path / "small", np.zeros((2, 8, 8), np.float32),
                             [{"label": "adhd"}, {"label": "control"}], synthetic=True)
-    assert main(["audit", "--train", str(dataset), "--synthetic", str(small), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "synthetic images are 8x8 px but the dataset" in err[0] and "same size" in err[0]
+    with pytest.raises(InputError) as err:  # the CLI prints a BrainsynthError as one line
+        audit(dataset, small, tmp_path / "o", AUDIT, FEATURES)
+    assert "\n" not in str(err.value)
+    assert "synthetic set 'small' holds 8x8 px images but the dataset" in str(err.value)
+    assert "same size" in str(err.value)
     assert not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError, match="audit.percentile=60.0 must be above 0 and at most 50"):
+        audit(dataset, small, tmp_path / "o", AuditConfig(percentile=60.0), FEATURES)
 
     table = pd.read_csv(dataset / "images.tsv", sep="\t")
     table["split"] = "train"
     table.to_csv(dataset / "images.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match="no test split.*--test-fraction"):
-        audit(dataset, small, tmp_path / "o2")
+        audit(dataset, small, tmp_path / "o2", AUDIT, FEATURES)
 
 
 def test_audit_with_the_random_vgg16_extractor(tmp_path):
@@ -268,7 +273,8 @@ def test_audit_with_the_random_vgg16_extractor(tmp_path):
                             ["train"] * 12 + ["test"] * 12)
     synth = np.concatenate([images[:2], blob_images(rng, 4, 16, 16)])
     synthetic = write_image_set(tmp_path / "synthetic", synth, [{"label": "adhd"}] * 6, synthetic=True, fmt="npz")
-    result = audit(dataset, synthetic, tmp_path / "audit", feature_layer="pool5", input_size=32, filter_flagged=True)
+    result = audit(dataset, synthetic, tmp_path / "audit", AUDIT, EvaluateConfig(feature_layer="pool5", input_size=32),
+                   filter_flagged=True)
     assert {"images.npz#0", "images.npz#1"} <= {e["file"] for e in result["flagged"]}
     doc = json.loads((tmp_path / "audit" / "privacy.json").read_text())
     assert doc["features"]["name"] == "vgg16-random" and doc["features"]["layer"] == "pool5"

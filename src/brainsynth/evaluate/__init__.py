@@ -1,9 +1,28 @@
 """Evaluation of synthetic images: GAN-train/GAN-test, fidelity, privacy, and the report.
 
-``evaluate`` is the ``brainsynth evaluate`` command; the pieces live in :mod:`.features`,
-:mod:`.gan_train`, :mod:`.fidelity`, :mod:`.privacy` and :mod:`.report`.
+Layers, each importing only the ones above it:
+
+- maths (arrays in, numbers out): :mod:`.features`, :mod:`.gan_train`, :mod:`.fidelity`,
+  :mod:`.distances`, :mod:`.privacy`;
+- :mod:`.schema` (on :mod:`.typed_json`): the typed ``report.json`` and ``privacy.json``;
+- :mod:`.figures` (PNG bytes), :mod:`.tables` (tables, target verdicts, three renderers),
+  :mod:`.writers` (the files);
+- :mod:`.commands`: ``evaluate`` and ``audit``.
+
+The two commands are loaded on first use: they bring torch and scikit-learn, which a tool that
+only reads ``report.json`` (:func:`brainsynth.evaluate.schema.read_report`) does not need.
 """
 
-from brainsynth.evaluate.run import evaluate
+from __future__ import annotations
 
-__all__ = ["evaluate"]
+from typing import Any
+
+__all__ = ["audit", "evaluate"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from brainsynth.evaluate import commands
+
+        return getattr(commands, name)
+    raise AttributeError(f"module 'brainsynth.evaluate' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """Feature extractors for the evaluation: VGG-16 (the paper's) in plain torch, keyed by name.
 
-The paper classifies VGG-16 features of ImageNet-pretrained weights with an SVM. torchvision
+The paper (Alam, Hossain & Kobashi) classifies features of VGG-16 (Simonyan & Zisserman 2015)
+with ImageNet-pretrained weights by an SVM. torchvision
 is not available beside the CPU torch build, so the network is defined here with the same
 module names as torchvision's ``vgg16`` (``features.0.weight`` ... ``classifier.6.bias``);
 a torchvision weights file (``vgg16-397923af.pth``) therefore loads with ``strict=True``.
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainsynth.config import PRECISIONS, EvaluateConfig
 from brainsynth.devices import resolve_device
 from brainsynth.errors import CheckpointError, ConfigError, InputError
 from brainsynth.fsio import atomic_output_path
@@ -51,7 +53,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CHANNEL_MAPPING = "gray->rgb replicate, ImageNet mean/std"
 RESIZE_MODE = "bilinear"
 LAYERS = {"fc7": 4096, "pool5": 512}
-PRECISIONS = ("fp32", "bf16")
 
 # torchvision's configuration "D": channel widths, "M" = 2x2 max pool.
 _VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -346,36 +347,24 @@ class Extractor:
         return out
 
 
-def get_extractor(
-    name: str,
-    *,
-    weights: str | os.PathLike | None = None,
-    layer: str = "fc7",
-    input_size: int = 224,
-    precision: str = "fp32",
-    device: str | None = None,
-    batch_size: int = 64,
-) -> Extractor:
-    """Build a registered feature extractor.
+def get_extractor(cfg: EvaluateConfig, device: str | None = None, batch_size: int = 64) -> Extractor:
+    """Build the registered feature extractor that ``cfg`` names.
 
     Parameters
     ----------
-    name : str
-        "vgg16" (ImageNet weights) or "vgg16-random" (fixed-seed random, no download).
-    weights : path, optional
-        torchvision-format VGG-16 state dict (for "vgg16").
-    layer : {"fc7", "pool5"}
-        fc7: 4096-d after the second fully connected layer + ReLU; pool5: 512-d global
-        average of the last conv block.
-    input_size : int
-        Network input side in pixels (paper: 224); images are resized bilinearly.
-    precision : {"fp32", "bf16"}
-        bf16 runs under autocast (CPU or CUDA).
+    cfg : EvaluateConfig
+        Uses ``features`` ("vgg16": ImageNet weights; "vgg16-random": fixed-seed random, no
+        download), ``weights`` (torchvision-format VGG-16 state dict, for "vgg16"),
+        ``feature_layer`` (fc7: 4096-d after the second fully connected layer + ReLU; pool5:
+        512-d global average of the last conv block), ``input_size`` (network input side in
+        pixels, paper 224; images are resized bilinearly) and ``precision`` (bf16 runs under
+        autocast, CPU or CUDA).
     device : str, optional
         "cpu", "cuda", "cuda:N"; default cuda when available.
     batch_size : int
         Images per forward pass; does not change the features.
     """
+    name, layer, input_size, precision = cfg.features, cfg.feature_layer, cfg.input_size, cfg.precision
     check_extractor_name(name)
     if layer not in LAYERS:
         raise ConfigError(f"--feature-layer {layer!r} is unknown; choose one of {', '.join(LAYERS)}")
@@ -386,7 +375,7 @@ def get_extractor(
     if batch_size < 1:
         raise ConfigError(f"batch size {batch_size} must be >= 1")
     dev = resolve_device(device)
-    model, weights_desc = EXTRACTORS[name](None if weights is None else str(weights), layer)
+    model, weights_desc = EXTRACTORS[name](None if cfg.weights is None else str(cfg.weights), layer)
     # channels_last lets oneDNN pick its fastest conv kernels: 1.4x fp32 on a 2-core AVX-512 CPU
     # (benchmarks/evaluate_speed.py); it changes the layout, not the maths.
     model = model.to(dev, memory_format=torch.channels_last).eval()

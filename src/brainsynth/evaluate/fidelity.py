@@ -2,23 +2,25 @@
 
 Feature-based (on the extractor's features, see :mod:`brainsynth.evaluate.features`):
 
-- FID: ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``, written here as small pure stages
+- FID (Heusel et al. 2017): ``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``, written here as small pure stages
   (features -> centred features or covariances -> number). torchmetrics' FID takes a general
   eigendecomposition of the D x D product, which for fc7 (D = 4096) costs minutes on a CPU. With
   fewer images than dimensions the same trace comes exactly from the singular values of the
   n1 x n2 cross-product of the centred feature matrices, which is what :func:`fid` uses then.
-- KID: torchmetrics' estimator and subset draws (tested equal to its ``KernelInceptionDistance``),
-  with the kernel matrices computed once instead of once per subset (30 s -> ~2 s for fc7).
+- KID (Binkowski et al. 2018): torchmetrics' estimator and subset draws (tested equal to its
+  ``KernelInceptionDistance``), with the kernel matrices computed once instead of once per subset
+  (30 s -> ~2 s for fc7).
 - Precision/recall (Kynkaanniemi et al. 2019, k = 3) and density/coverage (Naeem et al. 2020,
   k = 5) from k-nearest-neighbour balls.
 
 Pixel-based:
 
-- SWD, the progressive-GAN protocol: Laplacian pyramid (5x5 binomial filter) from full
+- SWD, the progressive-GAN protocol (Karras et al. 2018): Laplacian pyramid (5x5 binomial filter) from full
   resolution down to 16 px, 128 random 7x7 patches per image and level, each set's descriptors
   normalised by its own mean/std, sliced Wasserstein distance with 4 x 128 random directions,
   reported x1e3 per level and averaged.
-- MS-SSIM between random pairs of images of one class (lower = more diverse). The standard
+- MS-SSIM (Wang et al. 2003) between random pairs of images of one class, the diversity measure
+  of Odena et al. 2017 (lower = more diverse). The standard
   five scales with an 11 px window need images of 176 px or more; smaller images use a 7 px
   window and as many scales as fit (4 at 64 px), with the standard betas truncated and
   renormalised. The number of scales is reported beside the values.

@@ -1,0 +1,385 @@
+"""The typed report: every key of ``report.json`` (and of the audit's ``privacy.json``), described once.
+
+Each key of the files is a field of a dataclass below, with its meaning beside it
+(:func:`~brainsynth.evaluate.typed_json.json_key`). ``docs/report-schema.md`` is generated from
+those descriptions (``python -m brainsynth.evaluate.schema_doc --update docs/report-schema.md``) and a
+test fails when the two disagree, so the documentation cannot drift from the files.
+
+Writing is :meth:`Report.to_dict` (plain JSON types; NaN and infinity become ``null``). Reading
+is :meth:`Report.from_dict` / :func:`read_report`, which is strict: a missing or unknown key, or a
+value of the wrong type, is one :class:`~brainsynth.errors.InputError` line naming the key's path
+(``gan_train.pggan.slice: missing key 'hm'``). A renamed key therefore fails loudly instead of
+reading as "n/a".
+
+Absent numbers are ``Optional`` fields (``None`` in Python, ``null`` in JSON): a confidence
+interval without bootstrap, an MS-SSIM of a class with fewer than two images. Building from the
+maths turns a NaN into ``None`` for those fields. A plain ``float`` field read as ``null`` (a NaN
+that was not expected) becomes NaN again, so every file written here reads back.
+
+Versions: ``schema_version`` 2 is the first typed report. Files without it are the untyped
+schema 1 of earlier brainsynth versions, refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Optional
+
+from brainsynth.errors import InputError
+from brainsynth.evaluate.typed_json import Record, json_key
+
+SCHEMA_VERSION = 2
+"""Version of the report files written by this module (1 = the untyped report before it)."""
+
+
+# --- GAN-train and GAN-test --------------------------------------------------------------------
+
+Bounds = tuple[Optional[float], Optional[float]]
+
+
+@dataclass
+class Intervals(Record):
+    """95% bootstrap percentile intervals of the three classifier scores."""
+
+    sensitivity: Bounds = json_key("[low, high] of the sensitivity (null bounds when no resample could score it)")
+    specificity: Bounds = json_key("[low, high] of the specificity")
+    hm: Bounds = json_key("[low, high] of the harmonic mean")
+
+
+@dataclass
+class LevelScores(Record):
+    """The paper's scores at one level: per test image (slice) or per test subject."""
+
+    sensitivity: Optional[float] = json_key("TP / (TP + FN), ADHD the positive class, in [0, 1]; null without "
+                                            "ADHD test units")
+    specificity: Optional[float] = json_key("TN / (TN + FP), in [0, 1]; null without control test units")
+    hm: Optional[float] = json_key("harmonic mean 2 Sen Spe / (Sen + Spe), in [0, 1] (0 when both are 0)")
+    ci: Optional[Intervals] = json_key("95% bootstrap intervals: test subjects resampled with replacement within "
+                                       "each label (images for GAN-test), the scores recomputed; null when "
+                                       "bootstrap = 0")
+    n: int = json_key("test units scored: images at the slice level, subjects at the subject level")
+    n_groups: int = json_key("units the bootstrap resamples: test subjects (images for GAN-test)")
+    unit: str = json_key("what one test unit is, e.g. 'slice (CI over subjects)', 'subject (mean decision "
+                         "score)', 'image'")
+
+
+@dataclass
+class ClassifierResult(Record):
+    """One linear SVM on VGG-16 features (Shmelkov et al. 2018 protocol), scored on one test set.
+
+    The slice-level ``sensitivity``, ``specificity``, ``hm`` and ``ci`` are repeated at the top
+    of the entry, where readers of the report look for them (``gan_train.pggan.hm``).
+    """
+
+    derived_keys: ClassVar[tuple[str, ...]] = ("sensitivity", "specificity", "hm", "ci")
+
+    slice: LevelScores = json_key("per test image ('slice'): SVM decision score > 0 means ADHD")
+    subject: LevelScores = json_key("per test subject, from the mean SVM decision score of its slices; "
+                                    "GAN-test has no subjects and repeats the image level")
+    n_train: Optional[int] = json_key("GAN-train only: synthetic images the SVM was fit on, every class "
+                                      "subsampled to the smallest; null for the real baseline and GAN-test")
+
+    @property
+    def sensitivity(self) -> Optional[float]:
+        """Slice-level sensitivity (repeats ``slice.sensitivity``)."""
+        return self.slice.sensitivity
+
+    @property
+    def specificity(self) -> Optional[float]:
+        """Slice-level specificity (repeats ``slice.specificity``)."""
+        return self.slice.specificity
+
+    @property
+    def hm(self) -> Optional[float]:
+        """Slice-level harmonic mean, the paper's headline number (repeats ``slice.hm``)."""
+        return self.slice.hm
+
+    @property
+    def ci(self) -> Optional[Intervals]:
+        """Slice-level intervals (repeats ``slice.ci``)."""
+        return self.slice.ci
+
+    @classmethod
+    def from_scores(cls, scores: Mapping[str, Any]) -> ClassifierResult:
+        """From a :mod:`brainsynth.evaluate.gan_train` result (``n_train`` only where the protocol has one)."""
+        return cls.from_dict({**scores, "n_train": scores.get("n_train")}, source="gan_train")
+
+
+# --- fidelity ----------------------------------------------------------------------------------
+
+@dataclass
+class SwdScores(Record):
+    """Sliced Wasserstein distance of Laplacian-pyramid patches (Karras et al. 2018), x 1e3."""
+
+    levels: dict[int, float] = json_key("SWD x 1e3 at the pyramid level of this side (px): 128 random 7x7 patches "
+                                        "per image, each set normalised by its own mean/std, 4 x 128 random "
+                                        "directions; lower = closer", flatten=True, keys="side")
+    avg: float = json_key("mean over the levels")
+
+
+@dataclass
+class MsSsim(Record):
+    """Diversity within each class: MS-SSIM between random pairs of distinct images (lower = more diverse)."""
+
+    scales: int = json_key("MS-SSIM scales used: 5 (11 px window) from 176 px, fewer (7 px window) below; 0 when "
+                           "a class has fewer than 2 images")
+    synthetic: dict[str, Optional[float]] = json_key("mean MS-SSIM of 250 random pairs of synthetic images of "
+                                                     "this class, in [0, 1]; null below 2 images", keys="label")
+    real: dict[str, Optional[float]] = json_key("the same for the real training images of this class",
+                                                keys="label")
+
+
+@dataclass
+class FidelityResult(Record):
+    """How close a synthetic set is to the real TRAIN split, and how diverse it is."""
+
+    fid: Optional[float] = json_key("Frechet distance between Gaussians fitted to real and synthetic features "
+                                    "(Heusel et al. 2017); >= 0, lower = closer")
+    kid_mean: Optional[float] = json_key("Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2 with "
+                                         "the cubic polynomial kernel, mean over 100 subsets of up to 1000 "
+                                         "images; about 0 for one distribution (can be slightly negative)")
+    kid_std: Optional[float] = json_key("standard deviation of KID over those subsets")
+    swd: SwdScores = json_key("SWD of all images")
+    swd_per_class: dict[str, SwdScores] = json_key("SWD within one class", keys="label")
+    ms_ssim: MsSsim = json_key("MS-SSIM diversity per class, synthetic beside real")
+    precision: Optional[float] = json_key("improved precision (Kynkaanniemi et al. 2019, k = 3): share of synthetic "
+                                          "features inside a real k-NN ball, in [0, 1]")
+    recall: Optional[float] = json_key("improved recall (k = 3): share of real features inside a synthetic k-NN "
+                                       "ball, in [0, 1]")
+    density: Optional[float] = json_key("density (Naeem et al. 2020, k = 5): mean number of real k-NN balls "
+                                        "holding a synthetic feature, / k; about 1 for one distribution")
+    coverage: Optional[float] = json_key("coverage (k = 5): share of real k-NN balls holding a synthetic "
+                                         "feature, in [0, 1]")
+
+
+# --- privacy -----------------------------------------------------------------------------------
+
+@dataclass
+class SpaceValues(Record):
+    """One number per distance space."""
+
+    pixel: float = json_key("in pixel space (shift-tolerant RMS difference of blurred images in [0, 1])")
+    feature: float = json_key("in feature space (cosine distance of features centred on the training mean)")
+
+
+@dataclass
+class SynthVsHoldout(Record):
+    """One measure of the synthetic images beside the same measure of held-out real images."""
+
+    synthetic: float = json_key("of the synthetic images")
+    holdout: float = json_key("of the held-out real images (the reference a generator that copies nothing "
+                              "would reach)")
+
+
+@dataclass
+class SpaceComparison(Record):
+    """:class:`SynthVsHoldout` per distance space."""
+
+    pixel: SynthVsHoldout = json_key("in pixel space")
+    feature: SynthVsHoldout = json_key("in feature space")
+
+
+@dataclass
+class SpaceTexts(Record):
+    """How each distance is computed, in words."""
+
+    pixel: str = json_key("definition of the pixel distance")
+    feature: str = json_key("definition of the feature distance")
+
+
+@dataclass
+class PrivacyRules(Record):
+    """The decision rules behind the headline privacy numbers, in words."""
+
+    flagged: str = json_key("when a synthetic image is flagged as a near-copy")
+    authenticity: str = json_key("what counts as authentic")
+    mia_auc: str = json_key("how the membership-inference AUC is computed")
+
+
+@dataclass
+class FlaggedImage(Record):
+    """A synthetic image flagged as a near-copy of a training image."""
+
+    file: str = json_key("the synthetic image ('adhd/000003.png', or 'images.npz#3' inside a stacked file)")
+    train_id: str = json_key("its nearest training image in pixel space, '<subject>:<slice>' (':p<k>' for patch k)")
+    distance: float = json_key("pixel distance to that image")
+    feature_train_id: str = json_key("its nearest training image in feature space")
+    feature_distance: float = json_key("feature distance to that image")
+    spaces: list[str] = json_key("the spaces ('pixel', 'feature') whose threshold it fell below")
+
+
+@dataclass
+class PrivacySummary(Record):
+    """The privacy audit of one synthetic set (Alaa et al. 2022 authenticity; GAN-Leaks-style membership)."""
+
+    memorization_rate: float = json_key("share of synthetic images flagged as near-copies, in [0, 1]")
+    memorization_rate_by_space: SpaceValues = json_key("share flagged by each space alone")
+    holdout_flag_rate: float = json_key("share of held-out real images the same rule flags (the false-positive "
+                                        "rate; at most percentile / 100)")
+    percentile: float = json_key("held-out percentile (%) defining a near-copy, in (0, 50]")
+    threshold: SpaceValues = json_key("near-copy threshold per space: a nearest-training distance strictly below "
+                                      "it flags the image")
+    calibration_quantile: float = json_key("held-out quantile level (0-1) used for both thresholds, chosen so "
+                                           "that the OR-rule flags at most percentile % of held-out images")
+    mia_auc: float = json_key("membership-inference AUC, training vs held-out real images scored by distance to "
+                              "the nearest synthetic image, the larger of the two spaces; 0.5 = no leak, 1 = full "
+                              "leak")
+    mia_auc_by_space: SpaceValues = json_key("the AUC in each space")
+    mia_auc_subject: Optional[float] = json_key("the AUC over subjects (mean distance of their slices); few "
+                                                "subjects, so coarse; null without held-out ids")
+    authenticity: float = json_key("share of synthetic images at least as far from their nearest training image "
+                                   "as that image is from its nearest other-subject training image (pixel space)")
+    authenticity_by_space: SpaceComparison = json_key("authentic share per space, synthetic beside held-out")
+    nearest_distance_median: SpaceComparison = json_key("median distance to the nearest training image")
+    flagged: list[FlaggedImage] = json_key("every flagged synthetic image, closest first")
+    n_synthetic: int = json_key("synthetic images audited")
+    n_train: int = json_key("real training images they were compared with")
+    n_holdout: int = json_key("held-out real images (the dataset's test split) used for calibration")
+    distances: SpaceTexts = json_key("how the two distances are computed")
+    rules: PrivacyRules = json_key("the rules in words")
+    mia_auc_subject_by_space: Optional[SpaceValues] = json_key("the subject-level AUC per space; null without "
+                                                               "held-out ids")
+
+
+# --- provenance --------------------------------------------------------------------------------
+
+@dataclass
+class FeaturesInfo(Record):
+    """Everything that determines the features (every feature-based number depends on it)."""
+
+    name: str = json_key("extractor: 'vgg16' (ImageNet weights, the paper's) or 'vgg16-random' (fixed-seed "
+                         "random weights, offline)")
+    layer: str = json_key("'fc7' (4096-d, after the second fully connected layer + ReLU) or 'pool5' (512-d)")
+    input_size: int = json_key("side (px) of the square network input")
+    channel_mapping: str = json_key("how a gray slice becomes the RGB input")
+    resize: str = json_key("interpolation used to reach input_size")
+    weights: str = json_key("weights file, or 'random(seed=0)'")
+    precision: str = json_key("'fp32' or 'bf16' (autocast)")
+
+
+@dataclass
+class RealData(Record):
+    """The prepared real DATASET."""
+
+    path: str = json_key("DATASET folder")
+    n_train: int = json_key("images in the train split")
+    n_test: int = json_key("images in the test split")
+    train_subjects: list[str] = json_key("subject ids of the train split")
+    test_subjects: list[str] = json_key("subject ids of the test split")
+    image_size: int = json_key("image side (px)")
+
+
+@dataclass
+class SyntheticData(Record):
+    """One synthetic image set."""
+
+    path: str = json_key("image-set folder")
+    n_images: int = json_key("images in the set")
+    counts: dict[str, int] = json_key("images of this class", keys="label")
+    source: dict[str, Any] = json_key("the generator's provenance as recorded by brainsynth generate (free form)")
+
+
+@dataclass
+class DataSummary(Record):
+    """What was evaluated."""
+
+    real: RealData = json_key("the real dataset")
+    synthetic: dict[str, SyntheticData] = json_key("each synthetic set", keys="set")
+
+
+@dataclass
+class Timings(Record):
+    """Wall seconds per stage."""
+
+    other_stages: dict[str, float] = json_key("seconds of a stage outside this command (brainsynth run's prepare, "
+                                              "train_<model>, generate_<model>, evaluate)", flatten=True,
+                                              keys="stage")
+    evaluate_load: float = json_key("seconds reading and checking the inputs")
+    evaluate_features: float = json_key("seconds extracting features of every set")
+    evaluate_gan_train: float = json_key("seconds of the classifiers (GAN-train, GAN-test, real baseline)")
+    evaluate_fidelity: float = json_key("seconds of the fidelity metrics")
+    evaluate_privacy: float = json_key("seconds of the privacy audits")
+    evaluate_images_per_s_features: float = json_key("feature extraction throughput, images per second")
+    evaluate_total: float = json_key("seconds of the whole command up to writing")
+
+
+# --- the two documents -------------------------------------------------------------------------
+
+def _check_version(data: Any, source: str) -> None:
+    """Refuse a file of another schema before its keys are compared (a clearer message)."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if version is None:
+        raise InputError(f"{source}: no schema_version, so it is an untyped report (schema 1) of an older "
+                         f"brainsynth; re-run 'brainsynth evaluate' to write schema {SCHEMA_VERSION}")
+    if version != SCHEMA_VERSION:
+        raise InputError(f"{source}: schema_version {version!r}, but this brainsynth reads {SCHEMA_VERSION}")
+
+
+@dataclass(kw_only=True)
+class Report(Record):
+    """``report.json``: the results of ``brainsynth evaluate``."""
+
+    schema_version: int = json_key("version of this layout (2)", default=SCHEMA_VERSION)
+    brainsynth_version: str = json_key("brainsynth version that wrote the report")
+    created: str = json_key("when, ISO 8601 UTC")
+    simulated: bool = json_key("true when the real data is the SIMULATED cohort (brainsynth phantom), not patients")
+    features: FeaturesInfo = json_key("the feature extractor behind GAN-train, GAN-test, FID/KID, P/R/D/C and the "
+                                      "feature distances")
+    data: DataSummary = json_key("the inputs")
+    gan_train: dict[str, ClassifierResult] = json_key("paper Table 1: an SVM fit on each synthetic set ('real': on "
+                                                      "the real train split), tested on the real test split",
+                                                      keys="set")
+    gan_test: dict[str, ClassifierResult] = json_key("an SVM fit on the real train split, tested on each synthetic "
+                                                     "set", keys="set")
+    fidelity: dict[str, FidelityResult] = json_key("each synthetic set against the real train split", keys="set")
+    privacy: dict[str, PrivacySummary] = json_key("the privacy audit of each synthetic set (held-out = the real "
+                                                  "test split)", keys="set")
+    timings: Timings = json_key("wall time")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "report.json") -> Report:
+        _check_version(data, source)
+        return super().from_dict(data, source)
+
+
+@dataclass
+class AuditInputs(Record):
+    """What ``brainsynth audit`` compared."""
+
+    train: str = json_key("the prepared DATASET (train split = what the generator saw, test split = held out)")
+    synthetic: str = json_key("the synthetic image-set folder")
+    synthetic_provenance: dict[str, Any] = json_key("the image set's metadata (free form)")
+
+
+@dataclass(kw_only=True)
+class AuditReport(Record):
+    """``privacy.json``: the results of ``brainsynth audit``."""
+
+    schema_version: int = json_key("version of this layout (2)", default=SCHEMA_VERSION)
+    brainsynth_version: str = json_key("brainsynth version that wrote the file")
+    created: str = json_key("when, ISO 8601 UTC")
+    simulated: bool = json_key("true when the real data is the SIMULATED cohort")
+    privacy: PrivacySummary = json_key("the audit (same keys as report.json's privacy.<set>)")
+    features: FeaturesInfo = json_key("the feature extractor behind the feature distances")
+    inputs: AuditInputs = json_key("the inputs")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "privacy.json") -> AuditReport:
+        _check_version(data, source)
+        return super().from_dict(data, source)
+
+
+def read_report(path: str | Path) -> Report:
+    """Read a ``report.json`` (or the REPORT_DIR holding it) back into a :class:`Report`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable report ({type(exc).__name__}: {exc})") from None
+    return Report.from_dict(data, source=str(path))
