@@ -18,3 +18,13 @@ def test_unknown_option_is_one_line_and_exit_2(capsys):
         assert exc.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unrecognized arguments: --nonsense" in err[0]
+
+
+def test_every_stage_command_takes_config_and_set(capsys):
+    import pytest
+
+    for command in ("phantom", "prepare", "train", "generate", "evaluate", "audit", "run"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "--config PRESET|FILE" in text and "--set KEY=VALUE" in text, command

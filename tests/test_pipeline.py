@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainsynth import pipeline
+from brainsynth import api
 from brainsynth.cli import main
-from brainsynth.errors import InputError
+from brainsynth.errors import ConfigError, InputError
 
 
 
@@ -31,7 +31,7 @@ STAGES = ["cohort", "prepare", "train_pggan", "train_dcgan", "generate_pggan", "
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
-    report = pipeline.run(out, preset="tiny")
+    report = api.run(out, config="tiny")
     return out, report
 
 
@@ -58,7 +58,7 @@ def test_rerun_skips_finished_stages(tiny_run, caplog):
     stamps = [p.stat().st_mtime_ns for p in ckpts]
     report_stamp = (out / "report" / "report.json").stat().st_mtime_ns
     with caplog.at_level("INFO", logger="brainsynth"):
-        pipeline.run(out, preset="tiny")
+        api.run(out, config="tiny")
     assert [p.stat().st_mtime_ns for p in sorted((out / "runs" / "pggan" / "checkpoints").iterdir())] == stamps
     assert (out / "report" / "report.json").stat().st_mtime_ns == report_stamp
     assert sum("up to date, skipped" in r.getMessage() for r in caplog.records) == len(STAGES)
@@ -70,7 +70,7 @@ def test_a_lost_stage_output_is_redone_and_only_it(tiny_run, caplog):
 
     shutil.rmtree(out / "report")
     with caplog.at_level("INFO", logger="brainsynth"):
-        pipeline.run(out, preset="tiny")
+        api.run(out, config="tiny")
     assert (out / "report" / "report.json").is_file()
     ran = [r.getMessage() for r in caplog.records if r.getMessage().endswith("running")]
     assert ran == ["[evaluate] running"]
@@ -83,18 +83,18 @@ def test_an_interrupted_training_stage_resumes(tmp_path, monkeypatch):
     real_train = loop.train
     calls = []
 
-    def crash_after_pggan(dataset, run_dir, **kw):
+    def crash_after_pggan(dataset, run_dir, cfg, **kw):
         calls.append((Path(run_dir).name, kw["resume"]))
         if Path(run_dir).name == "dcgan" and len(calls) == 2:
             raise KeyboardInterrupt  # the user pressed Ctrl-C during the DCGAN stage
-        return real_train(dataset, run_dir, **kw)
+        return real_train(dataset, run_dir, cfg, **kw)
 
     monkeypatch.setattr(loop, "train", crash_after_pggan)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(out, preset="tiny")
+        api.run(out, config="tiny")
     state = json.loads((out / "pipeline.json").read_text())["stages"]
     assert state["train_pggan"]["done"] and not state["train_dcgan"]["done"]
-    pipeline.run(out, preset="tiny")
+    api.run(out, config="tiny")
     assert calls[0] == ("pggan", False) and calls[-1][0] == "dcgan"
     assert json.loads((out / "pipeline.json").read_text())["stages"]["evaluate"]["done"]
 
@@ -125,14 +125,13 @@ def test_run_on_an_adhd200_style_folder(tmp_path, capsys):
 def test_an_unrelated_out_folder_is_refused(tmp_path):
     (tmp_path / "mine.txt").write_text("user data")
     with pytest.raises(InputError, match="not a brainsynth run folder"):
-        pipeline.run(tmp_path, preset="tiny")
+        api.run(tmp_path, config="tiny")
     assert (tmp_path / "mine.txt").read_text() == "user data"
 
 
-def test_parallel_training_runs_both_models_in_worker_processes(tmp_path, monkeypatch):
-    monkeypatch.setitem(pipeline.PIPELINE_PRESETS["tiny"], "parallel_training", True)
+def test_parallel_training_runs_both_models_in_worker_processes(tmp_path):
     out = tmp_path / "out"
-    pipeline.run(out, preset="tiny")
+    api.run(out, config="tiny", set=["run.parallel_training=true"])
     state = json.loads((out / "pipeline.json").read_text())["stages"]
     for model in ("pggan", "dcgan"):
         progress = json.loads((out / "runs" / model / "progress.json").read_text())
@@ -140,3 +139,22 @@ def test_parallel_training_runs_both_models_in_worker_processes(tmp_path, monkey
         assert state[f"train_{model}"]["done"] and state[f"train_{model}"]["seconds"] > 0
     # The second job's progress bar is turned off so the two do not overwrite each other.
     assert "progress_bar: false" in (out / "runs" / "dcgan" / "config.yaml").read_text()
+
+
+def test_the_resolved_configuration_is_written_beside_every_output(tiny_run):
+    out, _ = tiny_run
+    from brainsynth.config import load_config
+
+    whole = load_config(out / "config.yaml")
+    assert whole.prepare.size == 16 and whole.run.models == ["pggan", "dcgan"]
+    assert load_config(out / "dataset" / "config.yaml").prepare == whole.prepare
+    assert load_config(out / "runs" / "pggan" / "config.yaml").train["pggan"].resolution == 16
+    assert load_config(out / "synthetic" / "dcgan" / "config.yaml").generate == whole.generate
+    assert load_config(out / "report" / "config.yaml").evaluate == whole.evaluate
+    assert load_config(out / "cohort" / "code" / "config.yaml").cohort == whole.cohort
+
+
+def test_a_training_size_other_than_the_prepared_size_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="train.pggan.resolution=8 differs from prepare.size=16"):
+        api.run(tmp_path / "out", config="tiny", set=["train.resolution=8"])
+    assert not (tmp_path / "out").exists()

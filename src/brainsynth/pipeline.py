@@ -306,7 +306,7 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
 
     # --- evaluate + report ------------------------------------------------------------
     from brainsynth.evaluate import evaluate
-    from brainsynth.evaluate.schema import Report
+    from brainsynth.evaluate.schema import read_report
     from brainsynth.evaluate.tables import format_table1
 
     report_dir = out / "report"
@@ -318,8 +318,8 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
         lambda restart: evaluate(dataset, synthetic, report_dir, config.evaluate, config.audit, runs=run_dirs,
                                  device=device, timings=stage_times, force=True),
     )
-    report = Report.from_dict(json.loads((report_dir / "report.json").read_text()))
-    report.timings.update(timings)
+    report = read_report(report_dir)
+    report.timings.other_stages.update(timings)
     atomic_write_json(out / "timings.json", timings)
     print(format_table1(report))
     # Training stages overlap when they run side by side, so the total is measured, not summed.

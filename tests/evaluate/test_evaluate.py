@@ -153,3 +153,26 @@ def test_refuses_bad_options_before_reading(synthetic, tmp_path):
     with pytest.raises(ConfigError, match=r"audit.percentile=0.0 must be above 0"):
         evaluate(nowhere, {"pggan": str(synthetic)}, tmp_path / "out", TINY, AuditConfig(percentile=0.0))
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_evaluate_prints_table1_and_maps_flags_to_config_keys(dataset, synthetic, tmp_path, capsys):
+    from brainsynth.cli import main
+
+    out = tmp_path / "cli-report"
+    code = main(["-q", "evaluate", "--real", str(dataset), "--synthetic", f"pggan={synthetic}", "--out", str(out),
+                 "--input-size", "32", "--feature-layer", "pool5", "--bootstrap", "20", "--set", "audit.percentile=5"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "PGGAN" in printed and "0.736" in printed and "Real data" in printed
+    config = (out / "config.yaml").read_text()
+    assert "input_size: 32" in config and "feature_layer: pool5" in config and "audit: {percentile: 5.0}" in config
+
+
+def test_cli_audit_bad_percentile_is_one_line_and_exit_2(dataset, synthetic, tmp_path, capsys):
+    from brainsynth.cli import main
+
+    code = main(["audit", "--train", str(dataset), "--synthetic", str(synthetic), "--out", str(tmp_path / "a"),
+                 "--percentile", "60"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("brainsynth: error: --percentile 60.0: audit.percentile=60.0 must be above 0")
+    assert not (tmp_path / "a").exists()
