@@ -144,6 +144,10 @@ def _add_feature_flags(p: argparse.ArgumentParser) -> None:
     _key_flag(p, "--input-size", "evaluate.input_size", "extractor input size in px (paper: 224)", type=int,
               metavar="PX")
     _key_flag(p, "--precision", "evaluate.precision", "feature extraction precision", choices=("fp32", "bf16"))
+    # Where features are kept, not what they are: a flag like --device, so it stays out of the
+    # resolved config.yaml and of `brainsynth run`'s stage fingerprints.
+    p.add_argument("--feature-cache", metavar="DIR", default=None,
+                   help="reuse/keep VGG-16 features in DIR (content-addressed; shared by evaluate and audit)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -228,7 +232,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args, "evaluate")
     report = evaluate(args.real, dict(args.synthetic), args.out, config.evaluate, config.audit,
-                      runs=dict(args.run or []), device=args.device, force=args.force)
+                      runs=dict(args.run or []), device=args.device, feature_cache=args.feature_cache,
+                      force=args.force)
     print(format_table1(report))
     print(f"report written to {args.out}")
     return 0
@@ -239,7 +244,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     config = _config(args, "audit")
     audit(args.train, args.synthetic, args.out, config.audit, config.evaluate, filter_flagged=args.filter,
-          device=args.device, force=args.force)
+          device=args.device, feature_cache=args.feature_cache, force=args.force)
     return 0
 
 

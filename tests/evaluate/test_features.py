@@ -11,6 +11,7 @@ import torch
 from brainsynth.config import EvaluateConfig
 from brainsynth.errors import CheckpointError, ConfigError, InputError
 from brainsynth.evaluate import features as feat
+from brainsynth.evaluate import vgg16
 
 
 def extractor(name: str = "vgg16-random", *, device: str | None = None, batch_size: int = 64, **settings):
@@ -84,7 +85,7 @@ def test_bad_options_name_the_option(kwargs, match):
 @pytest.fixture(scope="module")
 def torchvision_file(tmp_path_factory):
     """A torchvision-format VGG-16 file: a plain state dict with torchvision's key names."""
-    path = tmp_path_factory.mktemp("weights") / feat.VGG16_FILE
+    path = tmp_path_factory.mktemp("weights") / vgg16.VGG16_FILE
     state = feat._cached_random_vgg16().state_dict()
     assert "features.28.bias" in state and "classifier.6.weight" in state
     torch.save(state, path)
@@ -101,11 +102,11 @@ def test_vgg16_loads_a_torchvision_format_file(torchvision_file, images):
 
 def test_vgg16_uses_the_hub_cache(torchvision_file, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    cached = tmp_path / "hub" / "checkpoints" / feat.VGG16_FILE
+    cached = tmp_path / "hub" / "checkpoints" / vgg16.VGG16_FILE
     cached.parent.mkdir(parents=True)
     cached.symlink_to(torchvision_file)  # the 500 MB file once, seen from the cache
-    monkeypatch.setattr(feat, "_download", lambda url, dest: pytest.fail("must not download when cached"))
-    assert feat.resolve_vgg16_weights(None) == cached
+    monkeypatch.setattr(vgg16, "_download", lambda url, dest: pytest.fail("must not download when cached"))
+    assert vgg16.resolve_vgg16_weights(None) == cached
 
 
 def test_vgg16_offline_without_weights_says_how_to_provide_them(tmp_path, monkeypatch):
@@ -114,13 +115,13 @@ def test_vgg16_offline_without_weights_says_how_to_provide_them(tmp_path, monkey
     def offline(url, dest):
         raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(feat, "_download", offline)
+    monkeypatch.setattr(vgg16, "_download", offline)
     with pytest.raises(InputError) as err:
         extractor("vgg16")
     msg = str(err.value)
     assert "\n" not in msg
     assert "--weights FILE" in msg and "--features vgg16-random" in msg
-    assert str(tmp_path / "hub" / "checkpoints" / feat.VGG16_FILE) in msg
+    assert str(tmp_path / "hub" / "checkpoints" / vgg16.VGG16_FILE) in msg
 
 
 def test_vgg16_missing_or_foreign_weights_file(tmp_path):
@@ -152,5 +153,5 @@ def test_random_init_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    feat.init_random_vgg16(seed=0, classifier=False)  # a fresh draw, not the cached one
+    vgg16.init_random_vgg16(seed=0, classifier=False)  # a fresh draw, not the cached one
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())

@@ -5,7 +5,9 @@ each logged and timed:
 
 1. read the real DATASET and every synthetic image set, and refuse inputs that would make the
    numbers meaningless (subjects on both sides of the split, a missing class, other sizes);
-2. extract features once per set (real train, real test, each synthetic set);
+2. features: the real DATASET's once for all its rows, then each synthetic set's, through a
+   :class:`~brainsynth.evaluate.feature_cache.FeatureStore` (shared with later commands when
+   given a ``feature_cache`` folder);
 3. the real baseline, then per synthetic set GAN-train, GAN-test, fidelity (against the real
    TRAIN split, the distribution the generator learned) and the privacy audit (held-out = the
    real TEST split);
@@ -34,6 +36,7 @@ from brainsynth.errors import ConfigError, InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate import fidelity as fidelity_metrics
 from brainsynth.evaluate import gan_train as classifiers
+from brainsynth.evaluate.feature_cache import FeatureStore
 from brainsynth.evaluate.privacy import compute_privacy, privacy_audit, summarise_privacy
 from brainsynth.evaluate.schema import (
     AuditInputs,
@@ -191,6 +194,7 @@ def evaluate(
     runs: dict[str, str] | None = None,
     device: str | None = None,
     timings: dict[str, float] | None = None,
+    feature_cache: str | Path | None = None,
     force: bool = False,
 ) -> Report:
     """Evaluate synthetic image sets against a prepared real DATASET and write REPORT_DIR.
@@ -216,6 +220,9 @@ def evaluate(
     timings : dict, optional
         Wall seconds of earlier stages (e.g. from ``brainsynth run``), stored in the report
         beside this command's own ``evaluate_*`` timings.
+    feature_cache : path, optional
+        Folder of the content-addressed feature cache (:mod:`brainsynth.evaluate.feature_cache`)
+        shared with other commands on the same images; None computes features in memory only.
     force : bool
         Replace an existing ``out``.
 
@@ -236,7 +243,7 @@ def evaluate(
         inputs = _load_inputs(real, synthetic)
     with watch.time("features"):
         extractor = extractors.get_extractor(cfg, device=device)
-        feats = _extract(extractor, inputs, cfg.input_size)
+        feats = _extract(FeatureStore(extractor, feature_cache), inputs, cfg.input_size)
     log.info("features: %d images in %.1f s (%.1f img/s)", feats.count(), watch.seconds["features"],
              feats.count() / max(watch.seconds["features"], 1e-9))
     with watch.time("gan_train"):
@@ -282,14 +289,16 @@ def _load_inputs(real: str | Path, synthetic: Mapping[str, str]) -> _Inputs:
                    sets=sets)
 
 
-def _extract(extractor, inputs: _Inputs, input_size: int) -> _Features:
+def _extract(store: FeatureStore, inputs: _Inputs, input_size: int) -> _Features:
     n_total = len(inputs.real_train) + len(inputs.test_images) + sum(len(x) for x in inputs.sets.values())
-    if extractor.device.type == "cpu" and input_size > CPU_FRIENDLY_INPUT and n_total > 1000:
-        # VGG-16 costs ~15 GFLOP per image at 224 px against ~1.3 at 64 px.
-        log.warning("VGG-16 at %d px on the CPU for %d images may take a long while; --input-size %d is "
+    if store.extractor.device.type == "cpu" and input_size > CPU_FRIENDLY_INPUT and n_total > 1000:
+        # VGG-16 costs ~31 GFLOP per image at 224 px against ~2.6 at 64 px.
+        log.warning("VGG-16 at %d px on the CPU for %d images may take a few minutes; --input-size %d is "
                     "~10x faster (recorded in the report either way)", input_size, n_total, CPU_FRIENDLY_INPUT)
-    return _Features(train=extractor.extract(inputs.real_train.images), test=extractor.extract(inputs.test_images),
-                     synthetic={name: extractor.extract(s.images) for name, s in inputs.sets.items()})
+    real = store.dataset(inputs.dataset)  # [rows, D]: every split and fold selects rows of one extraction
+    synthetic = {name: store.images(s.images, what=f"synthetic set {name!r}") for name, s in inputs.sets.items()}
+    log.info("features: %d images computed, %d reused", store.computed, store.reused)
+    return _Features(train=real[inputs.train_idx], test=real[inputs.test_idx], synthetic=synthetic)
 
 
 def _classifiers(inputs: _Inputs, feats: _Features,
@@ -383,6 +392,7 @@ def audit(
     *,
     filter_flagged: bool = False,
     device: str | None = None,
+    feature_cache: str | Path | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Audit a synthetic image set for copies of a prepared dataset's training images.
@@ -406,6 +416,8 @@ def audit(
         Also write the synthetic set minus the flagged images to ``OUT/filtered``.
     device : str, optional
         Where features are extracted.
+    feature_cache : path, optional
+        Folder of the feature cache shared with ``evaluate`` (see :func:`evaluate`).
     force : bool
         Replace an existing ``out``.
 
@@ -430,7 +442,10 @@ def audit(
     extractor = extractors.get_extractor(features, device=device)
     log.info("extracting features of %d training, %d held-out and %d synthetic images",
              len(train_images), len(hold_images), len(synth))
-    train_f, hold_f, synth_f = (extractor.extract(x) for x in (train_images, hold_images, synth.images))
+    store = FeatureStore(extractor, feature_cache)
+    real_f = store.dataset(dataset)  # [rows, D], shared with evaluate through the cache
+    train_f, hold_f = real_f[train_idx], real_f[hold_idx]
+    synth_f = store.images(synth.images, what=f"synthetic set {Path(synthetic).name!r}")
 
     result = compute_privacy(train_images, hold_images, synth.images, train_features=train_f,
                              holdout_features=hold_f, synth_features=synth_f, train_ids=train_ids,
