@@ -155,3 +155,77 @@ def test_random_init_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     vgg16.init_random_vgg16(seed=0, classifier=False)  # a fresh draw, not the cached one
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+
+
+# --- speed paths: folded fc6, bf16, batch size ----------------------------------------------
+
+@pytest.mark.parametrize("input_size", [32, 64, 96])
+def test_folded_fc6_equals_torchvisions_pool_and_fc6(input_size):
+    # Below 224 px the adaptive pool is folded into fc6 (conv5 is 1x1, 2x2, 3x3 here).
+    images = np.random.default_rng(1).random((3, 20, 24)).astype(np.float32)
+    ext = extractor("vgg16-random", input_size=input_size, batch_size=3)
+    with torch.inference_mode():
+        x = ext._to_network_input(torch.from_numpy(images))  # [3, 3, S, S]
+        reference = ext.model.embed(x, "fc7").numpy()  # the unfolded torchvision path
+    got = ext.extract(images)
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
+    assert np.abs(reference).max() > 0
+
+
+def test_bf16_falls_back_to_fp32_with_a_note_where_it_is_not_native(images, monkeypatch, caplog):
+    monkeypatch.setattr(feat, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    with caplog.at_level("WARNING", logger="brainsynth.evaluate.features"):
+        ext = extractor("vgg16-random", input_size=32, precision="bf16", device="cpu")
+    assert ext.precision == "fp32" and ext.describe()["precision"] == "fp32"
+    assert next(p.dtype for p in ext.model.parameters()) == torch.float32
+    assert any("precision bf16 requested" in r.message and "computed in fp32" in r.message for r in caplog.records)
+    monkeypatch.setattr(feat, "_cpu_flags", lambda: {"avx512_bf16"})
+    ext = extractor("vgg16-random", input_size=32, precision="bf16", device="cpu")
+    assert ext.precision == "bf16" and next(p.dtype for p in ext.model.parameters()) == torch.bfloat16
+    # The cached fp32 network is not converted in place.
+    assert next(p.dtype for p in feat._cached_random_vgg16().parameters()) == torch.float32
+
+
+@pytest.mark.parametrize("cache_mb, size, precision, expected", [
+    (32, 224, "bf16", 5), (32, 224, "fp32", 4), (32, 64, "bf16", 64), (32, 96, "fp32", 14), (1, 64, "bf16", 4),
+])
+def test_batch_is_sized_to_the_last_level_cache(monkeypatch, cache_mb, size, precision, expected):
+    monkeypatch.setattr(feat, "last_level_cache_bytes", lambda: cache_mb << 20)
+    assert feat.auto_batch_size(size, precision, torch.device("cpu")) == expected
+    assert feat.auto_batch_size(size, precision, torch.device("cuda")) == feat.MAX_BATCH
+
+
+def test_bf16_keeps_the_svm_decisions_of_fp32():
+    """bf16 features change < 1% of GAN-train's test decisions and its HM by <= 0.01.
+
+    The demo's measurement (docs/evaluation-speed.md) at a small size: 240 training and 400
+    test slices whose classes overlap (disc radii drawn from overlapping ranges), so the SVM
+    reaches an HM near the demo's (~0.93) and some test slices lie near its boundary, where a
+    feature error would flip them. (On a harder task, HM ~0.87, bf16 flips 1-2 %: see the docs.)
+    """
+    from brainsynth.evaluate.gan_train import confusion_metrics, fit_and_score
+
+    if not feat.bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    rng = np.random.default_rng(0)
+
+    def slices(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 2, size=n)
+        radius = rng.uniform(6, 10, size=n) + 3.5 * labels  # [n] px; the classes overlap on 9.5-10
+        yy, xx = np.mgrid[:28, :28] - 13.5
+        discs = (np.hypot(yy, xx)[None] < radius[:, None, None]).astype(np.float32)  # [n, 28, 28]
+        return np.clip(0.6 * discs + 0.4 * rng.random((n, 28, 28)), 0, 1).astype(np.float32), labels
+
+    train_x, train_y = slices(240)
+    test_x, test_y = slices(400)
+    decisions, hm, feats = {}, {}, {}
+    for precision in ("fp32", "bf16"):
+        ext = extractor("vgg16-random", input_size=32, precision=precision, device="cpu")
+        feats[precision] = ext.extract(test_x)
+        scores = fit_and_score(ext.extract(train_x), train_y, feats[precision], seed=0)
+        decisions[precision] = scores > 0
+        hm[precision] = confusion_metrics(test_y, decisions[precision])["hm"]
+    assert 0.85 < hm["fp32"] < 0.98  # a task with errors, so decisions near the boundary exist
+    assert not np.array_equal(feats["bf16"], feats["fp32"])  # bf16 really ran
+    assert np.mean(decisions["fp32"] == decisions["bf16"]) >= 0.99
+    assert abs(hm["bf16"] - hm["fp32"]) <= 0.01
