@@ -229,3 +229,18 @@ def test_bf16_keeps_the_svm_decisions_of_fp32():
     assert not np.array_equal(feats["bf16"], feats["fp32"])  # bf16 really ran
     assert np.mean(decisions["fp32"] == decisions["bf16"]) >= 0.99
     assert abs(hm["bf16"] - hm["fp32"]) <= 0.01
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_conv_relu_equals_conv_then_relu(precision, monkeypatch):
+    monkeypatch.setattr(feat, "bf16_supported", lambda device: True)  # compare the paths, native or not
+    ext = extractor("vgg16-random", input_size=32, precision=precision, device="cpu", batch_size=2)
+    x = ext._to_network_input(torch.from_numpy(np.random.default_rng(2).random((2, 32, 32)).astype(np.float32)))
+    with torch.inference_mode():
+        plain = ext.model.features(x.to(ext.dtype))  # [2, 512, 1, 1]
+        fused = ext._conv_stack(x.to(ext.dtype))
+    assert feat._fused_conv_relu_available()
+    assert torch.equal(fused, plain) and plain.abs().max() > 0
+    monkeypatch.setattr(feat, "_fused_conv_relu_available", lambda: False)
+    with torch.inference_mode():
+        assert torch.equal(ext._conv_stack(x.to(ext.dtype)), plain)

@@ -42,6 +42,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from brainsynth.config import PRECISIONS, EvaluateConfig
 from brainsynth.devices import resolve_device
@@ -188,6 +189,21 @@ def auto_batch_size(input_size: int, precision: str, device: torch.device) -> in
 
 # --- the extractor ----------------------------------------------------------------------
 
+@lru_cache(maxsize=1)
+def _fused_conv_relu_available() -> bool:
+    """Whether this torch has oneDNN's fused convolution + ReLU (the op torch.compile uses on CPUs)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x = torch.ones(1, 1, 3, 3).contiguous(memory_format=torch.channels_last)
+        w = -torch.ones(1, 1, 1, 1).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            y = torch.ops.mkldnn._convolution_pointwise(x, w, None, [0, 0], [1, 1], [1, 1], 1, "relu", [], "")
+        return bool(y.shape == x.shape and float(y.abs().max()) == 0.0)
+    except (AttributeError, RuntimeError):  # an older or newer torch without this private op
+        return False
+
+
 @dataclass
 class Extractor:
     """A feature network plus how images are fed to it.
@@ -262,9 +278,31 @@ class Extractor:
         weight, bias = self._folded[(h, w)]
         return F.linear(torch.flatten(conv5, 1), weight, bias)  # [B, 4096] from [B, 512*h*w]
 
+    def _conv_stack(self, x: torch.Tensor) -> torch.Tensor:
+        """VGG-16's conv blocks, each conv and its ReLU as one oneDNN call on the CPU.
+
+        The fused call writes each activation once instead of twice (conv, then the ReLU pass
+        over it); its results equal conv + ReLU bit for bit (tests/evaluate/test_features.py).
+        """
+        if not (self.device.type == "cpu" and _fused_conv_relu_available()):
+            return self.model.features(x)
+        layers = list(self.model.features)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.Conv2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU):
+                x = torch.ops.mkldnn._convolution_pointwise(
+                    x, layer.weight, layer.bias, list(layer.padding), list(layer.stride), list(layer.dilation),
+                    layer.groups, "relu", [], "")  # [B, C_out, H, W], channels_last
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
+
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Features [B, D] (fp32) of a normalised batch ``x`` [B, 3, S, S]."""
-        conv5 = self.model.features(x.to(self.dtype))  # [B, 512, S/32, S/32]
+        conv5 = self._conv_stack(x.to(self.dtype))  # [B, 512, S/32, S/32]
         if self.layer == "pool5":
             return conv5.float().mean(dim=(2, 3))  # [B, 512]
         # fc6 -> ReLU -> (dropout, off in eval) -> fc7 -> ReLU, as torchvision's classifier[:5].
