@@ -18,7 +18,8 @@ default: ``evaluate()`` end to end
     batch size (``0`` = the automatic, cache-sized batch), GFLOP/img counted by
     ``torch.utils.flop_counter``, achieved GFLOP/s and the share of the peak at the same
     precision, measured in the same process between the timed passes. ``--variants`` also times
-    ``torch.compile`` and a frozen TorchScript graph with oneDNN fusion::
+    conv and ReLU as separate calls (``unfused``), ``torch.compile`` of the conv stack
+    (``compile``) and a frozen TorchScript graph with oneDNN fusion (``jit``)::
 
         python benchmarks/evaluate_speed.py --throughput --sizes 64,224 --precisions bf16,fp32
 
@@ -42,12 +43,14 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.ndimage import gaussian_filter
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainsynth import LABELS
 from brainsynth.config import EvaluateConfig
 from brainsynth.evaluate import evaluate
 from brainsynth.evaluate.features import Extractor, get_extractor
+from brainsynth.evaluate.vgg16 import VGG16
 from brainsynth.imageset import write_image_set
 
 SLICES_PER_SUBJECT = 91  # the paper's slices #30..#120
@@ -142,27 +145,38 @@ def gflop_per_image(ext: Extractor, image_size: int) -> float:
     """Convolution + matmul GFLOP of one image through ``ext`` (after a warm-up call)."""
     one = np.zeros((1, image_size, image_size), dtype=np.float32)
     ext.extract(one)  # builds the folded fc6 once; that is not per-image work
-    with FlopCounterMode(display=False) as counter:
-        ext.extract(one)
+    fuse, ext.fuse = ext.fuse, False  # the counter sees aten convolutions, not oneDNN's fused call
+    try:
+        with FlopCounterMode(display=False) as counter:
+            ext.extract(one)
+    finally:
+        ext.fuse = fuse
     return counter.get_total_flops() / 1e9
 
 
 # --- feature extraction alone ---------------------------------------------------------------------
 
 def _variant(ext: Extractor, variant: str, example: np.ndarray) -> Extractor:
-    """``ext`` with its conv stack replaced by a compiled or frozen-graph version."""
+    """``ext`` with conv and ReLU unfused, or its conv stack compiled or frozen into a graph."""
     if variant == "eager":
+        return ext
+    ext.fuse = False  # the other variants run the plain conv stack (or their own fusion of it)
+    if variant == "unfused":
         return ext
     x = ext._to_network_input(torch.from_numpy(example)).to(ext.dtype)  # [B, 3, S, S]
     if variant == "compile":
-        ext.model.features = torch.compile(ext.model.features)
+        features = torch.compile(ext.model.features)
     elif variant == "jit":
         torch.jit.enable_onednn_fusion(True)
-        with torch.inference_mode(False), torch.no_grad():
-            traced = torch.jit.freeze(torch.jit.trace(ext.model.features.eval(), x))
-        ext.model.features = traced
+        with torch.no_grad():
+            features = torch.jit.freeze(torch.jit.trace(ext.model.features.eval(), x))
     else:
         raise SystemExit(f"unknown variant {variant!r}")
+    # A new VGG16 around the compiled stack: the fp32 random network is cached and shared.
+    twin = VGG16.__new__(VGG16)
+    nn.Module.__init__(twin)
+    twin.features, twin.avgpool, twin.classifier = features, ext.model.avgpool, ext.model.classifier
+    ext.model = twin
     return ext
 
 
@@ -262,7 +276,7 @@ def main() -> None:
     p.add_argument("--sizes", default="64,224", help="input sizes (--throughput)")
     p.add_argument("--precisions", default="bf16,fp32", help="(--throughput)")
     p.add_argument("--batch-sizes", default="0", help="images per pass, 0 = automatic (--throughput)")
-    p.add_argument("--variants", default="eager", help="eager,compile,jit (--throughput)")
+    p.add_argument("--variants", default="eager", help="eager,unfused,compile,jit (--throughput)")
     p.add_argument("--n", type=int, default=128, help="images per timed pass (--throughput)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--log", action="store_true", help="show brainsynth's INFO log")

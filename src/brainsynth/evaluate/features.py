@@ -223,6 +223,9 @@ class Extractor:
         The precision actually used (a requested bf16 may have fallen back to fp32).
     device : torch.device
     batch_size : int
+    fuse : bool
+        Run each conv + ReLU as one oneDNN call on the CPU (same numbers; False for FLOP
+        counting, which sees only the unfused ops, and for comparisons).
     """
 
     name: str
@@ -233,6 +236,7 @@ class Extractor:
     precision: str
     device: torch.device
     batch_size: int
+    fuse: bool = True
     _folded: dict = field(default_factory=dict, repr=False)  # conv5 (h, w) -> folded fc6 (weight, bias)
 
     @property
@@ -284,7 +288,7 @@ class Extractor:
         The fused call writes each activation once instead of twice (conv, then the ReLU pass
         over it); its results equal conv + ReLU bit for bit (tests/evaluate/test_features.py).
         """
-        if not (self.device.type == "cpu" and _fused_conv_relu_available()):
+        if not (self.fuse and self.device.type == "cpu" and _fused_conv_relu_available()):
             return self.model.features(x)
         layers = list(self.model.features)
         i = 0
