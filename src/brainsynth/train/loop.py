@@ -486,7 +486,7 @@ class Trainer:
                 self.observer.message(f"{self.run_dir}: already trained to {self.images_shown} images")
                 self._write_progress(finished=True)
                 return
-            if self._over_time_budget():
+            if cfg.time_budget_s is not None and self.clock.offset_s >= cfg.time_budget_s:  # the checkpoint's wall time
                 self.observer.message(f"{self.run_dir}: already trained for its time budget "
                                       f"({cfg.time_budget_s:g} s, {self.images_shown} images)")
                 self._write_progress(finished=True)
