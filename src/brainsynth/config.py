@@ -179,7 +179,7 @@ class TrainConfig(Section):
     ema_halflife_images: Optional[int] = None  # if set, G_ema half-life in images (replaces ema_beta)
     adam_reset: str = field(default="resolution", metadata=choices(*ADAM_RESETS))  # reset Adam at each resolution change, or also at each fade end (lod: official)
     dcgan_ema_bn: str = field(default="copy", metadata=choices(*EMA_BN_MODES))  # DCGAN G_ema batch norm: copy, recompute, train_mode or no_ema (docs/training.md)
-    dcgan_ema_bn_images: int = 1024  # dcgan_ema_bn=recompute: latents per recomputation of G_ema's statistics
+    dcgan_ema_bn_images: int = 512  # dcgan_ema_bn=recompute: latents per recomputation of G_ema's statistics
 
     # --- augmentation (ADA)
     augment: str = field(default="off", metadata=choices("off", "fixed", "adaptive"))  # off | fixed | adaptive
