@@ -124,7 +124,8 @@ class FeatureStore:
     def images(self, images: np.ndarray, what: str = "images") -> np.ndarray:
         """Features [N, D] of float32 images [N, H, W] in [0, 1] (computed at most once per key)."""
         images = np.asarray(images, dtype=np.float32)
-        key = self.key(images)
+        # In memory the extractor is fixed, so the pixels alone are the key.
+        key = self.key(images) if self.folder is not None else array_hash(images)
         if key in self._memory:
             self.reused += len(images)
             return self._memory[key]
@@ -151,8 +152,8 @@ class FeatureStore:
     # --- disk -----------------------------------------------------------------------------
 
     def _paths(self, key: str) -> tuple[Path, Path]:
-        assert self.folder is not None
-        return self.folder / f"{key}.npy", self.folder / f"{key}.json"
+        folder = Path(self.folder or ".")
+        return folder / f"{key}.npy", folder / f"{key}.json"
 
     def _read(self, key: str, n: int) -> np.ndarray | None:
         """The cached features of ``key``, or None when absent or not trustworthy (warned)."""
