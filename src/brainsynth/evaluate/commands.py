@@ -1,4 +1,4 @@
-"""The two commands of this package: ``brainsynth evaluate`` and ``brainsynth audit``.
+"""The ``brainsynth evaluate`` command, and the input helpers it shares with ``brainsynth audit``.
 
 ``evaluate``: GAN-train, GAN-test, fidelity and privacy of synthetic sets, one report. Stages,
 each logged and timed:
@@ -11,9 +11,9 @@ each logged and timed:
    real TEST split);
 4. write REPORT_DIR (report.json/.md/.html, figures, config.yaml) through a staged folder.
 
-``audit``: the privacy audit of one synthetic set on its own (OUT/privacy.json/.md, ...).
-
-Both check their options first, so a typo fails before minutes of feature extraction.
+``audit`` (the privacy audit of one synthetic set on its own) is :mod:`.audit_command`; it shares
+the input helpers of this module. Both check their options first, so a typo fails before minutes
+of feature extraction.
 """
 
 from __future__ import annotations
@@ -34,10 +34,8 @@ from brainsynth.errors import ConfigError, InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate import fidelity as fidelity_metrics
 from brainsynth.evaluate import gan_train as classifiers
-from brainsynth.evaluate.privacy import compute_privacy, privacy_audit, summarise_privacy
+from brainsynth.evaluate.privacy_summary import privacy_audit
 from brainsynth.evaluate.schema import (
-    AuditInputs,
-    AuditReport,
     ClassifierResult,
     DataSummary,
     FeaturesInfo,
@@ -49,7 +47,7 @@ from brainsynth.evaluate.schema import (
     Timings,
 )
 from brainsynth.evaluate.tables import REAL_KEY
-from brainsynth.evaluate.writers import summary_paragraph, write_audit, write_filtered_set, write_report
+from brainsynth.evaluate.writers import write_report
 from brainsynth.fsio import atomic_write_text, check_output_free, staged_output_dir
 from brainsynth.imageset import ImageSet, read_image_set
 from brainsynth.timing import Stopwatch
@@ -247,7 +245,7 @@ def evaluate(
     privacy: dict[str, PrivacySummary] = {}
     with watch.time("privacy"):
         for name in inputs.sets:
-            privacy[name], pairs[name] = _privacy(inputs, feats, name, audit_cfg.percentile)
+            privacy[name], pairs[name] = _privacy(inputs, feats, name, audit_cfg)
 
     with watch.time("write"):
         with staged_output_dir(out, force=force) as stage:
@@ -320,14 +318,14 @@ def _fidelity(inputs: _Inputs, feats: _Features, name: str, seed: int) -> Fideli
     return FidelityResult.from_dict(numbers, source=f"fidelity of {name}")
 
 
-def _privacy(inputs: _Inputs, feats: _Features, name: str, percentile: float) -> tuple[PrivacySummary, list[dict]]:
+def _privacy(inputs: _Inputs, feats: _Features, name: str, cfg: AuditConfig) -> tuple[PrivacySummary, list[dict]]:
     synth = inputs.sets[name]
-    summary, pairs = privacy_audit(
+    summary, pairs, _ = privacy_audit(
         inputs.real_train.images, inputs.test_images, synth.images,
         train_features=feats.train, holdout_features=feats.test, synth_features=feats.synthetic[name],
         synth_files=[record_name(r, i) for i, r in enumerate(synth.records)],
         train_ids=image_ids(inputs.dataset, inputs.train_idx), holdout_ids=image_ids(inputs.dataset, inputs.test_idx),
-        percentile=percentile,
+        holdout_labels=inputs.dataset.table["label"].to_numpy()[inputs.test_idx].astype(str), cfg=cfg,
     )
     return PrivacySummary.from_dict(summary, source=f"privacy audit of {name}"), pairs
 
@@ -370,97 +368,3 @@ def _timings(watch: Stopwatch, n_images: int, earlier: Mapping[str, float] | Non
         evaluate_images_per_s_features=round(n_images / max(seconds["features"], 1e-9), 2),
         evaluate_total=round(watch.total(), 3),
     )
-
-
-# --- brainsynth audit -------------------------------------------------------------------------
-
-def audit(
-    train: str | Path,
-    synthetic: str | Path,
-    out: str | Path,
-    cfg: AuditConfig,
-    features: EvaluateConfig,
-    *,
-    filter_flagged: bool = False,
-    device: str | None = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Audit a synthetic image set for copies of a prepared dataset's training images.
-
-    Parameters
-    ----------
-    train : path
-        Prepared DATASET; its ``train`` split is what the generator saw, its ``test`` split the
-        held-out reference.
-    synthetic : path
-        Image-set folder (``brainsynth generate``).
-    out : path
-        Output folder: ``privacy.json``, ``privacy.md``, ``distances.tsv``, ``nearest_pairs.png``,
-        ``distance_histogram.png``, ``config.yaml`` and, with ``filter_flagged``, ``filtered/``.
-    cfg : AuditConfig
-        ``percentile``: the held-out percentile (in %) defining a near-copy.
-    features : EvaluateConfig
-        The feature extractor (see :func:`brainsynth.evaluate.features.get_extractor`); its
-        ``bootstrap`` and ``seed`` are not used here.
-    filter_flagged : bool
-        Also write the synthetic set minus the flagged images to ``OUT/filtered``.
-    device : str, optional
-        Where features are extracted.
-    force : bool
-        Replace an existing ``out``.
-
-    Returns
-    -------
-    dict
-        The privacy summary (as in ``privacy.json["privacy"]``) plus ``out``.
-    """
-    cfg.check()
-    features.check()
-    extractors.check_extractor_name(features.features)
-    check_output_free(out, force)  # fail before the expensive part
-    dataset = load_dataset(train)
-    train_idx, hold_idx = dataset.indices("train"), dataset.indices("test")
-    _check_audit_split(dataset, train_idx, hold_idx)
-    synth = read_image_set(synthetic)
-    check_same_size(Path(synthetic).name, synthetic, synth, dataset)
-    train_images, hold_images = dataset.float_images(train_idx), dataset.float_images(hold_idx)
-    train_ids, hold_ids = image_ids(dataset, train_idx), image_ids(dataset, hold_idx)
-    synth_files = [record_name(r, i) for i, r in enumerate(synth.records)]
-
-    extractor = extractors.get_extractor(features, device=device)
-    log.info("extracting features of %d training, %d held-out and %d synthetic images",
-             len(train_images), len(hold_images), len(synth))
-    train_f, hold_f, synth_f = (extractor.extract(x) for x in (train_images, hold_images, synth.images))
-
-    result = compute_privacy(train_images, hold_images, synth.images, train_features=train_f,
-                             holdout_features=hold_f, synth_features=synth_f, train_ids=train_ids,
-                             percentile=cfg.percentile)
-    summary, pairs = summarise_privacy(result, train_images=train_images, synth_images=synth.images,
-                                       synth_files=synth_files, train_ids=train_ids, holdout_ids=hold_ids)
-    document = AuditReport(
-        brainsynth_version=__version__,
-        created=_created(),
-        simulated=bool(dataset.manifest.get("simulated", False)),
-        privacy=PrivacySummary.from_dict(summary, source="privacy audit"),
-        features=_features_info(extractor),
-        inputs=AuditInputs(train=str(Path(train)), synthetic=str(Path(synthetic)),
-                           synthetic_provenance={k: v for k, v in synth.meta.items() if k != "images"}),
-    )
-    with staged_output_dir(out, force=force) as stage:
-        note = None
-        if filter_flagged:
-            note = write_filtered_set(stage, synth, result.flagged, synth_files, synthetic, cfg.percentile)
-        write_audit(stage, document, result, pairs, synth_files, train_ids, filtered_note=note)
-        atomic_write_text(stage / "config.yaml", sections_yaml(features, cfg, what="privacy audit"))
-    print(summary_paragraph(document.privacy, out))
-    return {**document.privacy.to_dict(), "out": str(out)}
-
-
-def _check_audit_split(dataset, train_idx: np.ndarray, hold_idx: np.ndarray) -> None:
-    if len(train_idx) < 2:
-        raise InputError(f"{dataset.root}: the train split has {len(train_idx)} images; the audit needs at least 2")
-    if len(hold_idx) == 0:
-        raise InputError(
-            f"{dataset.root}: no test split, so there are no held-out real images to calibrate against; "
-            "re-run 'brainsynth prepare' with --test-fraction above 0"
-        )
