@@ -65,9 +65,12 @@ COARSE_SIZE = 16
 COARSE_ROTATION_STEP = 5.0  # degrees between the coarse grid's rotations
 COARSE_SCALE_STEP = 0.05  # relative scale between the coarse grid's scales
 MASK_LEVEL = 0.3  # brain mask: brighter than background + 0.3 x (bright - background)
-ITERATIONS = 8  # Gauss-Newton steps per candidate pair
+ITERATIONS = 8  # Gauss-Newton steps per candidate pair (most settle in 3-5)
+PROBE_ITERATIONS = 2  # steps each mirror state gets before the better one is kept
+CONVERGED_ROTATION, CONVERGED_SCALE, CONVERGED_SHIFT = 0.02, 2e-4, 0.01  # deg, log scale, px: a step this small ends
 PAIR_CHUNK = 4096  # candidate pairs warped per call: bounds memory at [4096, 3, S, S] floats
-INTERPOLATION = "bicubic"  # grid_sample mode of every warp: bilinear blurs half-pixel shifts visibly at 32 px
+INTERPOLATION = "bicubic"  # grid_sample mode of the distance: bilinear blurs half-pixel shifts visibly at 32 px
+STEP_INTERPOLATION = "bilinear"  # of the Gauss-Newton steps, which need the direction only (and cost 1.5x less)
 
 
 @dataclass(frozen=True)
@@ -220,9 +223,9 @@ def _theta(a: torch.Tensor, shift: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([a, t], dim=2)
 
 
-def _sample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def _sample(images: torch.Tensor, theta: torch.Tensor, mode: str = INTERPOLATION) -> torch.Tensor:
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # [P, S, S, 2]
-    return F.grid_sample(images, grid, mode=INTERPOLATION, padding_mode="border", align_corners=False)
+    return F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
 
 
 def coarse_grid(family: Family) -> torch.Tensor:
@@ -313,26 +316,34 @@ def candidate_pairs(similarity: torch.Tensor, k_rows: int, k_cols: int, exclude:
 
 
 def _starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family, chunk: int = 10) -> torch.Tensor:
-    """[Np, 5] (mirror, rotation rad, log scale, dx, dy working px): the best coarse transform of
-    each pair, its shift implied by the two centroids and kept inside the bound."""
+    """``[M, Np, 5]``: the best coarse transform of each pair in each mirror state M (mirror, rotation
+    rad, log scale, dx, dy working px; the shift implied by the two centroids, kept in its bound)."""
     grid = coarse_grid(family)
     qi, rj = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
     q = _unit_rows(queries.centred)[qi]  # [Np, P]
-    best = torch.full((len(pairs),), -2.0)
-    arg = torch.zeros(len(pairs), dtype=torch.long)
+    mirrors = torch.unique(grid[:, 0])
+    best = torch.full((len(mirrors), len(pairs)), -2.0)
+    arg = torch.zeros((len(mirrors), len(pairs)), dtype=torch.long)
     with torch.no_grad():
         for start in range(0, len(grid), chunk):
             bank = _coarse_bank(refs, grid, start, start + chunk)  # [T, Nr, P]
             sim = (bank[:, rj] * q[None]).sum(-1)  # [T, Np]
-            value, index = sim.max(dim=0)
-            better = value > best
-            best[better], arg[better] = value[better], index[better] + start
-    f, r, s = grid[arg].unbind(1)
-    a = _matrix(f, r, s)  # [Np, 2, 2]
-    # q(y + o_q) ~ t(A y + o_t)  =>  q(z) ~ t(A (z - d)) with d = o_q - A^-1 o_t
-    d = queries.offset[qi] - torch.linalg.solve(a, refs.offset[rj][:, :, None])[:, :, 0]  # [Np, 2]
+            for m, mirror in enumerate(mirrors):
+                rows = torch.nonzero(grid[start:start + chunk, 0] == mirror).flatten()
+                if not len(rows):
+                    continue
+                value, index = sim[rows].max(dim=0)
+                better = value > best[m]
+                best[m, better], arg[m, better] = value[better], rows[index[better]] + start
+    out = []
     limit = family.max_shift * queries.size
-    return torch.cat([grid[arg], d.clamp(-limit, limit)], dim=1)
+    for m in range(len(mirrors)):
+        f, r, s = grid[arg[m]].unbind(1)
+        a = _matrix(f, r, s)  # [Np, 2, 2]
+        # q(y + o_q) ~ t(A y + o_t)  =>  q(z) ~ t(A (z - d)) with d = o_q - A^-1 o_t
+        d = queries.offset[qi] - torch.linalg.solve(a, refs.offset[rj][:, :, None])[:, :, 0]  # [Np, 2]
+        out.append(torch.cat([grid[arg[m]], d.clamp(-limit, limit)], dim=1))
+    return torch.stack(out)
 
 
 # --- refinement -------------------------------------------------------------------------------
@@ -370,7 +381,11 @@ def _r2_curve(q: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
            iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gauss-Newton alignment of each candidate pair, starting from its best coarse transform.
+    """Gauss-Newton alignment of each candidate pair, from its best coarse transform.
+
+    A brain is nearly symmetric, so at the coarse level a mirror image plus a rotation can beat
+    the true rotation. Both mirror states are therefore probed for :data:`PROBE_ITERATIONS` steps
+    and the better one is refined to the end.
 
     Parameters
     ----------
@@ -394,77 +409,149 @@ def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
     dist, params, coeffs = (np.zeros(len(pairs), np.float32), np.zeros((len(pairs), 5)), np.zeros((len(pairs), 3)))
     if not len(pairs):
         return dist, params, coeffs
-    start = _starts(queries, refs, pairs, family)
+    starts = _starts(queries, refs, pairs, family)  # [M, Np, 5]
     for lo in range(0, len(pairs), PAIR_CHUNK):
         hi = min(lo + PAIR_CHUNK, len(pairs))
-        d, p, c = _refine_chunk(queries, refs, pairs[lo:hi], start[lo:hi], family, iterations)
-        dist[lo:hi], params[lo:hi], coeffs[lo:hi] = d, p, c
+        q, source = _pair_tensors(queries, refs, pairs[lo:hi])
+        probe = min(PROBE_ITERATIONS, iterations) if len(starts) > 1 else 0
+        found = [_gauss_newton(q, source, start[lo:hi], family, probe) for start in starts] if probe else []
+        if found:
+            r2 = torch.stack([r for _, r in found])  # [M, P]
+            chosen = r2.argmax(dim=0)
+            begin = torch.stack([p for p, _ in found])[chosen, torch.arange(hi - lo)]  # [P, 5]
+        else:
+            begin = starts[0, lo:hi]
+        best, _ = _gauss_newton(q, source, begin, family, iterations - probe)
+        d, c = _final_distance(q, source[:, :1], best, queries.size)
+        dist[lo:hi], params[lo:hi], coeffs[lo:hi] = d, _readable(best), c
     params[:, 3:] *= refs.side / refs.size  # working px -> px of the original image
     return dist, params, coeffs
 
 
-def _refine_chunk(queries: Prepared, refs: Prepared, pairs: np.ndarray, start: torch.Tensor, family: Family,
-                  iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    size = queries.size
+def _pair_tensors(queries: Prepared, refs: Prepared, pairs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The queries [P, N] and the references with their gradients [P, 3, S, S] of some pairs."""
     qi, rj = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
-    q = queries.work[qi].flatten(1)  # [P, N]
-    source = torch.cat([refs.work[rj], refs.grad[rj]], dim=1)  # [P, 3, S, S]: slice, d/dx, d/dy
+    return queries.work[qi].flatten(1), torch.cat([refs.work[rj], refs.grad[rj]], dim=1)
+
+
+def _readable(p: torch.Tensor) -> np.ndarray:
+    """[P, 5] (mirror, rotation rad, log scale, dx, dy) -> (mirror, degrees, scale, dx, dy)."""
+    return torch.cat([p[:, :1], p[:, 1:2] * 180 / math.pi, torch.exp(p[:, 2:3]), p[:, 3:]], 1).double().numpy()
+
+
+def _final_distance(q: torch.Tensor, slices: torch.Tensor, p: torch.Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``sqrt(1 - R^2)`` [P] of the best increasing brightness curve at parameters ``p``, and its coefficients."""
+    with torch.no_grad():
+        w = _sample(slices, _theta(_matrix(p[:, 0], p[:, 1], p[:, 2]), p[:, 3:], size)).flatten(1)  # [P, N]
+        r2, coef = _r2_curve(q, w)
+    return torch.sqrt(1.0 - r2).numpy(), coef.double().numpy()
+
+
+def _sample_points(images: torch.Tensor, a: torch.Tensor, shift: torch.Tensor, points: torch.Tensor,
+                   mode: str) -> torch.Tensor:
+    """Images [P, C, S, S] sampled at ``A (y - d)`` for the points ``y`` [n, 2] (px from the centre): [P, C, n]."""
+    size = images.shape[-1]
+    grid = ((points[None] - shift[:, None]) @ a.transpose(1, 2)) * (2.0 / size)  # [P, n, 2] normalised (x, y)
+    return F.grid_sample(images, grid[:, None], mode=mode, padding_mode="border", align_corners=False)[:, :, 0]
+
+
+def _gauss_newton(q: torch.Tensor, source: torch.Tensor, start: torch.Tensor, family: Family,
+                  iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Levenberg-Marquardt steps on (rotation, log scale, dx, dy), the mirror state fixed.
+
+    The steps look at every other pixel (a checkerboard): the blurred images vary little from one
+    pixel to the next, so the step direction barely changes and each step costs half.
+
+    Parameters
+    ----------
+    q : torch.Tensor
+        [P, N] query pixels (working size, blurred).
+    source : torch.Tensor
+        [P, 3, S, S] the references and their x / y gradients.
+    start : torch.Tensor
+        [P, 5] (mirror, rotation rad, log scale, dx, dy working px).
+
+    Returns
+    -------
+    params : torch.Tensor
+        [P, 5], the best parameters seen.
+    r2 : torch.Tensor
+        [P], their straight-line R^2 on the checkerboard (step interpolation).
+    """
+    size = source.shape[-1]
     coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    y = torch.stack([xx.flatten(), yy.flatten()], -1)  # [N, 2] (x, y) from the centre
+    board = ((torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 == 0).flatten()  # [N]
+    points = torch.stack([xx.flatten(), yy.flatten()], -1)[board]  # [n, 2] (x, y) from the centre
     limits = torch.tensor([family.max_rotation * math.pi / 180, math.log1p(family.max_scale),
                            family.max_shift * size, family.max_shift * size])
-    flip = start[:, 0]
-    p = start[:, 1:].clone()  # [P, 4] rotation rad, log scale, dx, dy (working px)
-    best_p, best_r2 = p.clone(), torch.full((len(p),), -1.0)
-    best_warp = torch.zeros(len(p), 3, size * size)
-    damping = torch.full((len(p),), 1e-3)  # Levenberg-Marquardt: grows after a rejected step
-    mirror = 1.0 - 2.0 * flip  # [P]
-    qc = q - q.mean(1, keepdim=True)  # [P, N]
+    tiny = torch.tensor([CONVERGED_ROTATION * math.pi / 180, CONVERGED_SCALE, CONVERGED_SHIFT, CONVERGED_SHIFT])
+    qs = q[:, board]
+    qc = qs - qs.mean(1, keepdim=True)  # [P, n]
     q_ss = (qc * qc).sum(1).clamp_min(1e-12)  # [P]
+    best = start.clone()  # [P, 5]
+    best_r2 = torch.full((len(start),), -1.0)
+    best_warp = torch.zeros(len(start), 3, len(points))
+    damping = torch.full((len(start),), 1e-3)  # Levenberg-Marquardt: grows after a rejected step
+    active = torch.arange(len(start))  # pairs still moving
+    trial = start[:, 1:].clone()  # [P, 4] parameters to evaluate next
     with torch.no_grad():
         for step in range(iterations + 1):
-            warped = _sample(source, _theta(_matrix(flip, p[:, 0], p[:, 1]), p[:, 2:], size)).flatten(2)  # [P, 3, N]
+            t = trial[active]
+            warped = _sample_points(source[active], _matrix(best[active, 0], t[:, 0], t[:, 1]), t[:, 2:], points,
+                                    STEP_INTERPOLATION)  # [A, 3, n]
             wc = warped[:, 0] - warped[:, 0].mean(1, keepdim=True)
-            cov, w_ss = (qc * wc).sum(1), (wc * wc).sum(1).clamp_min(1e-12)
-            r2 = torch.where(cov > 0, cov * cov / (q_ss * w_ss), torch.zeros_like(cov))  # straight-line fit
-            better = r2 > best_r2
-            best_p, best_r2 = torch.where(better[:, None], p, best_p), torch.where(better, r2, best_r2)
-            best_warp = torch.where(better[:, None, None], warped, best_warp)
-            damping = torch.where(better, damping / 3, damping * 4)
-            if step == iterations:
+            cov, w_ss = (qc[active] * wc).sum(1), (wc * wc).sum(1).clamp_min(1e-12)
+            r2 = torch.where(cov > 0, cov * cov / (q_ss[active] * w_ss), torch.zeros_like(cov))  # straight-line fit
+            better = r2 > best_r2[active]
+            moved = (t - best[active, 1:]).abs()  # [A, 4]
+            won = active[better]
+            best[won, 1:], best_r2[won], best_warp[won] = t[better], r2[better], warped[better]
+            damping[active] = torch.where(better, damping[active] / 3, damping[active] * 4)
+            # A pair stops when an accepted step barely moved it, or after many rejections.
+            settled = (better & (moved <= tiny).all(dim=1) & (step > 0)) | (damping[active] > 1e4)
+            active = active[~settled]
+            if step == iterations or not len(active):
                 break
-            # One Gauss-Newton step from the best parameters so far.
-            a = _matrix(flip, best_p[:, 0], best_p[:, 1])  # [P, 2, 2]
-            w = best_warp[:, 0]
-            wc = w - w.mean(1, keepdim=True)
-            w_ss = (wc * wc).sum(1, keepdim=True).clamp_min(1e-12)  # [P, 1]
-            slope = (qc * wc).sum(1, keepdim=True) / w_ss  # [P, 1]
-            resid = qc - slope * wc  # [P, N]
-            gx, gy = best_warp[:, 1], best_warp[:, 2]  # [P, N] slice gradient at the sampled points
-            vx = y[None, :, 0] - best_p[:, 2:3]  # [P, N] copy coordinates minus the shift
-            vy = y[None, :, 1] - best_p[:, 3:4]
-            c, s = torch.cos(best_p[:, :1]), torch.sin(best_p[:, :1])  # [P, 1]
-            e = torch.exp(-best_p[:, 1:2])
-            m = mirror[:, None]
-            # d(slice value)/d(parameter) = grad . du/dp, u = A (y - d); written out per entry
-            # because batched 2x2 matrix products are slow on the CPU.
-            ga_x = gx * a[:, 0, 0, None] + gy * a[:, 1, 0, None]  # [P, N] (grad^T A)_x
-            ga_y = gx * a[:, 0, 1, None] + gy * a[:, 1, 1, None]
-            j_rot = e * (gx * m * (-s * vx + c * vy) + gy * (-c * vx - s * vy))  # dA/dtheta (y - d)
-            jac = torch.stack([j_rot, -(ga_x * vx + ga_y * vy), -ga_x, -ga_y], dim=1) * slope[:, :, None]  # [P, 4, N]
-            # Variable projection: the brightness fit absorbs whatever lies along 1 and w.
-            unit = wc / w_ss.sqrt()  # [P, N]
-            jac = jac - jac.mean(2, keepdim=True)
-            jac = jac - (jac * unit[:, None]).sum(2, keepdim=True) * unit[:, None]
-            hess = jac @ jac.transpose(1, 2)  # [P, 4, 4]
-            diag = torch.diagonal(hess, dim1=1, dim2=2)
-            hess = hess + torch.diag_embed(damping[:, None] * diag + 1e-9)
-            delta = torch.linalg.solve(hess, (jac @ resid[:, :, None]))[:, :, 0]  # [P, 4]
-            p = torch.maximum(torch.minimum(best_p + delta, limits), -limits)
-        r2, coef = _r2_curve(q, best_warp[:, 0])
-    params = torch.cat([flip[:, None], best_p[:, :1] * 180 / math.pi, torch.exp(best_p[:, 1:2]), best_p[:, 2:]], 1)
-    return torch.sqrt(1.0 - r2).numpy(), params.double().numpy(), coef.double().numpy()
+            new = _step(qc[active], best[active], best_warp[active], damping[active], points)
+            trial[active] = torch.maximum(torch.minimum(new, limits), -limits)
+    return best, best_r2
+
+
+def _step(qc: torch.Tensor, p: torch.Tensor, warp: torch.Tensor, damping: torch.Tensor,
+          points: torch.Tensor) -> torch.Tensor:
+    """One damped Gauss-Newton step from ``p`` [A, 5]; returns the new (rotation, log scale, dx, dy) [A, 4].
+
+    The brightness fit (a + b w) is solved in closed form, so the Jacobian is projected off 1 and w
+    (variable projection); the projection is applied to the 4 x 4 normal equations rather than to
+    the [A, 4, n] Jacobian, which is cheaper and the same (the residual is already orthogonal to both).
+    """
+    a = _matrix(p[:, 0], p[:, 1], p[:, 2])  # [A, 2, 2]
+    mirror = 1.0 - 2.0 * p[:, :1]  # [A, 1]
+    w, gx, gy = warp.unbind(1)  # [A, n] the slice and its gradient at the sampled points
+    n = w.shape[1]
+    wc = w - w.mean(1, keepdim=True)
+    w_ss = (wc * wc).sum(1, keepdim=True).clamp_min(1e-12)  # [A, 1]
+    slope = (qc * wc).sum(1, keepdim=True) / w_ss  # [A, 1]
+    resid = qc - slope * wc  # [A, n]
+    vx = points[None, :, 0] - p[:, 3:4]  # [A, n] copy coordinates minus the shift
+    vy = points[None, :, 1] - p[:, 4:5]
+    c, s, e = torch.cos(p[:, 1:2]), torch.sin(p[:, 1:2]), torch.exp(-p[:, 2:3])  # [A, 1]
+    # d(slice value)/d(parameter) = grad . du/dp with u = A (y - d), written out per entry
+    # because batched 2x2 matrix products are slow on the CPU.
+    ga_x = gx * a[:, 0, 0, None] + gy * a[:, 1, 0, None]  # [A, n] (grad^T A)_x
+    ga_y = gx * a[:, 0, 1, None] + gy * a[:, 1, 1, None]
+    j_rot = e * (mirror * gx * (c * vy - s * vx) - gy * (c * vx + s * vy))  # grad . dA/dtheta (y - d)
+    jac = torch.stack([j_rot, -(ga_x * vx + ga_y * vy), -ga_x, -ga_y], dim=1)  # [A, 4, n], times slope below
+    unit = (wc / w_ss.sqrt())[:, :, None]  # [A, n, 1]
+    ones = jac.sum(2)  # [A, 4]
+    along = (jac @ unit)[:, :, 0]  # [A, 4]
+    hess = jac @ jac.transpose(1, 2) - ones[:, :, None] * ones[:, None, :] / n - along[:, :, None] * along[:, None, :]
+    hess = hess * (slope * slope)[:, :, None]  # [A, 4, 4]
+    grad = (jac @ resid[:, :, None])[:, :, 0] * slope  # [A, 4]; resid is orthogonal to 1 and w already
+    diag = torch.diagonal(hess, dim1=1, dim2=2)
+    hess = hess + torch.diag_embed(damping[:, None] * diag + 1e-9)
+    return p[:, 1:] + torch.linalg.solve(hess, grad[:, :, None])[:, :, 0]
 
 
 # --- the whole search ----------------------------------------------------------------------------
