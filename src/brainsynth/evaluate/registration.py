@@ -55,6 +55,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainsynth.evaluate.gauss_newton import ITERATIONS, final_distance, gauss_newton, readable
+from brainsynth.evaluate.transforms import Family, affine, matrix, sample
+
 BLUR_SIGMA_AT_64 = 1.0
 """Gaussian blur (px per 64 px of image side) applied before matching. Independent pixel noise
 shrinks by about 3.5x at sigma 1 px while anatomy several pixels wide survives."""
@@ -65,40 +68,8 @@ COARSE_SIZE = 16
 COARSE_ROTATION_STEP = 5.0  # degrees between the coarse grid's rotations
 COARSE_SCALE_STEP = 0.05  # relative scale between the coarse grid's scales
 MASK_LEVEL = 0.3  # brain mask: brighter than background + 0.3 x (bright - background)
-ITERATIONS = 8  # Gauss-Newton steps per candidate pair (most settle in 3-5)
 PROBE_ITERATIONS = 2  # steps each mirror state gets before the better one is kept
-CONVERGED_ROTATION, CONVERGED_SCALE, CONVERGED_SHIFT = 0.02, 2e-4, 0.01  # deg, log scale, px: a step this small ends
 PAIR_CHUNK = 4096  # candidate pairs warped per call: bounds memory at [4096, 3, S, S] floats
-INTERPOLATION = "bicubic"  # grid_sample mode of the distance: bilinear blurs half-pixel shifts visibly at 32 px
-STEP_INTERPOLATION = "bilinear"  # of the Gauss-Newton steps, which need the direction only (and cost 1.5x less)
-
-
-@dataclass(frozen=True)
-class Family:
-    """The re-acquisitions a near-copy may have gone through (the bounds of the search).
-
-    Parameters
-    ----------
-    max_shift : float
-        Largest translation per axis, as a fraction of the image side (0.0625 = 4 px at 64 px).
-    max_rotation : float
-        Largest rotation, degrees.
-    max_scale : float
-        Largest relative change of size (0.1 = 0.9x to 1.1x).
-    flip : bool
-        Whether a left-right mirror image counts.
-    """
-
-    max_shift: float = 0.0625
-    max_rotation: float = 10.0
-    max_scale: float = 0.1
-    flip: bool = True
-
-    def describe(self, side: int) -> str:
-        """The family in words, shifts in px of a ``side`` px image."""
-        mirror = "mirrored left-right or not, " if self.flip else ""
-        return (f"{mirror}rotated by up to +/-{self.max_rotation:g} degrees, scaled by up to +/-{100 * self.max_scale:g} %, "
-                f"shifted by up to +/-{self.max_shift * side:.3g} px ({100 * self.max_shift:.3g} % of the side) per axis")
 
 
 @dataclass
@@ -181,7 +152,7 @@ def prepare(images: np.ndarray, work_size: int) -> Prepared:
     shift = torch.zeros(n, 2, 3)
     shift[:, 0, 0] = shift[:, 1, 1] = 1.0
     shift[:, :, 2] = 2 * offset / size  # sample at centroid + y: the centroid lands on the centre
-    centred = _sample(work, shift)  # [N, 1, S, S]
+    centred = sample(work, shift)  # [N, 1, S, S]
     coarse = min(COARSE_SIZE, size)
     if coarse != size:
         centred = F.interpolate(centred, size=(coarse, coarse), mode="area")  # [N, 1, C, C]
@@ -208,26 +179,6 @@ def brain_area(images: np.ndarray) -> np.ndarray:
 
 # --- transforms -------------------------------------------------------------------------------
 
-def _matrix(flip: torch.Tensor, theta_rad: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """[P, 2, 2] A = M R(-theta) / s, mapping copy coordinates (x, y) to slice coordinates."""
-    c, s = torch.cos(theta_rad), torch.sin(theta_rad)
-    inv_scale = torch.exp(-log_scale)
-    mirror = 1.0 - 2.0 * flip  # -1 mirrors x
-    a = torch.stack([torch.stack([mirror * c, mirror * s], -1), torch.stack([-s, c], -1)], -2)  # [P, 2, 2]
-    return a * inv_scale[:, None, None]
-
-
-def _theta(a: torch.Tensor, shift: torch.Tensor, size: int) -> torch.Tensor:
-    """[P, 2, 3] affine_grid matrices: slice sampled at A (y - d), all in normalised units."""
-    t = -(a @ (2 * shift / size)[:, :, None])  # [P, 2, 1]
-    return torch.cat([a, t], dim=2)
-
-
-def _sample(images: torch.Tensor, theta: torch.Tensor, mode: str = INTERPOLATION) -> torch.Tensor:
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # [P, S, S, 2]
-    return F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
-
-
 def coarse_grid(family: Family) -> torch.Tensor:
     """[T, 3] (mirror 0/1, rotation rad, log scale) of the coarse search."""
     n_rot = 2 * math.ceil(family.max_rotation / COARSE_ROTATION_STEP) + 1 if family.max_rotation > 0 else 1
@@ -251,9 +202,9 @@ def _coarse_bank(refs: Prepared, grid: torch.Tensor, start: int, stop: int) -> t
     images = refs.centred.view(-1, 1, c, c)
     out = []
     for f, r, s in grid[start:stop]:
-        a = _matrix(f[None], r[None], s[None]).expand(len(images), 2, 2)
-        theta = _theta(a, torch.zeros(len(images), 2), c)
-        out.append(_unit_rows(_sample(images, theta).flatten(1)))  # [Nr, C*C]
+        a = matrix(f[None], r[None], s[None]).expand(len(images), 2, 2)
+        theta = affine(a, torch.zeros(len(images), 2), c)
+        out.append(_unit_rows(sample(images, theta).flatten(1)))  # [Nr, C*C]
     return torch.stack(out)
 
 
@@ -339,7 +290,7 @@ def _starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family
     limit = family.max_shift * queries.size
     for m in range(len(mirrors)):
         f, r, s = grid[arg[m]].unbind(1)
-        a = _matrix(f, r, s)  # [Np, 2, 2]
+        a = matrix(f, r, s)  # [Np, 2, 2]
         # q(y + o_q) ~ t(A y + o_t)  =>  q(z) ~ t(A (z - d)) with d = o_q - A^-1 o_t
         d = queries.offset[qi] - torch.linalg.solve(a, refs.offset[rj][:, :, None])[:, :, 0]  # [Np, 2]
         out.append(torch.cat([grid[arg[m]], d.clamp(-limit, limit)], dim=1))
@@ -347,37 +298,6 @@ def _starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family
 
 
 # --- refinement -------------------------------------------------------------------------------
-
-def _fit(q: torch.Tensor, basis: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares fit of q [P, N] on a constant plus ``basis`` ([P, N] each).
-
-    Returns R^2 [P] and the fitted coefficients [P, 1 + len(basis)] (constant first).
-    """
-    x = torch.stack([torch.ones_like(q)] + basis, dim=1)  # [P, B, N]
-    gram = x @ x.transpose(1, 2) + 1e-6 * torch.eye(x.shape[1])  # [P, B, B]
-    coef = torch.linalg.solve(gram, (x @ q[:, :, None]))[:, :, 0]  # [P, B]
-    resid = q - (coef[:, :, None] * x).sum(1)  # [P, N]
-    qc = q - q.mean(1, keepdim=True)
-    total = (qc * qc).sum(1).clamp_min(1e-12)
-    return (1.0 - (resid * resid).sum(1) / total).clamp(0.0, 1.0), coef
-
-
-def _r2_curve(q: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """R^2 [P] of the best increasing brightness curve c0 + c1 w + c2 w^2, and its coefficients [P, 3].
-
-    A quadratic that decreases somewhere on the slice's range of values is not a brightness curve
-    of a re-acquisition; such pairs fall back to the straight line (and to R^2 = 0 for a negative
-    slope, i.e. inverted contrast).
-    """
-    r2_quad, c_quad = _fit(q, [w, w * w])
-    r2_lin, c_lin = _fit(q, [w])
-    lo, hi = w.min(1).values, w.max(1).values
-    increasing = (c_quad[:, 1] + 2 * c_quad[:, 2] * lo >= 0) & (c_quad[:, 1] + 2 * c_quad[:, 2] * hi >= 0)
-    r2_lin = torch.where(c_lin[:, 1] > 0, r2_lin, torch.zeros_like(r2_lin))
-    c_lin = torch.cat([c_lin, torch.zeros_like(c_lin[:, :1])], 1)
-    r2 = torch.where(increasing, r2_quad, r2_lin)
-    return r2, torch.where(increasing[:, None], c_quad, c_lin)
-
 
 def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
            iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -414,16 +334,16 @@ def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
         hi = min(lo + PAIR_CHUNK, len(pairs))
         q, source = _pair_tensors(queries, refs, pairs[lo:hi])
         probe = min(PROBE_ITERATIONS, iterations) if len(starts) > 1 else 0
-        found = [_gauss_newton(q, source, start[lo:hi], family, probe) for start in starts] if probe else []
+        found = [gauss_newton(q, source, start[lo:hi], family, probe) for start in starts] if probe else []
         if found:
             r2 = torch.stack([r for _, r in found])  # [M, P]
             chosen = r2.argmax(dim=0)
             begin = torch.stack([p for p, _ in found])[chosen, torch.arange(hi - lo)]  # [P, 5]
         else:
             begin = starts[0, lo:hi]
-        best, _ = _gauss_newton(q, source, begin, family, iterations - probe)
-        d, c = _final_distance(q, source[:, :1], best, queries.size)
-        dist[lo:hi], params[lo:hi], coeffs[lo:hi] = d, _readable(best), c
+        best, _ = gauss_newton(q, source, begin, family, iterations - probe)
+        d, c = final_distance(q, source[:, :1], best, queries.size)
+        dist[lo:hi], params[lo:hi], coeffs[lo:hi] = d, readable(best), c
     params[:, 3:] *= refs.side / refs.size  # working px -> px of the original image
     return dist, params, coeffs
 
@@ -432,126 +352,6 @@ def _pair_tensors(queries: Prepared, refs: Prepared, pairs: np.ndarray) -> tuple
     """The queries [P, N] and the references with their gradients [P, 3, S, S] of some pairs."""
     qi, rj = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
     return queries.work[qi].flatten(1), torch.cat([refs.work[rj], refs.grad[rj]], dim=1)
-
-
-def _readable(p: torch.Tensor) -> np.ndarray:
-    """[P, 5] (mirror, rotation rad, log scale, dx, dy) -> (mirror, degrees, scale, dx, dy)."""
-    return torch.cat([p[:, :1], p[:, 1:2] * 180 / math.pi, torch.exp(p[:, 2:3]), p[:, 3:]], 1).double().numpy()
-
-
-def _final_distance(q: torch.Tensor, slices: torch.Tensor, p: torch.Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``sqrt(1 - R^2)`` [P] of the best increasing brightness curve at parameters ``p``, and its coefficients."""
-    with torch.no_grad():
-        w = _sample(slices, _theta(_matrix(p[:, 0], p[:, 1], p[:, 2]), p[:, 3:], size)).flatten(1)  # [P, N]
-        r2, coef = _r2_curve(q, w)
-    return torch.sqrt(1.0 - r2).numpy(), coef.double().numpy()
-
-
-def _sample_points(images: torch.Tensor, a: torch.Tensor, shift: torch.Tensor, points: torch.Tensor,
-                   mode: str) -> torch.Tensor:
-    """Images [P, C, S, S] sampled at ``A (y - d)`` for the points ``y`` [n, 2] (px from the centre): [P, C, n]."""
-    size = images.shape[-1]
-    grid = ((points[None] - shift[:, None]) @ a.transpose(1, 2)) * (2.0 / size)  # [P, n, 2] normalised (x, y)
-    return F.grid_sample(images, grid[:, None], mode=mode, padding_mode="border", align_corners=False)[:, :, 0]
-
-
-def _gauss_newton(q: torch.Tensor, source: torch.Tensor, start: torch.Tensor, family: Family,
-                  iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Levenberg-Marquardt steps on (rotation, log scale, dx, dy), the mirror state fixed.
-
-    The steps look at every other pixel (a checkerboard): the blurred images vary little from one
-    pixel to the next, so the step direction barely changes and each step costs half.
-
-    Parameters
-    ----------
-    q : torch.Tensor
-        [P, N] query pixels (working size, blurred).
-    source : torch.Tensor
-        [P, 3, S, S] the references and their x / y gradients.
-    start : torch.Tensor
-        [P, 5] (mirror, rotation rad, log scale, dx, dy working px).
-
-    Returns
-    -------
-    params : torch.Tensor
-        [P, 5], the best parameters seen.
-    r2 : torch.Tensor
-        [P], their straight-line R^2 on the checkerboard (step interpolation).
-    """
-    size = source.shape[-1]
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    board = ((torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 == 0).flatten()  # [N]
-    points = torch.stack([xx.flatten(), yy.flatten()], -1)[board]  # [n, 2] (x, y) from the centre
-    limits = torch.tensor([family.max_rotation * math.pi / 180, math.log1p(family.max_scale),
-                           family.max_shift * size, family.max_shift * size])
-    tiny = torch.tensor([CONVERGED_ROTATION * math.pi / 180, CONVERGED_SCALE, CONVERGED_SHIFT, CONVERGED_SHIFT])
-    qs = q[:, board]
-    qc = qs - qs.mean(1, keepdim=True)  # [P, n]
-    q_ss = (qc * qc).sum(1).clamp_min(1e-12)  # [P]
-    best = start.clone()  # [P, 5]
-    best_r2 = torch.full((len(start),), -1.0)
-    best_warp = torch.zeros(len(start), 3, len(points))
-    damping = torch.full((len(start),), 1e-3)  # Levenberg-Marquardt: grows after a rejected step
-    active = torch.arange(len(start))  # pairs still moving
-    trial = start[:, 1:].clone()  # [P, 4] parameters to evaluate next
-    with torch.no_grad():
-        for step in range(iterations + 1):
-            t = trial[active]
-            warped = _sample_points(source[active], _matrix(best[active, 0], t[:, 0], t[:, 1]), t[:, 2:], points,
-                                    STEP_INTERPOLATION)  # [A, 3, n]
-            wc = warped[:, 0] - warped[:, 0].mean(1, keepdim=True)
-            cov, w_ss = (qc[active] * wc).sum(1), (wc * wc).sum(1).clamp_min(1e-12)
-            r2 = torch.where(cov > 0, cov * cov / (q_ss[active] * w_ss), torch.zeros_like(cov))  # straight-line fit
-            better = r2 > best_r2[active]
-            moved = (t - best[active, 1:]).abs()  # [A, 4]
-            won = active[better]
-            best[won, 1:], best_r2[won], best_warp[won] = t[better], r2[better], warped[better]
-            damping[active] = torch.where(better, damping[active] / 3, damping[active] * 4)
-            # A pair stops when an accepted step barely moved it, or after many rejections.
-            settled = (better & (moved <= tiny).all(dim=1) & (step > 0)) | (damping[active] > 1e4)
-            active = active[~settled]
-            if step == iterations or not len(active):
-                break
-            new = _step(qc[active], best[active], best_warp[active], damping[active], points)
-            trial[active] = torch.maximum(torch.minimum(new, limits), -limits)
-    return best, best_r2
-
-
-def _step(qc: torch.Tensor, p: torch.Tensor, warp: torch.Tensor, damping: torch.Tensor,
-          points: torch.Tensor) -> torch.Tensor:
-    """One damped Gauss-Newton step from ``p`` [A, 5]; returns the new (rotation, log scale, dx, dy) [A, 4].
-
-    The brightness fit (a + b w) is solved in closed form, so the Jacobian is projected off 1 and w
-    (variable projection); the projection is applied to the 4 x 4 normal equations rather than to
-    the [A, 4, n] Jacobian, which is cheaper and the same (the residual is already orthogonal to both).
-    """
-    a = _matrix(p[:, 0], p[:, 1], p[:, 2])  # [A, 2, 2]
-    mirror = 1.0 - 2.0 * p[:, :1]  # [A, 1]
-    w, gx, gy = warp.unbind(1)  # [A, n] the slice and its gradient at the sampled points
-    n = w.shape[1]
-    wc = w - w.mean(1, keepdim=True)
-    w_ss = (wc * wc).sum(1, keepdim=True).clamp_min(1e-12)  # [A, 1]
-    slope = (qc * wc).sum(1, keepdim=True) / w_ss  # [A, 1]
-    resid = qc - slope * wc  # [A, n]
-    vx = points[None, :, 0] - p[:, 3:4]  # [A, n] copy coordinates minus the shift
-    vy = points[None, :, 1] - p[:, 4:5]
-    c, s, e = torch.cos(p[:, 1:2]), torch.sin(p[:, 1:2]), torch.exp(-p[:, 2:3])  # [A, 1]
-    # d(slice value)/d(parameter) = grad . du/dp with u = A (y - d), written out per entry
-    # because batched 2x2 matrix products are slow on the CPU.
-    ga_x = gx * a[:, 0, 0, None] + gy * a[:, 1, 0, None]  # [A, n] (grad^T A)_x
-    ga_y = gx * a[:, 0, 1, None] + gy * a[:, 1, 1, None]
-    j_rot = e * (mirror * gx * (c * vy - s * vx) - gy * (c * vx + s * vy))  # grad . dA/dtheta (y - d)
-    jac = torch.stack([j_rot, -(ga_x * vx + ga_y * vy), -ga_x, -ga_y], dim=1)  # [A, 4, n], times slope below
-    unit = (wc / w_ss.sqrt())[:, :, None]  # [A, n, 1]
-    ones = jac.sum(2)  # [A, 4]
-    along = (jac @ unit)[:, :, 0]  # [A, 4]
-    hess = jac @ jac.transpose(1, 2) - ones[:, :, None] * ones[:, None, :] / n - along[:, :, None] * along[:, None, :]
-    hess = hess * (slope * slope)[:, :, None]  # [A, 4, 4]
-    grad = (jac @ resid[:, :, None])[:, :, 0] * slope  # [A, 4]; resid is orthogonal to 1 and w already
-    diag = torch.diagonal(hess, dim1=1, dim2=2)
-    hess = hess + torch.diag_embed(damping[:, None] * diag + 1e-9)
-    return p[:, 1:] + torch.linalg.solve(hess, grad[:, :, None])[:, :, 0]
 
 
 # --- the whole search ----------------------------------------------------------------------------
@@ -599,8 +399,8 @@ def align_image(ref: np.ndarray, transform: dict, side: int | None = None) -> np
     side = side or ref.shape[-1]
     t = torch.from_numpy(ref)[None, None]  # [1, 1, H, W]
     f = torch.tensor([1.0 if transform["mirrored"] else 0.0])
-    a = _matrix(f, torch.tensor([transform["rotation_deg"] * math.pi / 180]),
+    a = matrix(f, torch.tensor([transform["rotation_deg"] * math.pi / 180]),
                 torch.tensor([math.log(transform["scale"])]))
-    w = _sample(t, _theta(a, torch.tensor([transform["shift_px"]], dtype=torch.float32), side))[0, 0].numpy()
+    w = sample(t, affine(a, torch.tensor([transform["shift_px"]], dtype=torch.float32), side))[0, 0].numpy()
     c0, c1, c2 = transform["brightness"]
     return np.clip(c0 + c1 * w + c2 * w * w, 0.0, 1.0).astype(np.float32)
