@@ -83,7 +83,7 @@ def attack(space: str, level: str, auc: float) -> MembershipAttack:
 
 
 def band(k: int) -> CalibrationBand:
-    return CalibrationBand(area_low=None if k == 0 else 0.21, area_high=0.21 if k == 0 else None,
+    return CalibrationBand(area_low=0.05 if k == 0 else 0.21, area_high=0.21 if k == 0 else 0.52,
                            median=SpaceValues(pixel=0.81 + k / 100, feature=0.83), threshold=SpaceValues(
                                pixel=0.612 + k / 100, feature=0.645), n_half_a=10, n_half_b=10, half_b_flagged=k,
                            n_synthetic=100, synthetic_flagged=1 - k)

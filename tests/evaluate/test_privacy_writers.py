@@ -25,7 +25,7 @@ def test_privacy_markdown_reads_every_section_of_the_typed_audit():
         "| authentic share | 55.1% | held-out real images score 60.4%",
         "| pixel/slice (headline) | 0.521 [0.411, 0.611] | p=0.067 | 120 / 40 | 4 / 2 |",
         "| pixel/subject | 0.583 [0.473, 0.673] |",
-        "| 1 | 21.0% - 100% | 0.622 | 0.645 | 10 | 1 of 10 | 0 of 100 |",
+        "| 1 | 21.0% - 52.0% | 0.622 | 0.645 | 10 | 1 of 10 | 0 of 100 |",
         "| adhd/000001.png | sub-01:41 | 1.0123 | 0.225 | 0.612 | no | mirrored, rotated -3.2 deg, scaled x1.040, "
         "shifted (+1.0, -1.0) px, brightness +0.02 +0.95x +0.01x^2 |",
         "- `control/000007.png`: training image `sub-01:40`, distance 1.0123, ratio 0.125 (threshold 0.612)",

@@ -55,8 +55,14 @@ def summarise_privacy(result: PrivacyResult, *, synth_files: Sequence[str],
     pix = result.spaces["pixel"]
     n_synth, n_train = pix.synth_to_train.shape
     memorisation, false_flags = share(result.flagged), share(result.holdout_flagged[result.half_b])
-    headline = result.attacks[mia.headline_key()]
+    headline, attacks = result.attacks[mia.headline_key()], result.attacks
     return {
+        # repeated for readers of schema 2 (PrivacySummary.derived_keys)
+        "holdout_flag_rate": false_flags["rate"],
+        "calibration_quantile": float(result.calibration.level),
+        "mia_auc_by_space": {s: attacks[f"{s}/slice"].auc for s in SPACES},
+        "mia_auc_subject": attacks[f"{mia.HEADLINE[0]}/subject"].auc,
+        "mia_auc_subject_by_space": {s: attacks[f"{s}/subject"].auc for s in SPACES},
         "memorization_rate": memorisation["rate"],
         "memorization": memorisation,
         "memorization_rate_by_space": {s: float(result.synth_flags[s].mean()) for s in SPACES},

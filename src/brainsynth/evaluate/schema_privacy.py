@@ -7,7 +7,7 @@ reads, are described in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 from brainsynth.evaluate.typed_json import Record, json_key
 
@@ -176,7 +176,15 @@ class PrivacyRules(Record):
 
 @dataclass
 class PrivacySummary(Record):
-    """The privacy audit of one synthetic set against one training set (one fold)."""
+    """The privacy audit of one synthetic set against one training set (one fold).
+
+    The ``derived_keys`` repeat numbers of schema 2 that keep their meaning, for readers of the
+    earlier layout; ``threshold`` (now per band) and ``rules.mia_auc`` (now ``rules.membership``)
+    were retired in schema 3.
+    """
+
+    derived_keys: ClassVar[tuple[str, ...]] = ("holdout_flag_rate", "calibration_quantile", "mia_auc_by_space",
+                                               "mia_auc_subject", "mia_auc_subject_by_space")
 
     memorization_rate: float = json_key("share of synthetic images flagged as near-copies, in [0, 1]")
     memorization: Rate = json_key("the same share with its Wilson interval and counts")
@@ -206,6 +214,35 @@ class PrivacySummary(Record):
     distances: SpaceTexts = json_key("how the two distances are computed")
     rules: PrivacyRules = json_key("the rules in words")
     limits: list[str] = json_key("what the audit does not show, in plain words")
+
+    @property
+    def holdout_flag_rate(self) -> Optional[float]:
+        """Share of held-out half-B images flagged (repeats false_flags.rate)."""
+        return self.false_flags.rate
+
+    @property
+    def calibration_quantile(self) -> float:
+        """Quantile level used for the thresholds (repeats calibration.quantile_level)."""
+        return self.calibration.quantile_level
+
+    def _auc(self, space: str, level: str) -> Optional[float]:
+        attack = self.membership.attacks.get(f"{space}/{level}")
+        return None if attack is None else attack.auc
+
+    @property
+    def mia_auc_by_space(self) -> dict[str, Optional[float]]:
+        """Slice-level membership AUC per space (repeats membership.attacks.<space>/slice.auc)."""
+        return {s: self._auc(s, "slice") for s in ("pixel", "feature")}
+
+    @property
+    def mia_auc_subject(self) -> Optional[float]:
+        """Subject-level AUC of the headline space (repeats membership.attacks.pixel/subject.auc)."""
+        return self._auc(self.membership.headline.split("/")[0], "subject")
+
+    @property
+    def mia_auc_subject_by_space(self) -> dict[str, Optional[float]]:
+        """Subject-level membership AUC per space (repeats membership.attacks.<space>/subject.auc)."""
+        return {s: self._auc(s, "subject") for s in ("pixel", "feature")}
 
 
 @dataclass
