@@ -309,8 +309,9 @@ class AuditConfig(Section):
     """``audit:`` the privacy audit (it uses the ``evaluate:`` feature extractor); see docs/privacy.md."""
 
     name = "audit"
-    percentile: float = 1.0  # share (%) of half-A held-out images the near-copy rule may flag, per band
-    bands: int = 3  # brain-area bands calibrated separately (fewer when a band would hold < 20 half-A images)
+    percentile: float = 0.5  # share (%) of calibration images (held-out half A + training) the near-copy rule may flag
+    calibrate_with_training: bool = True  # also calibrate on training images scored against the OTHER training subjects
+    bands: int = 3  # brain-area bands rescaled separately (fewer when a band would hold < 20 calibration images)
     seed: int = 0  # seeds the half-A / half-B split of held-out subjects, the bootstrap, permutations, self-test
     max_shift: float = 0.0625  # largest shift forgiven, per axis, as a fraction of the side (4 px at 64 px)
     max_rotation: float = 10.0  # largest rotation forgiven, degrees

@@ -85,7 +85,8 @@ def attack(space: str, level: str, auc: float) -> MembershipAttack:
 def band(k: int) -> CalibrationBand:
     return CalibrationBand(area_low=0.05 if k == 0 else 0.21, area_high=0.21 if k == 0 else 0.52,
                            median=SpaceValues(pixel=0.81 + k / 100, feature=0.83), threshold=SpaceValues(
-                               pixel=0.612 + k / 100, feature=0.645), n_half_a=10, n_half_b=10, half_b_flagged=k,
+                               pixel=0.612 + k / 100, feature=0.645), n_calibration=50, n_half_a=10, n_half_b=10,
+                           half_b_flagged=k,
                            n_synthetic=100, synthetic_flagged=1 - k)
 
 
@@ -99,7 +100,8 @@ def privacy(rate: float, flagged: tuple[str, ...] = (), mia: float = 0.521, perc
         excess_memorization=rate - 0.025,
         percentile=percentile,
         calibration=Calibration(percentile=percentile, seed=0, half_a_subjects=["s5"], half_b_subjects=["s6"],
-                                half_a_flag_rate=0.0, relative_threshold=SpaceValues(pixel=0.755, feature=0.777),
+                                half_a_flag_rate=0.0, n_calibration=100, training_images=80,
+                                relative_threshold=SpaceValues(pixel=0.755, feature=0.777),
                                 quantile_level=0.0068, bands=[band(0), band(1)]),
         transforms="mirrored left-right or not, rotated by up to +/-10 degrees",
         mia_auc=mia,

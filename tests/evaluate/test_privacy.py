@@ -184,7 +184,8 @@ def test_half_b_checks_what_half_a_set(fold):
     assert len(cal["half_a_subjects"]) == len(cal["half_b_subjects"]) == 2
     assert not set(cal["half_a_subjects"]) & set(cal["half_b_subjects"])
     assert summary["false_flags"]["n"] == 20 and summary["false_flags"]["k"] == int(result.holdout_flagged[result.half_b].sum())
-    assert cal["half_a_flag_rate"] <= CFG.percentile / 100 + 1e-9
+    assert (cal["n_calibration"], cal["training_images"]) == (20 + 60, 60)  # half A + every training slice
+    assert sum(b["n_calibration"] for b in cal["bands"]) == 80 and sum(b["n_half_b"] for b in cal["bands"]) == 20
     assert summary["excess_memorization"] == pytest.approx(summary["memorization_rate"] - summary["false_flags"]["rate"])
     low, high = summary["memorization"]["ci"]
     assert low <= summary["memorization_rate"] <= high
@@ -253,7 +254,7 @@ def test_audit_writes_its_outputs_and_filters_every_flagged_image(dataset, tmp_p
     flagged = {e["file"] for e in doc["privacy"]["flagged"]}
     assert {"adhd/000000.png", "control/000000.png", "adhd/000001.png"} <= flagged
     assert result["memorization_rate"] == doc["privacy"]["memorization_rate"] and result["out"] == str(out)
-    assert "percentile: 1.0" in (out / "config.yaml").read_text()
+    assert "percentile: 0.5" in (out / "config.yaml").read_text()
     header = (out / "distances.tsv").read_text().splitlines()[0].split("\t")
     assert header[:3] == ["file", "band", "nearest_train_pixel"] and "pixel_ratio" in header
     assert (out / "nearest_pairs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,14 +18,15 @@ def test_privacy_markdown_reads_every_section_of_the_typed_audit():
     md = privacy_markdown(document, "`filtered/` holds 198 images")
     for text in (
         "SIMULATED cohort", "trained on 80 real training images", "Each of the 200 synthetic images",
-        "half A (s5) sets the thresholds, half B (s6) checks them", "all but 1% of half A's images",
+        "half A (s5) sets the thresholds, half B (s6) checks them", "all but 1% of the calibration images",
+        "set on 100 calibration images: held-out half A (s5) and 80 training images, each scored against the other",
         "features: vgg16-random (weights random(seed=0)), layer fc7",
         "| near-copies flagged | 2 of 200, 1.0% [0.6%, 3.7%] |", "| false flags on half B | 1 of 40, 2.5% [0.7%, 8.7%] |",
         "| near-copies beyond chance | -1.5% |", "| membership-inference AUC (headline) | 0.521 [0.411, 0.611], p=0.067 |",
         "| authentic share | 55.1% | held-out real images score 60.4%",
         "| pixel/slice (headline) | 0.521 [0.411, 0.611] | p=0.067 | 120 / 40 | 4 / 2 |",
         "| pixel/subject | 0.583 [0.473, 0.673] |",
-        "| 1 | 21.0% - 52.0% | 0.622 | 0.645 | 10 | 1 of 10 | 0 of 100 |",
+        "| 1 | 21.0% - 52.0% | 0.622 | 0.645 | 50 | 1 of 10 | 0 of 100 |",
         "| adhd/000001.png | sub-01:41 | 1.0123 | 0.225 | 0.612 | no | mirrored, rotated -3.2 deg, scaled x1.040, "
         "shifted (+1.0, -1.0) px, brightness +0.02 +0.95x +0.01x^2 |",
         "- `control/000007.png`: training image `sub-01:40`, distance 1.0123, ratio 0.125 (threshold 0.612)",

@@ -92,23 +92,27 @@ def calibrate_thresholds(holdout_scores: dict[str, np.ndarray], rate: float) -> 
 
 @dataclass
 class Calibration:
-    """Near-copy thresholds set on half A of the held-out images.
+    """Near-copy thresholds set on half A of the held-out images (plus, by default, the training images).
 
     Each brain-area band is first put on a common scale: a score is divided by the median score
-    of the band's half-A images (the band's typical value, estimated from every image of the
-    band). One threshold per space is then set on the rescaled scores of all of half A. So a band
-    of small low slices, whose scores are lower, does not set the threshold of large slices, and
-    the tail quantile that decides the false flags rests on all of half A rather than on the
-    handful of images of one band: per-band quantiles of two or three subjects' slices swing with
-    the subjects (on the demo cohort 14-24 % false flags on half B, against 1-4 % rescaled).
+    of the band's calibration images (the band's typical value, estimated from every image of the
+    band). One threshold per space is then set on the rescaled scores of all calibration images.
+    So a band of small low slices, whose scores are lower, does not set the threshold of large
+    slices, and the tail quantile that decides the false flags rests on all calibration images
+    rather than on the handful of one band: per-band quantiles of two or three subjects' slices
+    swing with the subjects (on the demo cohort 14-24 % false flags on half B, against 0.5-4 %
+    rescaled).
     """
 
     half_a: np.ndarray  # bool [H]
     edges: np.ndarray  # [B - 1] brain-area band edges
     medians: dict[str, np.ndarray]  # space -> [B] median half-A score per band
     thresholds: dict[str, float]  # space -> threshold on the rescaled score (score / band median)
-    level: float  # quantile level of the rescaled half-A scores used in every space
+    level: float  # quantile level of the rescaled calibration scores used in every space
     percentile: float
+    n_calibration: int = 0  # images the thresholds were set on (half A plus any extra)
+    n_extra: int = 0  # of which training images scored against the other training subjects
+    counts: np.ndarray | None = None  # [B] calibration images per band
 
     def band(self, area: np.ndarray) -> np.ndarray:
         """int [N]: the band of each brain-area share."""
@@ -125,30 +129,42 @@ class Calibration:
 
 
 def calibrate(holdout_scores: dict[str, np.ndarray], area: np.ndarray, half_a: np.ndarray, percentile: float,
-              n_bands: int) -> Calibration:
-    """Thresholds from the half-A images: band medians, then one tail threshold per space.
+              n_bands: int, extra_scores: dict[str, np.ndarray] | None = None,
+              extra_area: np.ndarray | None = None) -> Calibration:
+    """Thresholds from half A (and any extra calibration images): band medians, then one tail threshold per space.
 
     Parameters
     ----------
     holdout_scores : dict
-        space -> float [H], every held-out image's score (smaller = more like a copy).
+        space -> float [H], every held-out image's score (smaller = more like a copy; NaN = undefined).
     area : np.ndarray
         float [H] brain-area share of each held-out image.
     half_a : np.ndarray
         bool [H], the calibration half.
     percentile : float
-        Share (%) of half A the OR-rule may flag.
+        Share (%) of the calibration images the OR-rule may flag.
     n_bands : int
-        Brain-area bands wanted (fewer when a band would hold < :data:`MIN_PER_BAND` half-A images).
+        Brain-area bands wanted (fewer when a band would hold < :data:`MIN_PER_BAND` calibration images).
+    extra_scores, extra_area : dict, np.ndarray, optional
+        More calibration images (never half B): the training images scored against the OTHER
+        training subjects (see :func:`brainsynth.evaluate.privacy.audit_fold`).
     """
-    edges = band_edges(area[half_a], n_bands)
-    band = np.searchsorted(edges, area, side="right")
-    medians = {s: np.array([np.median(d[half_a & (band == b)]) for b in range(len(edges) + 1)])
-               for s, d in holdout_scores.items()}
-    rescaled = {s: d[half_a] / np.maximum(medians[s][band[half_a]], 1e-12) for s, d in holdout_scores.items()}
+    scores = {s: d[half_a] for s, d in holdout_scores.items()}
+    pool_area = area[half_a]
+    if extra_scores is not None:
+        scores = {s: np.r_[scores[s], extra_scores[s]] for s in scores}
+        pool_area = np.r_[pool_area, extra_area]
+    defined = np.logical_and.reduce([np.isfinite(d) for d in scores.values()])  # [C]
+    scores, pool_area = {s: d[defined] for s, d in scores.items()}, pool_area[defined]
+    edges = band_edges(pool_area, n_bands)
+    band = np.searchsorted(edges, pool_area, side="right")
+    medians = {s: np.array([np.median(d[band == b]) for b in range(len(edges) + 1)]) for s, d in scores.items()}
+    rescaled = {s: d / np.maximum(medians[s][band], 1e-12) for s, d in scores.items()}
     thresholds, level = calibrate_thresholds(rescaled, percentile / 100)
     return Calibration(half_a=half_a, edges=edges, medians=medians, thresholds=thresholds, level=level,
-                       percentile=float(percentile))
+                       percentile=float(percentile), n_calibration=int(defined.sum()),
+                       counts=np.bincount(band, minlength=len(edges) + 1),
+                       n_extra=0 if extra_scores is None else int(defined[int(half_a.sum()):].sum()))
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float | None, float | None]:

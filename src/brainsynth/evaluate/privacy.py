@@ -87,7 +87,7 @@ def distance_ratio(query_to_train: np.ndarray, train_subjects: Sequence[str]) ->
     Returns
     -------
     ratio : np.ndarray
-        float [Nq] in [0, 1].
+        float [Nq] in [0, 1]; NaN where no image of another subject was a candidate (never flagged).
     other : np.ndarray
         float [Nq]: the distance to the nearest training image of another subject than the nearest.
     """
@@ -97,8 +97,9 @@ def distance_ratio(query_to_train: np.ndarray, train_subjects: Sequence[str]) ->
     others = subjects[None, :] != subjects[nearest][:, None]  # [Nq, M]
     other = np.where(others, query_to_train, np.inf).min(axis=1)  # [Nq]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(other > 0, closest / other, 1.0)
-    return np.clip(np.nan_to_num(ratio, nan=1.0, posinf=1.0), 0.0, 1.0), other
+        ratio = np.where(other > 0, closest / other, 1.0)  # 0 / 0: two identical people, no copy of one
+    # No image of another subject among the candidates (only with a single usable subject): undefined.
+    return np.where(np.isfinite(other), np.clip(ratio, 0.0, 1.0), np.nan), other
 
 
 @dataclass
@@ -232,17 +233,22 @@ def audit_fold(
                                 distance_ratio(m_ht.dist, subjects)[0]),
         "feature": SpaceDistances(f_st, f_ht, distance_ratio(f_st, subjects)[0], distance_ratio(f_ht, subjects)[0]),
     }
+    # Every training image against the OTHER training subjects: its nearest other-subject neighbour
+    # (authenticity) and, as if it were held out, its distance ratio (calibration).
+    same = same_subject(subjects)
+    m_tt = reg.match(train_p, train_p, family, k_rows=k, exclude=same, groups=groups, k_groups=SUBJECTS_PER_QUERY)
+    f_tt = np.where(same, np.inf, feature_distances(train_features, train_features, centre))
+    pixel, feature = spaces["pixel"], spaces["feature"]
+    pixel.train_neighbour, feature.train_neighbour = m_tt.dist.min(axis=1), f_tt.min(axis=1).astype(np.float32)
     if membership:
-        pixel, feature = spaces["pixel"], spaces["feature"]
         pixel.synth_to_holdout = reg.match(synth_p, hold_p, family, k_rows=0, k_cols=k).dist
-        pixel.train_neighbour = reg.match(train_p, train_p, family, k_rows=k,
-                                          exclude=same_subject(subjects)).dist.min(axis=1)
         feature.synth_to_holdout = feature_distances(synth_features, holdout_features, centre)
-        feature.train_neighbour = neighbour_distance_excluding_subject(
-            feature_distances(train_features, train_features, centre), subjects)
+    extra = None
+    if cfg.calibrate_with_training and len(set(subjects)) >= 3:  # a left-out subject leaves >= 2 to compare
+        extra = {"pixel": distance_ratio(m_tt.dist, subjects)[0], "feature": distance_ratio(f_tt, subjects)[0]}
     calibration = calibrate({s: spaces[s].holdout_ratio for s in SPACES}, hold_p.area, half_a, cfg.percentile,
-                            cfg.bands)
-    _warn_coarse_calibration(int(half_a.sum()), cfg.percentile)
+                            cfg.bands, extra, train_p.area if extra else None)
+    _warn_coarse_calibration(calibration.n_calibration, cfg.percentile)
     result = PrivacyResult(
         spaces=spaces, calibration=calibration, synth_area=synth_p.area, holdout_area=hold_p.area,
         synth_flags=calibration.flags({s: spaces[s].synth_ratio for s in SPACES}, synth_p.area),
@@ -284,9 +290,9 @@ def _check_inputs(train_images, holdout_images, synth_images, train_features, ho
             raise ValueError(f"{len(imgs)} {name} images but {len(ids)} ids")
 
 
-def _warn_coarse_calibration(n_half_a: int, percentile: float) -> None:
-    if n_half_a * percentile / 100.0 < 1.0:
+def _warn_coarse_calibration(n_calibration: int, percentile: float) -> None:
+    if n_calibration * percentile / 100.0 < 1.0:
         log.warning(
-            "only %d half-A images: the %.3g%% threshold is the smallest rescaled ratio of half A; more held-out "
-            "images make the near-copy threshold finer", n_half_a, percentile,
+            "only %d calibration images: the %.3g%% threshold is their smallest rescaled ratio; more held-out "
+            "images make the near-copy threshold finer", n_calibration, percentile,
         )

@@ -27,9 +27,10 @@ RULES = {
     "flagged": "in pixel (aligned) OR feature space, the distance to the nearest training image divided by the "
                "distance to the nearest training image of ANOTHER subject is strictly below the threshold of the "
                "image's brain-area band: the image is much closer to one person's slice than to anybody else's",
-    "calibration": "held-out subjects split in two by subject (seeded, stratified by label); each brain-area band's "
-                   "ratios divided by their half-A median; one threshold per space at the quantile of those rescaled "
-                   "half-A ratios at which the rule flags at most `percentile` % of half A",
+    "calibration": "held-out subjects split in two by subject (seeded, stratified by label); the calibration images "
+                   "are half A plus (calibrate_with_training) every training image scored against the OTHER training "
+                   "subjects; each brain-area band's ratios divided by their median; one threshold per space at the "
+                   "quantile of those rescaled ratios at which the rule flags at most `percentile` % of them",
     "false_flags": "share of half-B held-out images (never used to set the thresholds) flagged by the same rule, "
                    "with a 95% Wilson interval",
     "authenticity": "share of synthetic images at least as far from their nearest training image as that image is "
@@ -113,6 +114,8 @@ def calibration_summary(result: PrivacyResult) -> dict[str, Any]:
         "half_a_subjects": sorted({subject_of(ids[k]) for k in np.flatnonzero(cal.half_a)}),
         "half_b_subjects": sorted({subject_of(ids[k]) for k in np.flatnonzero(result.half_b)}),
         "half_a_flag_rate": float(result.holdout_flagged[cal.half_a].mean()),
+        "n_calibration": cal.n_calibration,
+        "training_images": cal.n_extra,
         "relative_threshold": {s: float(cal.thresholds[s]) for s in SPACES},
         "quantile_level": float(cal.level),
         "bands": bands_summary(result),
@@ -131,7 +134,7 @@ def bands_summary(result: PrivacyResult) -> list[dict[str, Any]]:
             "area_low": edges[b], "area_high": edges[b + 1],
             "median": {s: float(cal.medians[s][b]) for s in SPACES},
             "threshold": {s: float(cal.band_thresholds(s)[b]) for s in SPACES},
-            "n_half_a": int(in_a.sum()), "n_half_b": int(in_b.sum()),
+            "n_calibration": int(cal.counts[b]), "n_half_a": int(in_a.sum()), "n_half_b": int(in_b.sum()),
             "half_b_flagged": int(result.holdout_flagged[in_b].sum()),
             "n_synthetic": int((synth_band == b).sum()),
             "synthetic_flagged": int(result.flagged[synth_band == b].sum()),

@@ -161,14 +161,22 @@ def _membership_table(s: PrivacySummary) -> Table:
                                           "scored: members / non-members", "subjects"], rows)
 
 
-def calibration_table(bands, title: str = "Thresholds per brain-area band (set on half A)") -> Table:
+def _calibration_words(cal) -> str:
+    """``"80 calibration images: held-out half A (s5) and 60 training images ..."``."""
+    text = f"{cal.n_calibration} calibration images: held-out half A ({', '.join(cal.half_a_subjects)})"
+    if cal.training_images:
+        text += f" and {cal.training_images} training images, each scored against the other training subjects"
+    return text
+
+
+def calibration_table(bands, title: str = "Thresholds per brain-area band") -> Table:
     rows = []
     for k, b in enumerate(bands):
         area = f"{fmt_pct(b.area_low) if b.area_low is not None else '0%'} - " \
                f"{fmt_pct(b.area_high) if b.area_high is not None else '100%'}"
-        rows.append([str(k), area, fmt(b.threshold.pixel, 3), fmt(b.threshold.feature, 3), str(b.n_half_a),
+        rows.append([str(k), area, fmt(b.threshold.pixel, 3), fmt(b.threshold.feature, 3), str(b.n_calibration),
                      f"{b.half_b_flagged} of {b.n_half_b}", f"{b.synthetic_flagged} of {b.n_synthetic}"])
-    return Table(title, ["band", "brain area", "pixel ratio threshold", "feature ratio threshold", "half A",
+    return Table(title, ["band", "brain area", "pixel ratio threshold", "feature ratio threshold", "calibration images",
                          "half B flagged", "synthetic flagged"], rows)
 
 
@@ -190,8 +198,9 @@ def privacy_markdown(document: AuditReport, filtered_note: str | None = None) ->
         "- **Near-copies (memorisation).** A synthetic image is flagged when it is much closer to one training "
         "person's slice than to any slice of every other training person: the distance to its nearest training "
         "image divided by the distance to the nearest image of another person (the distance ratio) is smaller than "
-        f"for all but {s.percentile:g}% of half A's images (per brain-area band). An exact copy has ratio 0, a new "
-        f"image a ratio near 1. Distance on the pixels: {s.distances.pixel}. Distance on image features: "
+        f"for all but {s.percentile:g}% of the calibration images (per brain-area band). An exact copy has ratio 0, "
+        f"a new image a ratio near 1. The thresholds were set on {_calibration_words(cal)}. Distance on the pixels: "
+        f"{s.distances.pixel}. Distance on image features: "
         f"{s.distances.feature} ({features_line(document.features)}). Either space is enough to flag.",
         "- **False flags.** The same rule applied to half B, real images that played no part in setting it: the "
         "share a generator that copies nothing would score.",
@@ -275,7 +284,7 @@ def selftest_rows(report: SelfTestReport) -> Table:
                   f"{fmt_pct(report.max_false_flags)} false flags on held-out half B. "
                   f"{'PASSED' if report.passed else 'FAILED'}.",
                   f"Search: {report.transforms}. Thresholds at percentile {report.calibration.percentile:g} of "
-                  f"half A ({', '.join(report.calibration.half_a_subjects)}), per brain-area band; half B: "
+                  f"{_calibration_words(report.calibration)}, rescaled per brain-area band; half B: "
                   f"{', '.join(report.calibration.half_b_subjects)}. Wilson intervals.",
                   features_line(report.features)])
 

@@ -64,11 +64,12 @@ class CalibrationBand(Record):
 
     area_low: Optional[float] = json_key("smallest brain-area share of the band (null: no lower edge)")
     area_high: Optional[float] = json_key("largest brain-area share of the band (null: no upper edge)")
-    median: SpaceValues = json_key("median distance ratio of the band's half-A images (the band's typical value)")
+    median: SpaceValues = json_key("median distance ratio of the band's calibration images (its typical value)")
     threshold: SpaceValues = json_key("near-copy threshold per space in this band (relative_threshold x median): a "
                                       "distance ratio (nearest training image / nearest training image of another "
                                       "subject) strictly below it flags the image")
-    n_half_a: int = json_key("half-A images (calibration) in the band")
+    n_calibration: int = json_key("calibration images in the band (half A plus training images)")
+    n_half_a: int = json_key("held-out half-A images in the band")
     n_half_b: int = json_key("half-B images (check) in the band")
     half_b_flagged: int = json_key("half-B images flagged (false flags)")
     n_synthetic: int = json_key("synthetic images in the band")
@@ -79,17 +80,21 @@ class CalibrationBand(Record):
 class Calibration(Record):
     """How the near-copy thresholds were set, and on which held-out subjects they were checked."""
 
-    percentile: float = json_key("share (%) of half-A images the rule may flag, per band")
+    percentile: float = json_key("share (%) of the calibration images the rule may flag")
     seed: int = json_key("seed of the half-A / half-B split of the held-out subjects")
     half_a_subjects: list[str] = json_key("held-out subjects whose images set the thresholds")
     half_b_subjects: list[str] = json_key("held-out subjects whose images check them (never used to set them)")
-    half_a_flag_rate: float = json_key("share of half-A images flagged (in-sample, at most percentile / 100)")
-    relative_threshold: SpaceValues = json_key("threshold per space on the ratio divided by its band's half-A median, set "
-                                               "on all of half A")
-    quantile_level: float = json_key("quantile level (0-1) of those rescaled half-A ratios used in both spaces, the "
-                                     "largest at which the OR-rule flags at most percentile % of half A")
+    half_a_flag_rate: float = json_key("share of half-A images flagged (in-sample)")
+    n_calibration: int = json_key("images the thresholds were set on: half A plus training_images")
+    training_images: int = json_key("training images scored against the OTHER training subjects (as if held out) "
+                                    "among them; 0 when audit.calibrate_with_training is off or there are fewer than "
+                                    "3 training subjects")
+    relative_threshold: SpaceValues = json_key("threshold per space on the ratio divided by its band's median, set on "
+                                               "all calibration images")
+    quantile_level: float = json_key("quantile level (0-1) of those rescaled ratios used in both spaces, the largest "
+                                     "at which the OR-rule flags at most percentile % of the calibration images")
     bands: list[CalibrationBand] = json_key("brain-area bands, smallest brains first; each band's ratios are divided by "
-                                            "its own half-A median before the threshold applies")
+                                            "its own median before the threshold applies")
 
 
 @dataclass
@@ -193,7 +198,7 @@ class PrivacySummary(Record):
                                  "the rate a generator that copies nothing would score")
     excess_memorization: Optional[float] = json_key("memorization_rate minus false_flags.rate: the near-copies "
                                                     "beyond what chance explains")
-    percentile: float = json_key("share (%) of half-A images the rule may flag, in (0, 50]")
+    percentile: float = json_key("share (%) of the calibration images the rule may flag, in (0, 50]")
     calibration: Calibration = json_key("the thresholds and the held-out split")
     transforms: str = json_key("the re-acquisitions of a training slice the pixel distance forgives, in words")
     mia_auc: Optional[float] = json_key("the headline membership-inference AUC (membership.headline)")
