@@ -52,12 +52,14 @@ class Timed:
 
     def __init__(self):
         self.calls: list[float] = []
+        self.pairs = 0
         self.inner = reg.match
 
     def __call__(self, *args, **kwargs):
         t0 = time.perf_counter()
         out = self.inner(*args, **kwargs)
         self.calls.append(time.perf_counter() - t0)
+        self.pairs += len(out.pairs)
         return out
 
 
@@ -97,10 +99,10 @@ def main() -> None:
                 total, cpu = time.perf_counter() - t0, time.process_time() - c0
             finally:
                 reg.match = timer.inner
-            names = ["synth-train", "holdout-train", "synth-holdout", "train-train"]
+            names = ["synth-train", "holdout-train", "train-train", "synth-holdout"]
             stages = ", ".join(f"{n} {t:.1f}" for n, t in zip(names, timer.calls))
             print(f"{size} px, {threads} thread(s): {total:.1f} s wall, {cpu:.1f} s CPU (match: {stages}; rest "
-                  f"{total - sum(timer.calls):.1f}); load now {os.getloadavg()[0]:.2f}; "
+                  f"{total - sum(timer.calls):.1f}; {timer.pairs} candidate pairs); load now {os.getloadavg()[0]:.2f}; "
                   f"{int(result.flagged.sum())} of {len(synth)} flagged", flush=True)
 
 

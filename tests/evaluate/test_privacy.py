@@ -300,7 +300,7 @@ def test_selftest_finds_every_family_and_prints_one_table(dataset, tmp_path, cap
 
 def test_selftest_fails_with_one_line_and_exit_status_1(dataset, capsys):
     strict = AuditConfig(percentile=50.0, max_false_flags=0.0, selftest_copies=2, bootstrap=0, permutations=0)
-    with pytest.raises(SelfTestFailed, match=r"false flags on held-out half B \(at most 0% allowed\)"):
+    with pytest.raises(SelfTestFailed, match=r"false flags on held-out half B, at most 0% allowed \(lower audit"):
         selftest(dataset, strict, FEATURES)
     code = main(["audit", "--selftest", str(dataset), "--set", "percentile=50", "--set", "max_false_flags=0",
                  "--copies", "2"])

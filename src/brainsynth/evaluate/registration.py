@@ -27,23 +27,28 @@ The search
 Exhaustive search over every pair and every transform costs too much, so it is done coarse to
 fine (Lucas & Kanade 1981; Baker & Matthews 2004 for the Gauss-Newton form):
 
-1. *Coarse candidates.* Each image is moved so that the centroid of its brain mask sits at the
-   image centre (this removes translation in closed form) and reduced to :data:`COARSE_SIZE` px.
-   Every query is correlated with every reference under a grid of mirror x rotation (5 degree
-   steps) x scale (5 % steps); the best correlation ranks the references. The ``k`` best per
-   query (and per reference, for questions asked the other way round) become candidates.
-2. *Refinement.* For each candidate pair, the best grid transform (plus the shift implied by the
-   two centroids) starts a Gauss-Newton search over rotation, scale and shift at ``work_size``,
-   the brightness curve re-fitted at every step (variable projection, Golub & Pereyra 2003),
-   each parameter kept inside its bound. Pairs that are not candidates get distance ``inf``.
+1. *Coarse candidates* (:func:`coarse_similarity`, :func:`candidate_pairs`). Each image is moved
+   so that the centroid of its brain mask sits at the image centre (this removes translation in
+   closed form) and reduced to :data:`COARSE_SIZE` px. Every query is correlated with every
+   reference under a grid of mirror x rotation (5 degree steps) x scale (5 % steps). A query's
+   candidates are its ``k`` best references, plus the best reference of each of its most similar
+   subjects (so its nearest image of another subject is measured too), and, for questions asked
+   the other way round, each reference's ``k`` best queries.
+2. *Refinement* (:func:`refine`, :mod:`.gauss_newton`). For each candidate pair, the best grid
+   transform of each mirror state (plus the shift implied by the two centroids) starts
+   Levenberg-Marquardt steps over rotation, scale and shift at ``work_size``, the brightness
+   fitted in closed form at every step (variable projection, Golub & Pereyra 2003), each
+   parameter kept inside its bound. A brain is nearly symmetric, so both mirror states get two
+   steps and the better one continues. Pairs that are not candidates get distance ``inf``.
 
-Resampling uses torch's ``affine_grid``/``grid_sample`` (bilinear, border padding): it is already
-a dependency, it warps thousands of image pairs in one batched call with a different transform
-each, and its bilinear sampling of the gradient images gives the Jacobian the Gauss-Newton step
-needs. SimpleITK registers one pair per call (about a millisecond of Python and C++ set-up each,
-i.e. minutes for the ~17,000 pairs of a 2,000-image audit) and would be a new compiled
-dependency; scikit-image's ``warp`` likewise works one image at a time. Border padding repeats the
-background of a skull-stripped slice instead of inventing a black frame.
+Resampling uses torch's ``affine_grid``/``grid_sample`` (:mod:`.transforms`; border padding,
+bicubic for the distance, bilinear for the steps): it is already a dependency, it warps thousands
+of image pairs in one batched call, each with its own transform, and sampling the gradient images
+at the same points gives the Jacobian the Gauss-Newton step needs. SimpleITK, the obvious
+alternative, registers one pair per call (a Python loop over the ~30,000 candidate pairs of a
+2,000-image audit) and would be a new compiled dependency; scikit-image's ``warp`` likewise works
+one image at a time. Border padding repeats the background of a skull-stripped slice instead of
+inventing a black frame.
 """
 
 from __future__ import annotations

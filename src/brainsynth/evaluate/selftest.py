@@ -144,10 +144,12 @@ def selftest(dataset: str | Path, cfg: AuditConfig, features: EvaluateConfig, *,
             atomic_write_text(stage / "selftest.md", selftest_markdown(report))
             atomic_write_text(stage / "config.yaml", sections_yaml(features, cfg, what="privacy self-test"))
     if not report.passed:
-        reasons = [f"detection below {cfg.selftest_target:.0%} for {', '.join(missed)}"] if missed else []
+        reasons = []
+        if missed:
+            reasons.append(f"detection below {cfg.selftest_target:.0%} for {', '.join(missed)} (raise audit.percentile, "
+                           "or widen the search bounds audit.max_shift / max_rotation / max_scale)")
         if too_many:
-            reasons.append(f"{false_flags['rate']:.1%} false flags on held-out half B (at most "
-                           f"{cfg.max_false_flags:.0%} allowed)")
-        raise SelfTestFailed(f"privacy self-test failed on {dataset}: {'; '.join(reasons)}; see docs/privacy.md "
-                             "(raise audit.percentile or audit.work_size, or widen the search bounds)")
+            reasons.append(f"{false_flags['rate']:.1%} false flags on held-out half B, at most "
+                           f"{cfg.max_false_flags:.0%} allowed (lower audit.percentile, or hold out more subjects)")
+        raise SelfTestFailed(f"privacy self-test failed on {dataset}: {'; '.join(reasons)}; see docs/privacy.md")
     return report
