@@ -34,6 +34,7 @@ from brainsynth.errors import ConfigError, InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate import fidelity as fidelity_metrics
 from brainsynth.evaluate import gan_train as classifiers
+from brainsynth.evaluate.privacy import FoldReference, fold_reference
 from brainsynth.evaluate.privacy_summary import privacy_audit
 from brainsynth.evaluate.schema import (
     ClassifierResult,
@@ -244,8 +245,9 @@ def evaluate(
     pairs: dict[str, list[dict]] = {}
     privacy: dict[str, PrivacySummary] = {}
     with watch.time("privacy"):
+        reference = None  # the real images' side of the audit, shared by every synthetic set
         for name in inputs.sets:
-            privacy[name], pairs[name] = _privacy(inputs, feats, name, audit_cfg)
+            privacy[name], pairs[name], reference = _privacy(inputs, feats, name, audit_cfg, reference)
 
     with watch.time("write"):
         with staged_output_dir(out, force=force) as stage:
@@ -318,16 +320,19 @@ def _fidelity(inputs: _Inputs, feats: _Features, name: str, seed: int) -> Fideli
     return FidelityResult.from_dict(numbers, source=f"fidelity of {name}")
 
 
-def _privacy(inputs: _Inputs, feats: _Features, name: str, cfg: AuditConfig) -> tuple[PrivacySummary, list[dict]]:
+def _privacy(inputs: _Inputs, feats: _Features, name: str, cfg: AuditConfig,
+             reference: FoldReference | None) -> tuple[PrivacySummary, list[dict], FoldReference]:
+    if reference is None:
+        dataset, test_idx = inputs.dataset, inputs.test_idx
+        reference = fold_reference(
+            inputs.real_train.images, inputs.test_images, train_features=feats.train, holdout_features=feats.test,
+            train_ids=image_ids(dataset, inputs.train_idx), holdout_ids=image_ids(dataset, test_idx),
+            holdout_labels=dataset.table["label"].to_numpy()[test_idx].astype(str), cfg=cfg)
     synth = inputs.sets[name]
-    summary, pairs, _ = privacy_audit(
-        inputs.real_train.images, inputs.test_images, synth.images,
-        train_features=feats.train, holdout_features=feats.test, synth_features=feats.synthetic[name],
-        synth_files=[record_name(r, i) for i, r in enumerate(synth.records)],
-        train_ids=image_ids(inputs.dataset, inputs.train_idx), holdout_ids=image_ids(inputs.dataset, inputs.test_idx),
-        holdout_labels=inputs.dataset.table["label"].to_numpy()[inputs.test_idx].astype(str), cfg=cfg,
-    )
-    return PrivacySummary.from_dict(summary, source=f"privacy audit of {name}"), pairs
+    summary, pairs, _ = privacy_audit(inputs.real_train.images, None, synth.images,
+                                      synth_features=feats.synthetic[name], reference=reference,
+                                      synth_files=[record_name(r, i) for i, r in enumerate(synth.records)])
+    return PrivacySummary.from_dict(summary, source=f"privacy audit of {name}"), pairs, reference
 
 
 def _data_summary(inputs: _Inputs) -> DataSummary:

@@ -37,6 +37,7 @@ numbers and pools folds. The command is :mod:`.audit_command`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -177,19 +178,84 @@ def same_subject(subjects: Sequence[str]) -> np.ndarray:
     return subj[:, None] == subj[None, :]
 
 
+@dataclass
+class FoldReference:
+    """The real images' side of one fold, shared by every synthetic set audited against it.
+
+    Built by :func:`fold_reference`: the images prepared for matching, held-out and training
+    images matched against the training set, the half-A / half-B split and the calibrated
+    thresholds. None of it depends on a synthetic set, so ``evaluate`` computes it once per fold.
+    """
+
+    cfg: AuditConfig
+    family: reg.Family
+    train_p: reg.Prepared
+    hold_p: reg.Prepared
+    train_ids: list[str]
+    holdout_ids: list[str]
+    subjects: list[str]  # [M] subject of each training image
+    groups: np.ndarray  # [M] subject index of each training image
+    centre: np.ndarray  # [D] training features' mean
+    train_features: np.ndarray  # [M, D]
+    holdout_features: np.ndarray  # [H, D]
+    pixel: SpaceDistances  # holdout_to_train, holdout_ratio, train_neighbour (synthetic fields empty)
+    feature: SpaceDistances
+    calibration: Calibration
+    side: int
+
+
+def fold_reference(train_images: np.ndarray, holdout_images: np.ndarray, *, train_features: np.ndarray,
+                   holdout_features: np.ndarray, train_ids: Sequence[str], holdout_ids: Sequence[str],
+                   holdout_labels: Sequence[str] | None = None, cfg: AuditConfig | None = None) -> FoldReference:
+    """Match the fold's real images and set its thresholds (see :func:`audit_fold` for the parameters)."""
+    cfg = AuditConfig() if cfg is None else cfg
+    cfg.check()
+    _check_inputs(train_images, holdout_images, train_features, holdout_features, train_ids, holdout_ids)
+    half_a = split_holdout([subject_of(i) for i in holdout_ids], holdout_labels, cfg.seed)
+    subjects = [subject_of(i) for i in train_ids]
+    groups = np.unique(np.asarray(subjects), return_inverse=True)[1]  # [M] subject index per training image
+    family, k = family_of(cfg), cfg.candidates
+    train_p, hold_p = reg.prepare(train_images, cfg.work_size), reg.prepare(holdout_images, cfg.work_size)
+    m_ht = reg.match(hold_p, train_p, family, k_rows=k, groups=groups, k_groups=SUBJECTS_PER_QUERY)
+    centre = np.asarray(train_features, dtype=np.float32).mean(axis=0)  # [D]
+    f_ht = feature_distances(holdout_features, train_features, centre)
+    # Every training image against the OTHER training subjects: its nearest other-subject neighbour
+    # (authenticity) and, as if it were held out, its distance ratio (calibration).
+    same = same_subject(subjects)
+    m_tt = reg.match(train_p, train_p, family, k_rows=k, exclude=same, groups=groups, k_groups=SUBJECTS_PER_QUERY)
+    f_tt = np.where(same, np.inf, feature_distances(train_features, train_features, centre))
+    none = np.zeros((0, len(train_ids)), np.float32)
+    pixel = SpaceDistances(none, m_ht.dist, np.zeros(0), distance_ratio(m_ht.dist, subjects)[0],
+                           train_neighbour=m_tt.dist.min(axis=1))
+    feature = SpaceDistances(none, f_ht, np.zeros(0), distance_ratio(f_ht, subjects)[0],
+                             train_neighbour=f_tt.min(axis=1).astype(np.float32))
+    extra = None
+    if cfg.calibrate_with_training and len(set(subjects)) >= 3:  # a left-out subject leaves >= 2 to compare
+        extra = {"pixel": distance_ratio(m_tt.dist, subjects)[0], "feature": distance_ratio(f_tt, subjects)[0]}
+    calibration = calibrate({"pixel": pixel.holdout_ratio, "feature": feature.holdout_ratio}, hold_p.area, half_a,
+                            cfg.percentile, cfg.bands, extra, train_p.area if extra else None)
+    _warn_coarse_calibration(calibration.n_calibration, cfg.percentile)
+    return FoldReference(cfg=cfg, family=family, train_p=train_p, hold_p=hold_p,
+                         train_ids=[str(i) for i in train_ids], holdout_ids=[str(i) for i in holdout_ids],
+                         subjects=subjects, groups=groups, centre=centre,
+                         train_features=np.asarray(train_features), holdout_features=np.asarray(holdout_features),
+                         pixel=pixel, feature=feature, calibration=calibration, side=int(train_images.shape[-1]))
+
+
 def audit_fold(
-    train_images: np.ndarray,
-    holdout_images: np.ndarray,
+    train_images: np.ndarray | None,
+    holdout_images: np.ndarray | None,
     synth_images: np.ndarray,
     *,
-    train_features: np.ndarray,
-    holdout_features: np.ndarray,
+    train_features: np.ndarray | None = None,
+    holdout_features: np.ndarray | None = None,
     synth_features: np.ndarray,
-    train_ids: Sequence[str],
-    holdout_ids: Sequence[str],
+    train_ids: Sequence[str] | None = None,
+    holdout_ids: Sequence[str] | None = None,
     holdout_labels: Sequence[str] | None = None,
     cfg: AuditConfig | None = None,
     membership: bool = True,
+    reference: FoldReference | None = None,
 ) -> PrivacyResult:
     """Audit one fold: distances, calibration on half A, flags, authenticity and membership inference.
 
@@ -207,87 +273,81 @@ def audit_fold(
     cfg : AuditConfig
         Calibration level, bands, search bounds, seed, resamples (default ``AuditConfig()``).
     membership : bool
-        Also measure authenticity and membership inference (the self-test does not need them).
+        Also measure membership inference (the self-test does not need it).
+    reference : FoldReference, optional
+        The fold's real side from :func:`fold_reference`, to audit several synthetic sets against
+        one fold without matching the real images again; the real-image arguments and ``cfg``
+        are then taken from it (pass ``None`` for them).
 
     Returns
     -------
     PrivacyResult
     """
-    cfg = AuditConfig() if cfg is None else cfg
-    cfg.check()
-    _check_inputs(train_images, holdout_images, synth_images, train_features, holdout_features, synth_features,
-                  train_ids, holdout_ids)
-    half_a = split_holdout([subject_of(i) for i in holdout_ids], holdout_labels, cfg.seed)
-    subjects = [subject_of(i) for i in train_ids]
-    groups = np.unique(np.asarray(subjects), return_inverse=True)[1]  # [M] subject index per training image
-    family, k = family_of(cfg), cfg.candidates
-    train_p, hold_p, synth_p = (reg.prepare(x, cfg.work_size) for x in (train_images, holdout_images, synth_images))
-    near = {"k_rows": k, "groups": groups, "k_groups": SUBJECTS_PER_QUERY}
-    m_st = reg.match(synth_p, train_p, family, k_cols=k if membership else 0, **near)
-    m_ht = reg.match(hold_p, train_p, family, **near)
-    centre = np.asarray(train_features, dtype=np.float32).mean(axis=0)  # [D]
-    f_st = feature_distances(synth_features, train_features, centre)
-    f_ht = feature_distances(holdout_features, train_features, centre)
+    if reference is None:
+        reference = fold_reference(train_images, holdout_images, train_features=train_features,
+                                   holdout_features=holdout_features, train_ids=train_ids, holdout_ids=holdout_ids,
+                                   holdout_labels=holdout_labels, cfg=cfg)
+    ref, cfg = reference, reference.cfg
+    _check_synthetic(synth_images, synth_features, ref)
+    k = cfg.candidates
+    synth_p = reg.prepare(synth_images, cfg.work_size)
+    m_st = reg.match(synth_p, ref.train_p, ref.family, k_rows=k, k_cols=k if membership else 0, groups=ref.groups,
+                     k_groups=SUBJECTS_PER_QUERY)
+    f_st = feature_distances(synth_features, ref.train_features, ref.centre)
     spaces = {
-        "pixel": SpaceDistances(m_st.dist, m_ht.dist, distance_ratio(m_st.dist, subjects)[0],
-                                distance_ratio(m_ht.dist, subjects)[0]),
-        "feature": SpaceDistances(f_st, f_ht, distance_ratio(f_st, subjects)[0], distance_ratio(f_ht, subjects)[0]),
+        "pixel": dataclasses.replace(ref.pixel, synth_to_train=m_st.dist,
+                                     synth_ratio=distance_ratio(m_st.dist, ref.subjects)[0]),
+        "feature": dataclasses.replace(ref.feature, synth_to_train=f_st,
+                                       synth_ratio=distance_ratio(f_st, ref.subjects)[0]),
     }
-    # Every training image against the OTHER training subjects: its nearest other-subject neighbour
-    # (authenticity) and, as if it were held out, its distance ratio (calibration).
-    same = same_subject(subjects)
-    m_tt = reg.match(train_p, train_p, family, k_rows=k, exclude=same, groups=groups, k_groups=SUBJECTS_PER_QUERY)
-    f_tt = np.where(same, np.inf, feature_distances(train_features, train_features, centre))
-    pixel, feature = spaces["pixel"], spaces["feature"]
-    pixel.train_neighbour, feature.train_neighbour = m_tt.dist.min(axis=1), f_tt.min(axis=1).astype(np.float32)
     if membership:
-        pixel.synth_to_holdout = reg.match(synth_p, hold_p, family, k_rows=0, k_cols=k).dist
-        feature.synth_to_holdout = feature_distances(synth_features, holdout_features, centre)
-    extra = None
-    if cfg.calibrate_with_training and len(set(subjects)) >= 3:  # a left-out subject leaves >= 2 to compare
-        extra = {"pixel": distance_ratio(m_tt.dist, subjects)[0], "feature": distance_ratio(f_tt, subjects)[0]}
-    calibration = calibrate({s: spaces[s].holdout_ratio for s in SPACES}, hold_p.area, half_a, cfg.percentile,
-                            cfg.bands, extra, train_p.area if extra else None)
-    _warn_coarse_calibration(calibration.n_calibration, cfg.percentile)
+        spaces["pixel"].synth_to_holdout = reg.match(synth_p, ref.hold_p, ref.family, k_rows=0, k_cols=k).dist
+        spaces["feature"].synth_to_holdout = feature_distances(synth_features, ref.holdout_features, ref.centre)
+    calibration = ref.calibration
     result = PrivacyResult(
-        spaces=spaces, calibration=calibration, synth_area=synth_p.area, holdout_area=hold_p.area,
+        spaces=spaces, calibration=calibration, synth_area=synth_p.area, holdout_area=ref.hold_p.area,
         synth_flags=calibration.flags({s: spaces[s].synth_ratio for s in SPACES}, synth_p.area),
-        holdout_flags=calibration.flags({s: spaces[s].holdout_ratio for s in SPACES}, hold_p.area),
-        pixel_matches=m_st, train_ids=[str(i) for i in train_ids], holdout_ids=[str(i) for i in holdout_ids],
-        family=family, side=int(train_images.shape[-1]), work_size=train_p.size, seed=cfg.seed,
+        holdout_flags=calibration.flags({s: spaces[s].holdout_ratio for s in SPACES}, ref.hold_p.area),
+        pixel_matches=m_st, train_ids=ref.train_ids, holdout_ids=ref.holdout_ids,
+        family=ref.family, side=ref.side, work_size=ref.train_p.size, seed=cfg.seed,
     )
     if membership:
         scores = {s: (spaces[s].synth_to_train.min(axis=0), spaces[s].synth_to_holdout.min(axis=0)) for s in SPACES}
-        result.attacks = mia.membership_inference(
-            scores, [subject_of(i) for i in train_ids], [subject_of(i) for i in holdout_ids],
-            n_boot=cfg.bootstrap, n_perm=cfg.permutations, seed=cfg.seed)
+        result.attacks = mia.membership_inference(scores, ref.subjects, [subject_of(i) for i in ref.holdout_ids],
+                                                  n_boot=cfg.bootstrap, n_perm=cfg.permutations, seed=cfg.seed)
     return result
 
 
-def _check_inputs(train_images, holdout_images, synth_images, train_features, holdout_features, synth_features,
-                  train_ids, holdout_ids) -> None:
-    sizes = {"training": train_images.shape[1:], "held-out": holdout_images.shape[1:],
-             "synthetic": synth_images.shape[1:]}
-    if len(set(sizes.values())) != 1:
-        listing = ", ".join(f"{k} {v[1]}x{v[0]}" for k, v in sizes.items())  # width x height, as image sizes are read
-        raise InputError(f"image sizes differ ({listing}); generate synthetic images at the dataset's size")
-    if len(train_images) < 2 or len(holdout_images) < 2 or len(synth_images) < 1:
-        raise InputError(
-            f"the privacy audit needs >= 2 training, >= 2 held-out and >= 1 synthetic images, got "
-            f"{len(train_images)}, {len(holdout_images)} and {len(synth_images)}"
-        )
+def _check_synthetic(synth_images: np.ndarray, synth_features: np.ndarray, ref: FoldReference) -> None:
+    if tuple(synth_images.shape[1:]) != (ref.side, ref.side):
+        raise InputError(f"image sizes differ (training {ref.side}x{ref.side}, synthetic "
+                         f"{synth_images.shape[2]}x{synth_images.shape[1]}); generate synthetic images at the "
+                         "dataset's size")
+    if len(synth_images) < 1:
+        raise InputError("the privacy audit needs >= 1 synthetic image, got 0")
+    if len(synth_features) != len(synth_images):
+        raise ValueError(f"synthetic: {len(synth_images)} images but {len(synth_features)} feature rows")
+
+
+def _check_inputs(train_images, holdout_images, train_features, holdout_features, train_ids, holdout_ids) -> None:
+    if train_images.shape[1:] != holdout_images.shape[1:]:
+        raise InputError(f"image sizes differ (training {train_images.shape[2]}x{train_images.shape[1]}, held-out "
+                         f"{holdout_images.shape[2]}x{holdout_images.shape[1]}); prepare both at one size")
+    if len(train_images) < 2 or len(holdout_images) < 2:
+        raise InputError(f"the privacy audit needs >= 2 training and >= 2 held-out images, got {len(train_images)} "
+                         f"and {len(holdout_images)}")
     if train_images.shape[-1] != train_images.shape[-2]:
         raise InputError(f"the audit compares square images; got {train_images.shape[-1]}x{train_images.shape[-2]} px")
-    if len({subject_of(i) for i in train_ids}) < 2:
-        raise InputError("the training images come from 1 subject; a near-copy is an image much closer to one "
-                         "person's slice than to any other person's, so the audit needs at least 2 training subjects")
-    for name, imgs, feats in (("training", train_images, train_features), ("held-out", holdout_images, holdout_features),
-                              ("synthetic", synth_images, synth_features)):
+    for name, imgs, feats in (("training", train_images, train_features),
+                              ("held-out", holdout_images, holdout_features)):
         if len(feats) != len(imgs):
             raise ValueError(f"{name}: {len(imgs)} images but {len(feats)} feature rows")
     for name, imgs, ids in (("training", train_images, train_ids), ("held-out", holdout_images, holdout_ids)):
         if len(ids) != len(imgs):
             raise ValueError(f"{len(imgs)} {name} images but {len(ids)} ids")
+    if len({subject_of(i) for i in train_ids}) < 2:
+        raise InputError("the training images come from 1 subject; a near-copy is an image much closer to one "
+                         "person's slice than to any other person's, so the audit needs at least 2 training subjects")
 
 
 def _warn_coarse_calibration(n_calibration: int, percentile: float) -> None:

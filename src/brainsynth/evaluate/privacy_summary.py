@@ -18,7 +18,7 @@ from brainsynth.evaluate import membership as mia
 from brainsynth.evaluate import registration as reg
 from brainsynth.evaluate.calibration import share, subject_of
 from brainsynth.evaluate.distances import FEATURE_DEFINITION, pixel_definition
-from brainsynth.evaluate.privacy import LIMITS, SPACES, PrivacyResult, audit_fold, distance_ratio
+from brainsynth.evaluate.privacy import LIMITS, SPACES, FoldReference, PrivacyResult, audit_fold, distance_ratio
 
 N_NEAREST_PAIRS = 8
 """How many of the synthetic images most like a copy are shown with their training slice."""
@@ -200,20 +200,25 @@ def nearest_pairs(result: PrivacyResult, train_images: np.ndarray, synth_images:
 
 def privacy_audit(
     train_images: np.ndarray,
-    holdout_images: np.ndarray,
+    holdout_images: np.ndarray | None,
     synth_images: np.ndarray,
     *,
-    train_features: np.ndarray,
-    holdout_features: np.ndarray,
+    train_features: np.ndarray | None = None,
+    holdout_features: np.ndarray | None = None,
     synth_features: np.ndarray,
     synth_files: Sequence[str],
-    train_ids: Sequence[str],
-    holdout_ids: Sequence[str],
+    train_ids: Sequence[str] | None = None,
+    holdout_ids: Sequence[str] | None = None,
     holdout_labels: Sequence[str] | None = None,
     cfg: AuditConfig | None = None,
+    reference: FoldReference | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], PrivacyResult]:
     """Audit one fold and summarise it (:func:`~brainsynth.evaluate.privacy.audit_fold`,
     :func:`summarise_privacy`, :func:`nearest_pairs`); parameters as for ``audit_fold``.
+
+    With several synthetic sets per fold, build the fold's real side once
+    (:func:`~brainsynth.evaluate.privacy.fold_reference`) and pass it as ``reference``; the
+    training images are still needed for the figures' aligned slices.
 
     Returns
     -------
@@ -226,7 +231,7 @@ def privacy_audit(
     """
     result = audit_fold(train_images, holdout_images, synth_images, train_features=train_features,
                         holdout_features=holdout_features, synth_features=synth_features, train_ids=train_ids,
-                        holdout_ids=holdout_ids, holdout_labels=holdout_labels, cfg=cfg)
+                        holdout_ids=holdout_ids, holdout_labels=holdout_labels, cfg=cfg, reference=reference)
     summary = summarise_privacy(result, synth_files=synth_files)
     return summary, nearest_pairs(result, train_images, synth_images, synth_files), result
 
