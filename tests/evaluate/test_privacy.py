@@ -22,7 +22,13 @@ from brainsynth.evaluate.calibration import (
     wilson_interval,
 )
 from brainsynth.evaluate.planting import FAMILIES, apply_plant, draw_plant
-from brainsynth.evaluate.privacy import audit_fold, distance_ratio, family_of, neighbour_distance_excluding_subject
+from brainsynth.evaluate.privacy import (
+    audit_fold,
+    distance_ratio,
+    family_of,
+    fold_reference,
+    neighbour_distance_excluding_subject,
+)
 from brainsynth.evaluate.privacy_summary import pool_folds, privacy_audit
 from brainsynth.evaluate.schema import AuditReport, PrivacySummary, SelfTestReport
 from brainsynth.evaluate.selftest import selftest
@@ -213,6 +219,22 @@ def test_pooling_folds_sums_counts_and_tests_the_mean_auc(fold):
     assert pooled["false_flags"]["n"] == 2 * int(result.half_b.sum())
     assert pooled["mia_auc"] == pytest.approx(result.attacks["pixel/slice"].auc)
     assert 0 < pooled["mia_p_value"] <= 1 and [f["fold"] for f in pooled["per_fold"]] == ["r0/f0", "r0/f1"]
+
+
+def test_a_fold_reference_shared_by_two_sets_gives_the_same_audit():
+    train, train_ids, _ = cohort(0, 4, n_slices=6, size=24)
+    hold, hold_ids, labels = cohort(1, 2, n_slices=6, size=24, prefix="h")
+    proj = RandomProjection(24 * 24)
+    real = dict(train_features=proj.extract(train), holdout_features=proj.extract(hold), train_ids=train_ids,
+                holdout_ids=hold_ids, holdout_labels=labels, cfg=CFG)
+    reference = fold_reference(train, hold, **real)
+    for synth in (train[[1, 8, 15]], hold[:4]):
+        alone = audit_fold(train, hold, synth, synth_features=proj.extract(synth), **real)
+        shared = audit_fold(None, None, synth, synth_features=proj.extract(synth), reference=reference)
+        assert np.array_equal(alone.flagged, shared.flagged)
+        np.testing.assert_allclose(alone.spaces["pixel"].synth_ratio, shared.spaces["pixel"].synth_ratio)
+        assert alone.attacks["pixel/slice"].auc == shared.attacks["pixel/slice"].auc
+    assert shared.calibration is reference.calibration
 
 
 def test_bad_inputs_are_refused():
