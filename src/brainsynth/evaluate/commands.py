@@ -1,4 +1,4 @@
-"""The two commands of this package: ``brainsynth evaluate`` and ``brainsynth audit``.
+"""The ``brainsynth evaluate`` command, and the input helpers it shares with ``brainsynth audit``.
 
 ``evaluate``: GAN-train, GAN-test, fidelity and privacy of synthetic sets, one report. Stages,
 each logged and timed:
@@ -13,9 +13,9 @@ each logged and timed:
    real TEST split);
 4. write REPORT_DIR (report.json/.md/.html, figures, config.yaml) through a staged folder.
 
-``audit``: the privacy audit of one synthetic set on its own (OUT/privacy.json/.md, ...).
-
-Both check their options first, so a typo fails before minutes of feature extraction.
+``audit`` (the privacy audit of one synthetic set on its own) is :mod:`.audit_command`; it shares
+the input helpers of this module. Both check their options first, so a typo fails before minutes
+of feature extraction.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate import fidelity as fidelity_metrics
 from brainsynth.evaluate import gan_train as classifiers
 from brainsynth.evaluate.feature_cache import FeatureStore
-from brainsynth.evaluate.privacy import compute_privacy, privacy_audit, summarise_privacy
+from brainsynth.evaluate.privacy import FoldReference, fold_reference
+from brainsynth.evaluate.privacy_summary import privacy_audit
 from brainsynth.evaluate.schema import (
-    AuditInputs,
-    AuditReport,
     ClassifierResult,
     DataSummary,
     FeaturesInfo,
@@ -52,7 +51,7 @@ from brainsynth.evaluate.schema import (
     Timings,
 )
 from brainsynth.evaluate.tables import REAL_KEY
-from brainsynth.evaluate.writers import summary_paragraph, write_audit, write_filtered_set, write_report
+from brainsynth.evaluate.writers import write_report
 from brainsynth.fsio import atomic_write_text, check_output_free, staged_output_dir
 from brainsynth.imageset import ImageSet, read_image_set
 from brainsynth.timing import Stopwatch
@@ -253,8 +252,9 @@ def evaluate(
     pairs: dict[str, list[dict]] = {}
     privacy: dict[str, PrivacySummary] = {}
     with watch.time("privacy"):
+        reference = None  # the real images' side of the audit, shared by every synthetic set
         for name in inputs.sets:
-            privacy[name], pairs[name] = _privacy(inputs, feats, name, audit_cfg.percentile)
+            privacy[name], pairs[name], reference = _privacy(inputs, feats, name, audit_cfg, reference)
 
     with watch.time("write"):
         with staged_output_dir(out, force=force) as stage:
@@ -330,16 +330,19 @@ def _fidelity(inputs: _Inputs, feats: _Features, seed: int) -> dict[str, Fidelit
     return {name: FidelityResult.from_dict(numbers[name], source=f"fidelity of {name}") for name in inputs.sets}
 
 
-def _privacy(inputs: _Inputs, feats: _Features, name: str, percentile: float) -> tuple[PrivacySummary, list[dict]]:
+def _privacy(inputs: _Inputs, feats: _Features, name: str, cfg: AuditConfig,
+             reference: FoldReference | None) -> tuple[PrivacySummary, list[dict], FoldReference]:
+    if reference is None:
+        dataset, test_idx = inputs.dataset, inputs.test_idx
+        reference = fold_reference(
+            inputs.real_train.images, inputs.test_images, train_features=feats.train, holdout_features=feats.test,
+            train_ids=image_ids(dataset, inputs.train_idx), holdout_ids=image_ids(dataset, test_idx),
+            holdout_labels=dataset.table["label"].to_numpy()[test_idx].astype(str), cfg=cfg)
     synth = inputs.sets[name]
-    summary, pairs = privacy_audit(
-        inputs.real_train.images, inputs.test_images, synth.images,
-        train_features=feats.train, holdout_features=feats.test, synth_features=feats.synthetic[name],
-        synth_files=[record_name(r, i) for i, r in enumerate(synth.records)],
-        train_ids=image_ids(inputs.dataset, inputs.train_idx), holdout_ids=image_ids(inputs.dataset, inputs.test_idx),
-        percentile=percentile,
-    )
-    return PrivacySummary.from_dict(summary, source=f"privacy audit of {name}"), pairs
+    summary, pairs, _ = privacy_audit(inputs.real_train.images, None, synth.images,
+                                      synth_features=feats.synthetic[name], reference=reference,
+                                      synth_files=[record_name(r, i) for i, r in enumerate(synth.records)])
+    return PrivacySummary.from_dict(summary, source=f"privacy audit of {name}"), pairs, reference
 
 
 def _data_summary(inputs: _Inputs) -> DataSummary:
@@ -380,103 +383,3 @@ def _timings(watch: Stopwatch, n_images: int, earlier: Mapping[str, float] | Non
         evaluate_images_per_s_features=round(n_images / max(seconds["features"], 1e-9), 2),
         evaluate_total=round(watch.total(), 3),
     )
-
-
-# --- brainsynth audit -------------------------------------------------------------------------
-
-def audit(
-    train: str | Path,
-    synthetic: str | Path,
-    out: str | Path,
-    cfg: AuditConfig,
-    features: EvaluateConfig,
-    *,
-    filter_flagged: bool = False,
-    device: str | None = None,
-    feature_cache: str | Path | None = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Audit a synthetic image set for copies of a prepared dataset's training images.
-
-    Parameters
-    ----------
-    train : path
-        Prepared DATASET; its ``train`` split is what the generator saw, its ``test`` split the
-        held-out reference.
-    synthetic : path
-        Image-set folder (``brainsynth generate``).
-    out : path
-        Output folder: ``privacy.json``, ``privacy.md``, ``distances.tsv``, ``nearest_pairs.png``,
-        ``distance_histogram.png``, ``config.yaml`` and, with ``filter_flagged``, ``filtered/``.
-    cfg : AuditConfig
-        ``percentile``: the held-out percentile (in %) defining a near-copy.
-    features : EvaluateConfig
-        The feature extractor (see :func:`brainsynth.evaluate.features.get_extractor`); its
-        ``bootstrap`` and ``seed`` are not used here.
-    filter_flagged : bool
-        Also write the synthetic set minus the flagged images to ``OUT/filtered``.
-    device : str, optional
-        Where features are extracted.
-    feature_cache : path, optional
-        Folder of the feature cache shared with ``evaluate`` (see :func:`evaluate`).
-    force : bool
-        Replace an existing ``out``.
-
-    Returns
-    -------
-    dict
-        The privacy summary (as in ``privacy.json["privacy"]``) plus ``out``.
-    """
-    cfg.check()
-    features.check()
-    extractors.check_extractor_name(features.features)
-    check_output_free(out, force)  # fail before the expensive part
-    dataset = load_dataset(train)
-    train_idx, hold_idx = dataset.indices("train"), dataset.indices("test")
-    _check_audit_split(dataset, train_idx, hold_idx)
-    synth = read_image_set(synthetic)
-    check_same_size(Path(synthetic).name, synthetic, synth, dataset)
-    train_images, hold_images = dataset.float_images(train_idx), dataset.float_images(hold_idx)
-    train_ids, hold_ids = image_ids(dataset, train_idx), image_ids(dataset, hold_idx)
-    synth_files = [record_name(r, i) for i, r in enumerate(synth.records)]
-
-    extractor = extractors.get_extractor(features, device=device)
-    log.info("extracting features of %d training, %d held-out and %d synthetic images",
-             len(train_images), len(hold_images), len(synth))
-    store = FeatureStore(extractor, feature_cache)
-    real_f = store.dataset(dataset)  # [rows, D], shared with evaluate through the cache
-    train_f, hold_f = real_f[train_idx], real_f[hold_idx]
-    synth_f = store.images(synth.images, what=f"synthetic set {Path(synthetic).name!r}")
-
-    result = compute_privacy(train_images, hold_images, synth.images, train_features=train_f,
-                             holdout_features=hold_f, synth_features=synth_f, train_ids=train_ids,
-                             percentile=cfg.percentile)
-    summary, pairs = summarise_privacy(result, train_images=train_images, synth_images=synth.images,
-                                       synth_files=synth_files, train_ids=train_ids, holdout_ids=hold_ids)
-    document = AuditReport(
-        brainsynth_version=__version__,
-        created=_created(),
-        simulated=bool(dataset.manifest.get("simulated", False)),
-        privacy=PrivacySummary.from_dict(summary, source="privacy audit"),
-        features=_features_info(extractor),
-        inputs=AuditInputs(train=str(Path(train)), synthetic=str(Path(synthetic)),
-                           synthetic_provenance={k: v for k, v in synth.meta.items() if k != "images"}),
-    )
-    with staged_output_dir(out, force=force) as stage:
-        note = None
-        if filter_flagged:
-            note = write_filtered_set(stage, synth, result.flagged, synth_files, synthetic, cfg.percentile)
-        write_audit(stage, document, result, pairs, synth_files, train_ids, filtered_note=note)
-        atomic_write_text(stage / "config.yaml", sections_yaml(features, cfg, what="privacy audit"))
-    print(summary_paragraph(document.privacy, out))
-    return {**document.privacy.to_dict(), "out": str(out)}
-
-
-def _check_audit_split(dataset, train_idx: np.ndarray, hold_idx: np.ndarray) -> None:
-    if len(train_idx) < 2:
-        raise InputError(f"{dataset.root}: the train split has {len(train_idx)} images; the audit needs at least 2")
-    if len(hold_idx) == 0:
-        raise InputError(
-            f"{dataset.root}: no test split, so there are no held-out real images to calibrate against; "
-            "re-run 'brainsynth prepare' with --test-fraction above 0"
-        )
