@@ -1,0 +1,55 @@
+"""benchmarks/ablation.py: its settings, its scoring against the real test images, its table."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation.py"
+
+
+@pytest.fixture(scope="module")
+def ablation():
+    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_setting_is_a_name_a_model_and_train_keys(ablation):
+    s = ablation.parse_setting(["wide", "pggan", "widths={4: 128, 8: 64}", "lr=0.0002"])
+    assert s == {"name": "wide", "model": "pggan", "sets": ["widths={4: 128, 8: 64}", "lr=0.0002"]}
+    with pytest.raises(SystemExit, match="MODEL pggan or dcgan"):
+        ablation.parse_setting(["wide", "stylegan"])
+    with pytest.raises(SystemExit, match="'lr' is not KEY=VALUE"):
+        ablation.parse_setting(["wide", "pggan", "lr"])
+    with pytest.raises(SystemExit, match="reserved"):
+        ablation.parse_setting(["real-train", "dcgan"])
+
+
+def test_seeds_are_pooled_as_mean_and_sample_sd(ablation):
+    agg = ablation.aggregate([{"swd": 1.0, "fid": 10.0}, {"swd": 3.0, "fid": 20.0}])
+    assert agg["seeds"] == 2
+    assert agg["swd"] == pytest.approx(2.0) and agg["swd_sd"] == pytest.approx(np.sqrt(2.0))
+    assert agg["fid"] == pytest.approx(15.0) and "recall" not in agg
+    table = ablation.table([{"name": "a", "model": "pggan", "sets": ["lr=0.001"]}], {"a": agg}, 0.0)
+    assert "| a | pggan | lr=0.001 | 2.00 ± 1.41 | 15.0 ± 7.1 |" in table
+
+
+def test_the_real_images_score_zero_against_themselves_and_a_grey_background_shows(ablation):
+    rng = np.random.default_rng(0)
+    n, size = 24, 32
+    yy, xx = np.mgrid[:size, :size]
+    disk = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size / 4) ** 2  # [H, W]
+    real = (disk * rng.uniform(0.4, 1.0, (n, size, size))).astype(np.float32)  # black outside the disk
+    labels = np.array(["control", "adhd"] * (n // 2))
+    feats = rng.normal(size=(n, 8))
+    grey = np.clip(real + 0.25, 0, 1)  # the same brains on a grey background
+    rows = ablation.score(real, labels, feats, {"same": (real, labels, feats), "grey": (grey, labels, feats)}, 0)
+    assert rows["same"]["swd"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["same"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert rows["same"]["precision"] == 1.0 and rows["same"]["recall"] == 1.0
+    assert rows["same"]["background"] == rows["same"]["background_real"] == 0.0
+    assert rows["grey"]["background"] == pytest.approx(0.25)
+    assert rows["grey"]["swd"] > 1.0
