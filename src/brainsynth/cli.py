@@ -317,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = add("train", cmd_train, "train the conditional PGGAN or the DCGAN baseline on a DATASET's train split",
+    p = add("train", cmd_train, "train the conditional PGGAN, the DCGAN baseline or the diffusion model (ddpm) on a "
+            "DATASET's train split",
             epilog=describe_sections() + "\nbrainsynth train: a bare --set KEY=VALUE means train.MODEL.KEY.")
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--model", choices=MODELS, default="pggan")
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--force", action="store_true", help="start over in an existing RUN_DIR")
 
-    p = add("generate", cmd_generate, "sample synthetic images per class from a trained run (G_ema)")
+    p = add("generate", cmd_generate, "sample synthetic images per class from a trained run (G_ema; ddpm: DDIM)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     _add_config_options(p, "generate")
@@ -336,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", choices=("adhd", "control", "both"), default="both")
     _key_flag(p, "--format", "generate.format", "image-set format", choices=("png", "npz", "nifti"))
     _key_flag(p, "--seed", "generate.seed", "base seed of the per-image seeds", type=int)
+    _key_flag(p, "--steps", "generate.steps", "ddpm: DDIM sampling steps", type=_positive_int)
+    _key_flag(p, "--guidance", "generate.guidance", "ddpm: classifier-free guidance weight (0: conditional only)",
+              type=float, metavar="W")
     _add_device(p)
     p.add_argument("--force", action="store_true")
 
