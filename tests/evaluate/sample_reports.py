@@ -6,6 +6,7 @@ MS-SSIM where the real one belongs would print the wrong value, not the right on
 
 from __future__ import annotations
 
+from brainsynth.evaluate.privacy_utility import privacy_utility
 from brainsynth.evaluate.schema import (
     AuditInputs,
     AuditReport,
@@ -110,17 +111,20 @@ def timings() -> Timings:
 def full_report(real_hm: float = 0.86, pggan_hm: float = 0.75, dcgan_hm: float = 0.6,
                 rates: tuple[float, float] = (0.005, 0.0), simulated: bool = True) -> Report:
     """Real baseline, PGGAN and DCGAN, every section and every optional number present."""
+    gan_train = {"real": classifier(0.9, 0.82, real_hm), "dcgan": classifier(0.6, 0.6, dcgan_hm),
+                 "pggan": classifier(0.8, 0.7, pggan_hm, subject_hm=0.701)}
+    privacy_sets = {"pggan": privacy(rates[0], ("adhd/000003.png",)), "dcgan": privacy(rates[1], mia=0.612)}
     return Report(
         brainsynth_version="0.1.0",
         created="2025-01-01T00:00:00+00:00",
         simulated=simulated,
         features=FEATURES,
         data=data_summary(),
-        gan_train={"real": classifier(0.9, 0.82, real_hm), "dcgan": classifier(0.6, 0.6, dcgan_hm),
-                   "pggan": classifier(0.8, 0.7, pggan_hm, subject_hm=0.701)},
+        gan_train=gan_train,
         gan_test={"pggan": classifier(0.95, 0.9, 0.925), "dcgan": classifier(0.85, 0.8, 0.824)},
         fidelity={"pggan": fidelity(41.234), "dcgan": fidelity(87.654)},
-        privacy={"pggan": privacy(rates[0], ("adhd/000003.png",)), "dcgan": privacy(rates[1], mia=0.612)},
+        privacy=privacy_sets,
+        privacy_utility=privacy_utility(gan_train, privacy_sets),
         timings=timings(),
     )
 

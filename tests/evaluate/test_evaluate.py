@@ -83,7 +83,7 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     assert isinstance(report, Report) and read_report(out) == report
     assert on_disk["gan_train"]["real"]["hm"] == report.gan_train["real"].hm
     assert list(on_disk) == ["schema_version", "brainsynth_version", "created", "simulated", "features", "data",
-                             "gan_train", "gan_test", "fidelity", "privacy", "timings"]
+                             "gan_train", "gan_test", "fidelity", "privacy", "privacy_utility", "timings"]
     assert on_disk["simulated"] is True
     assert on_disk["features"]["name"] == "vgg16-random" and on_disk["features"]["input_size"] == 32
     real = on_disk["data"]["real"]

@@ -65,7 +65,7 @@ def test_fidelity_and_privacy_tables_read_each_field():
 def test_every_table_renders_three_ways():
     tables = all_tables(full_report())
     assert [t.title.split(":")[0] for t in tables] == ["GAN-train (paper Table 1)", "GAN-test", "Fidelity and diversity",
-                                                       "Privacy audit", "Timings"]
+                                                       "Privacy audit", "Privacy and utility", "Timings"]
     timings = {r[0]: r[1] for r in tables[-1].rows}
     assert list(timings)[0] == "train_pggan" and timings["train_pggan"] == "1234.5"
     assert timings["evaluate_total"] == "23.4"

@@ -9,6 +9,7 @@ import re
 import numpy as np
 from sample_reports import audit_report, full_report
 
+from brainsynth.evaluate.privacy_utility import privacy_utility
 from brainsynth.evaluate.schema import Report, read_report
 from brainsynth.evaluate.tables import PAPER_TABLE1
 from brainsynth.evaluate.writers import privacy_markdown, render_markdown, summary_paragraph, write_report
@@ -58,18 +59,19 @@ def test_write_report_writes_three_self_contained_files(tmp_path):
 
     page = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
-    assert page.count("data:image/png;base64,") == 3  # samples, nearest pairs, training curves
+    assert page.count("data:image/png;base64,") == 4  # privacy-utility, samples, nearest pairs, training curves
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert 'class="banner"' in page and '<li class="met">' in page
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["pairs_pggan.png", "samples_pggan.png",
-                                                                   "training_pggan.png"]
+                                                                   "summary_privacy_utility.png", "training_pggan.png"]
 
 
 def test_report_without_synthetic_sets_runs_or_pairs(tmp_path):
     rng = np.random.default_rng(1)
     full = full_report(simulated=False)
     report = dataclasses.replace(full, gan_train={"real": full.gan_train["real"]}, gan_test={}, fidelity={},
-                                 privacy={}, data=dataclasses.replace(full.data, synthetic={}))
+                                 privacy={}, data=dataclasses.replace(full.data, synthetic={}),
+                                 privacy_utility=privacy_utility({"real": full.gan_train["real"]}, {}))
     write_report(tmp_path, report, real_train=tiny_set(rng), synthetic={}, nearest_pairs={}, runs={})
     md = (tmp_path / "report.md").read_text()
     assert "SIMULATED" not in md and "not checked" in md and "(no results)" in md

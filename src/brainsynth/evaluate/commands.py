@@ -48,6 +48,7 @@ from brainsynth.evaluate.schema import (
     SyntheticData,
     Timings,
 )
+from brainsynth.evaluate.privacy_utility import privacy_utility
 from brainsynth.evaluate.tables import REAL_KEY
 from brainsynth.evaluate.writers import summary_paragraph, write_audit, write_filtered_set, write_report
 from brainsynth.fsio import atomic_write_text, check_output_free, staged_output_dir
@@ -261,6 +262,7 @@ def evaluate(
                 gan_test=gan_test,
                 fidelity=fidelity,
                 privacy=privacy,
+                privacy_utility=privacy_utility(gan_train, privacy),
                 timings=_timings(watch, feats.count(), timings),
             )
             write_report(stage, report, real_train=inputs.real_train, synthetic=inputs.sets, nearest_pairs=pairs,

@@ -243,6 +243,34 @@ class PrivacySummary(Record):
                                                                "held-out ids")
 
 
+# --- privacy and utility together --------------------------------------------------------------
+
+@dataclass
+class PrivacyUtilityPoint(Record):
+    """One generator on the privacy-utility plane: how useful its images are, how many are near-copies."""
+
+    hm: Optional[float] = json_key("utility: the GAN-train harmonic mean of this set (gan_train.<set>.hm, slice "
+                                   "level), in [0, 1]; higher = more useful")
+    hm_ci: Optional[Bounds] = json_key("its 95% interval (gan_train.<set>.ci.hm); null without bootstrap")
+    memorization_rate: float = json_key("privacy: the share of this set flagged as near-copies of training images "
+                                        "(privacy.<set>.memorization_rate), in [0, 1]; lower = more private")
+    memorization_ci: Bounds = json_key("its 95% interval: Wilson score interval of the flagged count over the "
+                                       "n_synthetic audited images")
+    n_synthetic: int = json_key("synthetic images audited")
+    holdout_flag_rate: float = json_key("the share of held-out real images the same rule flags: the "
+                                        "memorisation rate of a generator that copies nothing")
+
+
+@dataclass
+class PrivacyUtility(Record):
+    """Every generator placed by utility (GAN-train HM) against privacy (memorisation rate), with CIs."""
+
+    points: dict[str, PrivacyUtilityPoint] = json_key("one point per synthetic set", keys="set")
+    real_hm: Optional[float] = json_key("the GAN-train HM of the real training images (the utility reference)")
+    real_hm_ci: Optional[Bounds] = json_key("its 95% interval; null without bootstrap")
+    ci_method: str = json_key("how the two intervals were computed, in words")
+
+
 # --- provenance --------------------------------------------------------------------------------
 
 @dataclass
@@ -338,6 +366,8 @@ class Report(Record):
     fidelity: dict[str, FidelityResult] = json_key("each synthetic set against the real train split", keys="set")
     privacy: dict[str, PrivacySummary] = json_key("the privacy audit of each synthetic set (held-out = the real "
                                                   "test split)", keys="set")
+    privacy_utility: PrivacyUtility = json_key("each generator's GAN-train HM against its memorisation rate, both "
+                                               "with 95% intervals (the report's privacy-utility figure)")
     timings: Timings = json_key("wall time")
 
     @classmethod

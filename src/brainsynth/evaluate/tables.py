@@ -201,6 +201,24 @@ def privacy_table(report: Report) -> Table:
     ])
 
 
+def privacy_utility_table(report: Report) -> Table:
+    pu = report.privacy_utility
+    rows = [[display_name(key), fmt_ci(p.hm, p.hm_ci), _pct_ci(p.memorization_rate, p.memorization_ci),
+             fmt_pct(p.holdout_flag_rate)]
+            for key in ordered_names(pu.points) for p in [pu.points[key]]]
+    if pu.real_hm is not None:
+        rows.append([display_name(REAL_KEY), fmt_ci(pu.real_hm, pu.real_hm_ci), "", ""])
+    return Table("Privacy and utility", ["Training data", "GAN-train HM (95% CI)", "memorisation rate (95% CI)",
+                                         "held-out false flags"], rows, [
+        "Utility up, privacy left: a useful and private generator has a high HM and a memorisation rate near the "
+        "held-out false-flag rate (what a generator that copies nothing shows). " + pu.ci_method + ".",
+    ])
+
+
+def _pct_ci(value: float, bounds: Bounds) -> str:
+    return f"{fmt_pct(value)} [{fmt_pct(bounds[0])}, {fmt_pct(bounds[1])}]"
+
+
 def timings_table(report: Report) -> Table:
     seconds = report.timings.to_dict()  # earlier stages first, then this command's
     return Table("Timings", ["stage", "seconds"], [[k, fmt(v, 1)] for k, v in seconds.items()])
@@ -208,7 +226,7 @@ def timings_table(report: Report) -> Table:
 
 def all_tables(report: Report) -> list[Table]:
     return [table1(report), gan_test_table(report), fidelity_table(report), privacy_table(report),
-            timings_table(report)]
+            privacy_utility_table(report), timings_table(report)]
 
 
 # --- targets --------------------------------------------------------------------------------

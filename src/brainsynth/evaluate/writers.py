@@ -81,16 +81,21 @@ def write_report(
     atomic_write_json(out_dir / "report.json", report.to_dict())
     tables = all_tables(report)
     atomic_write_text(out_dir / "report.md", render_markdown(report, tables))
-    drawn = report_figures(real_train, synthetic, nearest_pairs, runs)
+    drawn = report_figures(real_train, synthetic, nearest_pairs, runs, report)
     for section, name, _, png in drawn:
         atomic_write_bytes(out_dir / "figures" / f"{section}_{_file_safe(name)}.png", png)
     atomic_write_text(out_dir / "report.html", render_html(report, tables, drawn))
 
 
 def report_figures(real_train, synthetic: Mapping[str, Any], nearest_pairs: Mapping[str, Sequence[Mapping[str, Any]]],
-                   runs: Mapping[str, str | Path]) -> list[Figure]:
-    """Sample grids, nearest pairs and training curves, in the order the page shows them."""
+                   runs: Mapping[str, str | Path], report: Report | None = None) -> list[Figure]:
+    """The privacy-utility summary (with a report), sample grids, nearest pairs and training curves,
+    in the order the page shows them."""
     drawn: list[Figure] = []
+    if report is not None and report.privacy_utility.points:
+        drawn.append(("summary", "privacy_utility", "each generator's GAN-train HM (utility, up) against its "
+                      "memorisation rate (privacy, left), with 95% intervals",
+                      figures.figure_privacy_utility(report.privacy_utility)))
     for name, images in synthetic.items():
         drawn.append(("samples", name, f"{name}: samples per class beside real training slices",
                       figures.figure_samples(real_train, images, name)))
@@ -132,7 +137,8 @@ def render_markdown(report: Report, tables: Sequence[Table] | None = None) -> st
     lines += [f"- {v.text}" for v in check_targets(report).values()]
     lines += ["", targets_line(report), "", "## Results", ""]
     lines += [to_markdown(t) for t in tables]
-    lines += ["Figures (sample grids, nearest pairs, training curves) are in report.html and figures/.", ""]
+    lines += ["Figures (privacy and utility, sample grids, nearest pairs, training curves) are in report.html and "
+              "figures/.", ""]
     return "\n".join(lines)
 
 
@@ -172,7 +178,8 @@ def render_html(report: Report, tables: Sequence[Table], drawn: Sequence[Figure]
     body.append("</ul>")
     body.append("<h2>Results</h2>")
     body += [to_html(t) for t in tables]
-    sections = {"samples": "Samples", "pairs": "Nearest training neighbours", "training": "Training curves"}
+    sections = {"summary": "Privacy and utility", "samples": "Samples", "pairs": "Nearest training neighbours",
+                "training": "Training curves"}
     for section, heading in sections.items():
         chosen = [(caption, png) for s, _, caption, png in drawn if s == section]
         if not chosen:
