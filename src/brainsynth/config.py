@@ -54,7 +54,7 @@ PRECISIONS = ("fp32", "bf16")  # no fp16: the WGAN-GP gradient penalty overflows
 CONDITIONINGS = ("acgan", "projection", "none")
 ADAM_RESETS = ("resolution", "lod")
 DDPM_SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")  # MONAI's names
-DDPM_PREDICTIONS = ("epsilon", "v_prediction")
+DDPM_PREDICTIONS = ("epsilon", "v_prediction", "sample")
 EMA_BN_MODES = ("copy", "recompute", "train_mode", "no_ema")
 
 # Official progressive-GAN minibatch per resolution on one GPU (Karras et al. 2018, Table 4 setup).
@@ -172,7 +172,7 @@ class TrainConfig(Section):
     ddpm_patch: int = 1  # ddpm: space-to-depth factor before the UNet (2: a 64 px image enters as 4 x 32 x 32); 1 = none
     ddpm_timesteps: int = 1000  # ddpm: diffusion steps T of training (Ho et al. 2020: 1000)
     ddpm_schedule: str = field(default="linear_beta", metadata=choices(*DDPM_SCHEDULES))  # ddpm: noise schedule (MONAI name)
-    ddpm_prediction: str = field(default="epsilon", metadata=choices(*DDPM_PREDICTIONS))  # ddpm: the network predicts the noise (epsilon) or the velocity (v_prediction)
+    ddpm_prediction: str = field(default="epsilon", metadata=choices(*DDPM_PREDICTIONS))  # ddpm: the network predicts the noise (epsilon), the velocity (v_prediction) or the clean image (sample)
     ddpm_label_dropout: float = 0.1  # ddpm: share of training labels replaced by the null class (classifier-free guidance)
     ddpm_grad_clip: float = 1.0  # ddpm: clip the gradient norm to this (Ho et al. 2020: 1); 0 = no clipping
     ddpm_grid_steps: int = 25  # ddpm: DDIM steps of the tick's sample grid (guidance 0)

@@ -48,7 +48,7 @@ def test_bad_architectures_are_refused_with_the_fix():
         Denoiser(16, channels=(8, 8), attention=(False,), norm_groups=4)
 
 
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 def test_targets_follow_the_forward_process(prediction):
     train, _ = make_schedulers(1000, "linear_beta", prediction)
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
@@ -57,5 +57,5 @@ def test_targets_follow_the_forward_process(prediction):
     x_t, target = diffusion_targets(train, x0, noise, t)
     abar = torch.cumprod(1 - torch.linspace(1e-4, 2e-2, 1000), 0)[t].view(4, 1, 1, 1)  # Ho et al. 2020
     assert torch.allclose(x_t, abar.sqrt() * x0 + (1 - abar).sqrt() * noise, atol=1e-5)
-    expected = noise if prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
+    expected = {"epsilon": noise, "sample": x0, "v_prediction": abar.sqrt() * noise - (1 - abar).sqrt() * x0}[prediction]
     assert torch.allclose(target, expected, atol=1e-5)
