@@ -158,3 +158,18 @@ def test_a_training_size_other_than_the_prepared_size_is_refused_before_any_work
     with pytest.raises(ConfigError, match="train.pggan.resolution=8 differs from prepare.size=16"):
         api.run(tmp_path / "out", config="tiny", set=["train.resolution=8"])
     assert not (tmp_path / "out").exists()
+
+
+def test_run_adds_the_diffusion_row_everywhere(tmp_path):
+    out = tmp_path / "out"
+    report = api.run(out, config="tiny", set=["run.models=[dcgan,ddpm]"])
+    for section in (report.gan_train, report.gan_test, report.fidelity, report.privacy,
+                    report.privacy_utility.points):
+        assert "ddpm" in section and "dcgan" in section
+    timings = json.loads((out / "timings.json").read_text())
+    assert {"train_ddpm", "generate_ddpm"} <= set(timings)
+    meta = json.loads((out / "synthetic" / "ddpm" / "metadata.json").read_text())
+    assert meta["generator"]["model"] == "ddpm" and meta["generator"]["steps"] == 10
+    assert meta["counts"] == {"control": 24, "adhd": 24}
+    assert (out / "report" / "figures" / "summary_privacy_utility.png").is_file()
+    assert (out / "report" / "figures" / "training_ddpm.png").is_file()  # its denoising loss curve
