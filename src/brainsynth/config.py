@@ -173,6 +173,7 @@ class TrainConfig(Section):
     ddpm_timesteps: int = 1000  # ddpm: diffusion steps T of training (Ho et al. 2020: 1000)
     ddpm_schedule: str = field(default="linear_beta", metadata=choices(*DDPM_SCHEDULES))  # ddpm: noise schedule (MONAI name)
     ddpm_prediction: str = field(default="epsilon", metadata=choices(*DDPM_PREDICTIONS))  # ddpm: the network predicts the noise (epsilon), the velocity (v_prediction) or the clean image (sample)
+    ddpm_min_snr: float = 0.0  # ddpm: Min-SNR-gamma loss weighting (Hang et al. 2023: 5); 0 = the plain mean squared error
     ddpm_label_dropout: float = 0.1  # ddpm: share of training labels replaced by the null class (classifier-free guidance)
     ddpm_grad_clip: float = 1.0  # ddpm: clip the gradient norm to this (Ho et al. 2020: 1); 0 = no clipping
     ddpm_grid_steps: int = 25  # ddpm: DDIM steps of the tick's sample grid (guidance 0)
@@ -288,7 +289,7 @@ class TrainConfig(Section):
     def _check_ddpm(self) -> None:
         if not 0.0 <= self.ddpm_label_dropout < 1.0:
             raise self.bad("ddpm_label_dropout", "must be in [0, 1)")
-        self.at_least(0, "ddpm_grad_clip")
+        self.at_least(0, "ddpm_grad_clip", "ddpm_min_snr")
         if self.ddpm_grid_steps > self.ddpm_timesteps:
             raise self.bad("ddpm_grid_steps", f"cannot exceed ddpm_timesteps ({self.ddpm_timesteps})")
         if not self.ddpm_channels or min(self.ddpm_channels) < 1:

@@ -59,3 +59,15 @@ def test_targets_follow_the_forward_process(prediction):
     assert torch.allclose(x_t, abar.sqrt() * x0 + (1 - abar).sqrt() * noise, atol=1e-5)
     expected = {"epsilon": noise, "sample": x0, "v_prediction": abar.sqrt() * noise - (1 - abar).sqrt() * x0}[prediction]
     assert torch.allclose(target, expected, atol=1e-5)
+
+
+def test_min_snr_weights_clip_the_signal_to_noise_ratio():
+    from brainsynth.train.diffusion import loss_weights
+
+    abar = torch.tensor([0.99, 0.5, 0.01], dtype=torch.float64)  # SNR 99, 1, 1/99
+    assert torch.equal(loss_weights(abar, "epsilon", 0.0), torch.ones(3, dtype=torch.float64))
+    eps = loss_weights(abar, "epsilon", 5.0)
+    assert eps.tolist() == pytest.approx([5 / 99, 1.0, 1.0])  # only the nearly clean step is down-weighted
+    v = loss_weights(abar, "v_prediction", 5.0)
+    assert v.tolist() == pytest.approx([5 / 100, 1 / 2, (1 / 99) / (1 / 99 + 1)])
+    assert loss_weights(abar, "sample", 5.0).tolist() == pytest.approx([5.0, 1.0, 1 / 99])

@@ -10,8 +10,13 @@ is the part that differs, the step. Per step, for a global batch of ``B`` real i
    mask ``[B]`` (every rank draws the whole global batch and keeps its slice, so a 2-process
    run sees exactly the data of a 1-process run);
 2. replace the dropped labels by the null class (classifier-free guidance, Ho & Salimans 2022);
-3. ``loss = mean((net(x_t, t, y) - target)^2)`` with ``x_t`` and the target (``eps`` or the
-   velocity) from MONAI's scheduler (Ho et al. 2020, the "simple" objective).
+3. ``loss = mean(w_t * (net(x_t, t, y) - target)^2)`` with ``x_t`` and the target (``eps``, the
+   velocity or ``x0``) from MONAI's scheduler: ``w_t = 1`` is Ho et al. 2020's "simple"
+   objective; ``train.ddpm_min_snr = gamma > 0`` clips the signal-to-noise ratio
+   ``SNR_t = abar_t / (1 - abar_t)`` of each step's weight at gamma (Min-SNR-gamma, Hang et al.
+   2023: ``min(SNR, gamma) / SNR`` for epsilon, ``/ (SNR + 1)`` for velocity, ``min(SNR,
+   gamma)`` for x0), so that the nearly clean steps no longer dominate the gradient; Hang et
+   al. report about 3x faster convergence.
 
 The gradient is averaged over ranks and its norm clipped to ``train.ddpm_grad_clip`` (Ho et al.
 2020 clip at 1) before the Adam step; both happen in the loop.
@@ -48,6 +53,8 @@ class DiffusionLoss:
         self.label_dropout = cfg.ddpm_label_dropout
         self.null_label = int(null_label)
         self.scheduler, _ = make_schedulers(cfg.ddpm_timesteps, cfg.ddpm_schedule, cfg.ddpm_prediction)
+        self.weights = loss_weights(self.scheduler.alphas_cumprod.double(), cfg.ddpm_prediction,
+                                    cfg.ddpm_min_snr).float()  # [T]
 
     def draw(self, batch: int, n_images: int, res: int, gen: torch.Generator
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,8 +75,22 @@ class DiffusionLoss:
         labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)  # [b]
         x_t, target = diffusion_targets(self.scheduler, reals.float(), noise, t)  # [b, 1, R, R] each
         pred = self.net(x_t, t, labels)  # [b, 1, R, R]
-        loss = F.mse_loss(pred.float(), target)
-        return loss, {"loss_mse": loss.detach()}
+        per_image = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))  # [b]
+        loss = (self.weights.to(per_image.device)[t] * per_image).mean()
+        return loss, {"loss_mse": per_image.mean().detach()}
 
 
-__all__ = ["DiffusionLoss"]
+def loss_weights(alphas_cumprod: torch.Tensor, prediction: str, min_snr: float) -> torch.Tensor:
+    """The per-step loss weight ``[T]``: 1, or Min-SNR-gamma (Hang et al. 2023) for ``min_snr > 0``."""
+    if min_snr <= 0:
+        return torch.ones_like(alphas_cumprod)
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)  # [T]
+    clipped = snr.clamp(max=min_snr)
+    if prediction == "epsilon":
+        return clipped / snr
+    if prediction == "v_prediction":
+        return clipped / (snr + 1.0)
+    return clipped  # x0 ("sample") prediction
+
+
+__all__ = ["DiffusionLoss", "loss_weights"]
