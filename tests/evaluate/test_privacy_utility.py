@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 
+import matplotlib.image as plt_image
 import numpy as np
 import pytest
 
@@ -55,6 +57,7 @@ def test_table_figure_and_page_show_the_summary(tmp_path):
     assert "| PGGAN | 0.750 [" in table and "0.5% [0.1%, 2.8%]" in table and "| Real data | 0.860 [" in table
     png = figures.figure_privacy_utility(report.privacy_utility)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plt_image.imread(io.BytesIO(png)).shape[2] == 4  # a decodable RGBA image
     drawn = report_figures(None, {}, {}, {}, report)
     assert [d[:2] for d in drawn] == [("summary", "privacy_utility")]
 
@@ -66,3 +69,48 @@ def test_table_figure_and_page_show_the_summary(tmp_path):
     written = json.loads((tmp_path / "report.json").read_text())["privacy_utility"]
     assert written["points"]["pggan"]["memorization_rate"] == 0.005
     assert np.isclose(written["real_hm"], 0.86)
+    on_disk = plt_image.imread(tmp_path / "figures" / "summary_privacy_utility.png")
+    assert on_disk.ndim == 3 and on_disk.shape[0] > 300 and on_disk.shape[1] > 400
+
+
+def _errorbars(ax) -> dict[str, tuple]:
+    """Each errorbar's label -> ((x, y), x segment, y segment) as drawn."""
+    out = {}
+    for container in ax.containers:
+        line, _caps, (xbars, ybars) = container.lines
+        (x, y), = line.get_xydata()
+        out[container.get_label()] = ((x, y), tuple(xbars.get_segments()[0][:, 0]),
+                                      tuple(ybars.get_segments()[0][:, 1]))
+    return out
+
+
+def test_the_figure_places_each_generator_at_its_numbers():
+    report = full_report(real_hm=0.86, pggan_hm=0.75, dcgan_hm=0.6, rates=(0.005, 0.0))
+    pu = report.privacy_utility
+    ax, = figures.draw_privacy_utility(pu).axes
+    bars = _errorbars(ax)
+    assert set(bars) == {"pggan (n=200)", "dcgan (n=200)"}
+    (x, y), xseg, yseg = bars["pggan (n=200)"]
+    assert (x, y) == pytest.approx((0.5, 0.75))  # percent on x
+    assert xseg == pytest.approx(tuple(100 * v for v in pu.points["pggan"].memorization_ci))
+    assert yseg == pytest.approx((0.71, 0.79))  # the report's bootstrap interval, untouched
+    (x, y), xseg, _ = bars["dcgan (n=200)"]
+    assert (x, y) == pytest.approx((0.0, 0.6)) and xseg[0] == 0.0 and xseg[1] == pytest.approx(100 * 0.018845, abs=1e-3)
+    assert ax.get_xlim()[0] < 0 < ax.get_xlim()[1]  # the point at 0 % is inside the axes
+    # The reference lines: the real HM (dashed) and the held-out false-flag rate (dotted), in the legend.
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+    assert [tuple(ln.get_ydata()) for ln in dashed] == [(0.86, 0.86)]
+    assert [tuple(ln.get_xdata()) for ln in dotted] == [pytest.approx((0.75, 0.75))]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "real training images (HM 0.860)" in legend and "held-out false-flag rate (0.8%)" in legend
+
+
+def test_a_set_without_gan_train_is_named_not_drawn():
+    report = full_report()
+    gan_train = {k: v for k, v in report.gan_train.items() if k != "dcgan"}
+    pu = privacy_utility(gan_train, report.privacy)
+    assert pu.points["dcgan"].hm is None and pu.points["dcgan"].hm_ci is None
+    ax, = figures.draw_privacy_utility(pu).axes
+    assert set(_errorbars(ax)) == {"pggan (n=200)"}
+    assert [t.get_text() for t in ax.texts if "no GAN-train" in t.get_text()] == ["dcgan: no GAN-train HM"]

@@ -134,11 +134,18 @@ def _error(value: float, bounds) -> list[list[float]] | None:
 
 
 def figure_privacy_utility(summary: PrivacyUtility) -> bytes:
-    """PNG bytes: each generator at (memorisation rate, GAN-train HM), both with 95% intervals.
+    """PNG bytes of :func:`draw_privacy_utility`."""
+    return png_bytes(draw_privacy_utility(summary))
+
+
+def draw_privacy_utility(summary: PrivacyUtility):
+    """A Figure: each generator at (memorisation rate in %, GAN-train HM), both with 95% intervals.
 
     Up is more useful, left is more private. The real training images' HM is the dashed
     horizontal line (its interval shaded); the held-out false-flag rate, what a generator that
-    copies nothing would show, the dotted vertical line.
+    copies nothing would show, the dotted vertical line. A set without a GAN-train HM is named
+    in a note rather than drawn at a made-up height. Returned undrawn so that tests can read
+    the plotted values back.
     """
     from matplotlib.figure import Figure
 
@@ -173,7 +180,7 @@ def figure_privacy_utility(summary: PrivacyUtility) -> bytes:
     ax.set_title("privacy and utility of each generator (95% intervals)", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return png_bytes(fig)
+    return fig
 
 
 # --- training curves ----------------------------------------------------------------------
