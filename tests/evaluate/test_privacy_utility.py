@@ -10,30 +10,12 @@ import numpy as np
 import pytest
 
 from brainsynth.evaluate import figures
-from brainsynth.evaluate.privacy_utility import privacy_utility, wilson_interval
+from brainsynth.evaluate.privacy_utility import privacy_utility
 from brainsynth.evaluate.schema import Report
 from brainsynth.evaluate.tables import privacy_utility_table, to_markdown
 from brainsynth.evaluate.writers import report_figures, write_report
 
 from sample_reports import full_report
-
-
-@pytest.mark.parametrize("k, n, expected", [
-    (0, 1000, (0.0, 0.003827)),      # 0 flagged of 1,000: not a point at 0
-    (5, 1000, (0.002137, 0.011650)),
-    (50, 100, (0.403831, 0.596169)),  # symmetric about one half
-    (10, 10, (0.722467, 1.0)),
-])
-def test_wilson_interval_matches_the_closed_form(k, n, expected):
-    lo, hi = wilson_interval(k, n)
-    assert (lo, hi) == pytest.approx(expected, abs=2e-6)
-    assert lo <= k / n <= hi
-
-
-def test_wilson_interval_edge_cases():
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-    with pytest.raises(ValueError, match="successes 3 must lie in"):
-        wilson_interval(3, 2)
 
 
 def test_the_summary_takes_each_number_from_its_section():
@@ -42,9 +24,12 @@ def test_the_summary_takes_each_number_from_its_section():
     assert set(pu.points) == {"pggan", "dcgan"}
     pggan = pu.points["pggan"]
     assert pggan.hm == 0.75 and pggan.hm_ci == report.gan_train["pggan"].ci.hm
-    assert pggan.memorization_rate == 0.005 and pggan.n_synthetic == 200
-    assert pggan.memorization_ci == pytest.approx(wilson_interval(1, 200))  # one flagged image listed
-    assert pu.points["dcgan"].memorization_ci[0] == 0.0 and pu.points["dcgan"].holdout_flag_rate == 0.0075
+    # The audit's memorisation block as it stands: rate, Wilson interval, counts (not recomputed).
+    audit = report.privacy["pggan"]
+    assert (pggan.memorization_rate, pggan.flagged, pggan.n_synthetic) == (0.005, 1, 200)
+    assert pggan.memorization_ci == pytest.approx((0.001, 0.032)) == tuple(audit.memorization.ci)
+    assert pggan.false_flag_rate == 0.025 and pggan.false_flag_ci == pytest.approx((0.0069, 0.0868))
+    assert pu.points["dcgan"].memorization_ci == pytest.approx((0.0, 0.027)) and pu.points["dcgan"].flagged == 0
     assert pu.real_hm == 0.86 and "Wilson" in pu.ci_method
     # Through the strict reader and back.
     again = Report.from_dict(json.loads(json.dumps(report.to_dict())))
@@ -54,7 +39,8 @@ def test_the_summary_takes_each_number_from_its_section():
 def test_table_figure_and_page_show_the_summary(tmp_path):
     report = full_report()
     table = to_markdown(privacy_utility_table(report))
-    assert "| PGGAN | 0.750 [" in table and "0.5% [0.1%, 2.8%]" in table and "| Real data | 0.860 [" in table
+    assert "| PGGAN | 0.750 [0.710, 0.790] | 0.5% [0.1%, 3.2%] | 2.5% [0.7%, 8.7%] |" in table
+    assert "| Real data | 0.860 [0.820, 0.900] |" in table
     png = figures.figure_privacy_utility(report.privacy_utility)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert plt_image.imread(io.BytesIO(png)).shape[2] == 4  # a decodable RGBA image
@@ -67,7 +53,7 @@ def test_table_figure_and_page_show_the_summary(tmp_path):
     assert page.count("<h2>Privacy and utility</h2>") == 1 and 'alt="each generator&#x27;s GAN-train HM' in page
     assert "## Results" in (tmp_path / "report.md").read_text()
     written = json.loads((tmp_path / "report.json").read_text())["privacy_utility"]
-    assert written["points"]["pggan"]["memorization_rate"] == 0.005
+    assert written["points"]["pggan"]["memorization_rate"] == 0.005 and written["points"]["pggan"]["flagged"] == 1
     assert np.isclose(written["real_hm"], 0.86)
     on_disk = plt_image.imread(tmp_path / "figures" / "summary_privacy_utility.png")
     assert on_disk.ndim == 3 and on_disk.shape[0] > 300 and on_disk.shape[1] > 400
@@ -89,21 +75,21 @@ def test_the_figure_places_each_generator_at_its_numbers():
     pu = report.privacy_utility
     ax, = figures.draw_privacy_utility(pu).axes
     bars = _errorbars(ax)
-    assert set(bars) == {"pggan (n=200)", "dcgan (n=200)"}
-    (x, y), xseg, yseg = bars["pggan (n=200)"]
+    assert set(bars) == {"pggan (1/200 flagged)", "dcgan (0/200 flagged)"}
+    (x, y), xseg, yseg = bars["pggan (1/200 flagged)"]
     assert (x, y) == pytest.approx((0.5, 0.75))  # percent on x
-    assert xseg == pytest.approx(tuple(100 * v for v in pu.points["pggan"].memorization_ci))
+    assert xseg == pytest.approx((0.1, 3.2))  # the audit's Wilson interval, in percent
     assert yseg == pytest.approx((0.71, 0.79))  # the report's bootstrap interval, untouched
-    (x, y), xseg, _ = bars["dcgan (n=200)"]
-    assert (x, y) == pytest.approx((0.0, 0.6)) and xseg[0] == 0.0 and xseg[1] == pytest.approx(100 * 0.018845, abs=1e-3)
+    (x, y), xseg, _ = bars["dcgan (0/200 flagged)"]
+    assert (x, y) == pytest.approx((0.0, 0.6)) and xseg == pytest.approx((0.0, 2.7))
     assert ax.get_xlim()[0] < 0 < ax.get_xlim()[1]  # the point at 0 % is inside the axes
     # The reference lines: the real HM (dashed) and the held-out false-flag rate (dotted), in the legend.
     dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
     assert [tuple(ln.get_ydata()) for ln in dashed] == [(0.86, 0.86)]
-    assert [tuple(ln.get_xdata()) for ln in dotted] == [pytest.approx((0.75, 0.75))]
+    assert [tuple(ln.get_xdata()) for ln in dotted] == [pytest.approx((2.5, 2.5))]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "real training images (HM 0.860)" in legend and "held-out false-flag rate (0.8%)" in legend
+    assert "real training images (HM 0.860)" in legend and "held-out false-flag rate (2.5%)" in legend
 
 
 def test_a_set_without_gan_train_is_named_not_drawn():
@@ -112,5 +98,5 @@ def test_a_set_without_gan_train_is_named_not_drawn():
     pu = privacy_utility(gan_train, report.privacy)
     assert pu.points["dcgan"].hm is None and pu.points["dcgan"].hm_ci is None
     ax, = figures.draw_privacy_utility(pu).axes
-    assert set(_errorbars(ax)) == {"pggan (n=200)"}
+    assert set(_errorbars(ax)) == {"pggan (1/200 flagged)"}
     assert [t.get_text() for t in ax.texts if "no GAN-train" in t.get_text()] == ["dcgan: no GAN-train HM"]

@@ -577,8 +577,6 @@ class Trainer:
         # --- bookkeeping, as device tensors (read once per tick: no per-step host sync)
         for key, value in stats.items():
             self._acc[key] = self._acc.get(key, 0.0) + value.float()
-        for key in ("loss_mse",) if self.D is None else ("loss_d", "loss_g"):
-            self._finite = self._finite & torch.isfinite(stats[key])
         self._acc_steps += 1
         self.images_shown += gb
         self.step += 1
@@ -596,6 +594,7 @@ class Trainer:
         with self._autocast():
             loss, stats = self.loss.loss(reals, labels, noise, t, drop)
         loss.backward()
+        self._check_finite(loss)
         ddp.average_gradients(self.G, self.info)
         if self.cfg.ddpm_grad_clip > 0:
             stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.G.parameters(), self.cfg.ddpm_grad_clip)
@@ -641,6 +640,7 @@ class Trainer:
         ddp.average_gradients(self.G, self.info)
         self.opt_G.step()
         self.D.requires_grad_(True)
+        self._check_finite(loss_d, loss_g)
 
         # --- EMA of G, augmentation probability
         self._update_ema(gb)
@@ -649,6 +649,14 @@ class Trainer:
         stats = dict(stats_d)
         stats.update({key if key == "loss_g" else f"g_{key}": value for key, value in stats_g.items()})
         return stats
+
+    def _check_finite(self, *losses: torch.Tensor) -> None:
+        """Fold the losses just optimised into the tick's finite flag (a device tensor: no host sync).
+
+        The losses themselves, not their entries in the stats: a loss may report other stats.
+        """
+        for loss in losses:
+            self._finite = self._finite & torch.isfinite(loss.detach())
 
     def _update_ema(self, batch: int) -> None:
         update_ema(self.G_ema, self.G, ema_beta(self.cfg, batch), self.ema_bn)
