@@ -9,9 +9,13 @@ Feature-based (on the extractor's features, see :mod:`brainsynth.evaluate.featur
   n1 x n2 cross-product of the centred feature matrices, which is what :func:`fid` uses then.
 - KID (Binkowski et al. 2018): torchmetrics' estimator and subset draws (tested equal to its
   ``KernelInceptionDistance``), with the kernel matrices computed once instead of once per subset
-  (30 s -> ~2 s for fc7).
+  (30 s -> ~2 s for fc7). Subsets hold half the smaller set (at most 1000 images): a subset as
+  large as a set would be that whole set every time, and the spread over subsets would be 0.
 - Precision/recall (Kynkaanniemi et al. 2019, k = 3) and density/coverage (Naeem et al. 2020,
-  k = 5) from k-nearest-neighbour balls.
+  k = 5) from k-nearest-neighbour balls. For real images the ball of an image reaches its k-th
+  nearest image of ANOTHER subject: adjacent slices of one subject are near-duplicates (98.6% of
+  a demo slice's nearest neighbours were), which shrinks the balls to nothing and makes every
+  set look imprecise.
 
 Pixel-based:
 
@@ -126,20 +130,26 @@ def _mask(index: torch.Tensor, n: int) -> torch.Tensor:
     return w
 
 
-def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed: int = 0) -> tuple[float, float]:
+def kid_subset_size(n_real: int, n_fake: int) -> int:
+    """Images per KID subset: half the smaller set, at most 1000, so each subset is a real subsample."""
+    return min(KID_MAX_SUBSET, min(n_real, n_fake) // 2)
+
+
+def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed: int = 0,
+        subset_size: int | None = None) -> tuple[float, float]:
     """Kernel Inception Distance (mean, std over random subsets) of feature sets [N1, D], [N2, D].
 
     The same estimator and the same subset draws as torchmetrics' ``KernelInceptionDistance``
     (tested equal), but the kernel matrices are computed once for the whole sets and each
     subset indexes into them, instead of 3 x ``subsets`` fresh D-dimensional products.
-    Subsets hold ``min(1000, N1, N2)`` images each.
+    Subsets hold ``subset_size`` images each, by default :func:`kid_subset_size`.
 
     Note: two *identical* sets give a negative value (the self-pairs k(x, x) enter the cross
     term only), so "no difference" reads as ~0 only for independent samples.
     """
     x = torch.from_numpy(np.asarray(real, dtype=np.float64))  # [N1, D]
     y = torch.from_numpy(np.asarray(fake, dtype=np.float64))  # [N2, D]
-    m = min(KID_MAX_SUBSET, len(x), len(y))
+    m = kid_subset_size(len(x), len(y)) if subset_size is None else min(subset_size, len(x), len(y))
     if m < 2:
         raise ValueError("KID needs at least 2 images in each set")
     k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
@@ -164,36 +174,55 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.cat([torch.cdist(ta[i:i + _DIST_CHUNK], tb) for i in range(0, len(ta), _DIST_CHUNK)]).numpy()
 
 
-def knn_radii(points: np.ndarray, k: int) -> np.ndarray:
-    """Distance of each point [N, D] to its k-th nearest OTHER point of the same set [N]."""
+def knn_radii(points: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Distance of each point [N, D] to its k-th nearest OTHER point of the same set [N].
+
+    Parameters
+    ----------
+    groups : array [N], optional
+        Subject of each point: a point's neighbours are then only points of other subjects
+        (slices of one subject are near-duplicates of each other).
+    """
     if len(points) <= k:
         raise ValueError(f"need more than k={k} points, got {len(points)}")
     d = _pairwise(points, points)  # [N, N]
-    # Column 0 of each sorted row is the point itself (distance 0).
-    return np.partition(d, k, axis=1)[:, k]
+    if groups is None:
+        # Column 0 of each sorted row is the point itself (distance 0).
+        return np.partition(d, k, axis=1)[:, k]
+    groups = np.asarray(groups)
+    same = groups[:, None] == groups[None, :]  # [N, N], the diagonal included
+    if np.min(np.sum(~same, axis=1)) < k:
+        raise ValueError(f"a point has fewer than k={k} points of other subjects")
+    d[same] = np.inf
+    return np.partition(d, k - 1, axis=1)[:, k - 1]
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K, *, real_groups: np.ndarray | None = None,
+                     fake_groups: np.ndarray | None = None) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019).
 
     precision: share of fake points inside at least one real k-NN ball;
     recall: share of real points inside at least one fake k-NN ball.
+    ``real_groups`` / ``fake_groups`` [N] / [M]: subjects, for balls over other subjects only
+    (:func:`knn_radii`).
     """
-    r_real = knn_radii(real, k)  # [N]
-    r_fake = knn_radii(fake, k)  # [M]
+    r_real = knn_radii(real, k, real_groups)  # [N]
+    r_fake = knn_radii(fake, k, fake_groups)  # [M]
     d = _pairwise(fake, real)  # [M, N]
     precision = float(np.mean((d <= r_real[None, :]).any(axis=1)))
     recall = float(np.mean((d <= r_fake[:, None]).any(axis=0)))
     return precision, recall
 
 
-def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K) -> tuple[float, float]:
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K, *,
+                     real_groups: np.ndarray | None = None) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020), both from real k-NN balls.
 
     density: mean number of real balls holding a fake point, divided by k (1 ~ same distribution);
-    coverage: share of real balls holding at least one fake point.
+    coverage: share of real balls holding at least one fake point. ``real_groups`` [N]: subjects,
+    for balls over other subjects only (:func:`knn_radii`).
     """
-    r_real = knn_radii(real, k)  # [N]
+    r_real = knn_radii(real, k, real_groups)  # [N]
     d = _pairwise(fake, real)  # [M, N]
     inside = d <= r_real[None, :]  # [M, N]
     density = float(inside.sum() / (k * len(fake)))
@@ -351,7 +380,9 @@ def ms_ssim_diversity(images: np.ndarray, *, n_pairs: int = MS_SSIM_PAIRS, seed:
 
 def fidelity_report(real_images: np.ndarray, real_labels: np.ndarray, real_features: np.ndarray,
                     synth_images: np.ndarray, synth_labels: np.ndarray, synth_features: np.ndarray, *,
-                    labels: tuple[str, ...], seed: int = 0, ms_ssim_pairs: int = MS_SSIM_PAIRS) -> dict[str, Any]:
+                    labels: tuple[str, ...], seed: int = 0, ms_ssim_pairs: int = MS_SSIM_PAIRS,
+                    real_subjects: np.ndarray | None = None,
+                    synth_subjects: np.ndarray | None = None) -> dict[str, Any]:
     """Every fidelity number of one synthetic set against the real (train) set.
 
     Parameters
@@ -363,6 +394,9 @@ def fidelity_report(real_images: np.ndarray, real_labels: np.ndarray, real_featu
         Class names in report order.
     ms_ssim_pairs : int
         Random pairs per class and set for MS-SSIM.
+    real_subjects, synth_subjects : array [N], optional
+        Subject of each image, for k-NN balls over other subjects only (:func:`knn_radii`);
+        ``synth_subjects`` when the compared set is real too (the ``real-test`` reference).
 
     Returns
     -------
@@ -385,6 +419,7 @@ def fidelity_report(real_images: np.ndarray, real_labels: np.ndarray, real_featu
                                                                n_pairs=ms_ssim_pairs, seed=seed)
         ms["real"][lbl], _ = ms_ssim_diversity(real_images[real_labels == lbl], n_pairs=ms_ssim_pairs, seed=seed)
     out["ms_ssim"] = ms
-    out["precision"], out["recall"] = precision_recall(real_features, synth_features, PR_K)
-    out["density"], out["coverage"] = density_coverage(real_features, synth_features, DC_K)
+    out["precision"], out["recall"] = precision_recall(real_features, synth_features, PR_K, real_groups=real_subjects,
+                                                       fake_groups=synth_subjects)
+    out["density"], out["coverage"] = density_coverage(real_features, synth_features, DC_K, real_groups=real_subjects)
     return out

@@ -4,7 +4,12 @@ Every table is built once as a :class:`Table` of plain strings and rendered thre
 text for the terminal (:func:`to_text`), Markdown (:func:`to_markdown`) and HTML
 (:func:`to_html`). The paper's numbers live in :data:`PAPER_TABLE1` and the targets in
 :data:`TARGETS`; nothing else restates them. A number the report does not have (an ``Optional``
-field holding ``None``) is shown as ``n/a``.
+field holding ``None``) is shown as ``n/a``; an interval that is ``n/a`` has its reason in the
+table's notes.
+
+Targets are judged on the paired comparisons' verdicts (the 95% interval of a difference on the
+same resampled subjects), never on point estimates: two HMs 0.01 apart are "not
+distinguishable", not an ordering.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from brainsynth import LABELS
 from brainsynth.evaluate.schema import (
     Bounds,
     ClassifierResult,
+    Comparison,
     FeaturesInfo,
     Intervals,
     Report,
@@ -37,6 +43,10 @@ TARGETS = {
 
 REAL_KEY = "real"
 """Key of the real-on-real baseline in ``Report.gan_train``."""
+SHORTCUT_KEY = "shortcut"
+"""Key of the shortcut baseline (the SVM on four global numbers per slice) in ``Report.gan_train``."""
+REAL_TEST_KEY = "real-test"
+"""Key of the real-versus-real reference in ``Report.fidelity``."""
 
 METRICS = ("sensitivity", "specificity", "hm")
 METRIC_HEADERS = {"sensitivity": "Sen", "specificity": "Spe", "hm": "HM"}
@@ -46,18 +56,19 @@ METRIC_HEADERS = {"sensitivity": "Sen", "specificity": "Spe", "hm": "HM"}
 
 def display_name(key: str) -> str:
     """``"pggan"`` -> ``"PGGAN"``, ``"real"`` -> ``"Real data"`` (the paper's row names)."""
-    if key.lower() == REAL_KEY:
-        return "Real data"
+    special = {REAL_KEY: "Real data", SHORTCUT_KEY: "Shortcut", REAL_TEST_KEY: "Real test (reference)"}
+    if key.lower() in special:
+        return special[key.lower()]
     upper = key.upper()
     return upper if upper in PAPER_TABLE1 else key
 
 
 def ordered_names(names: Iterable[str]) -> list[str]:
-    """PGGAN first, DCGAN second, other synthetic sets as given, the real baseline last."""
+    """PGGAN first, DCGAN second, other synthetic sets as given, then real, shortcut, real-test."""
     keys = list(names)
 
     def rank(key: str) -> int:
-        return {"pggan": 0, "dcgan": 1, REAL_KEY: 3}.get(key.lower(), 2)
+        return {"pggan": 0, "dcgan": 1, REAL_KEY: 3, SHORTCUT_KEY: 4, REAL_TEST_KEY: 5}.get(key.lower(), 2)
 
     return sorted(keys, key=lambda k: (rank(k), keys.index(k)))
 
@@ -82,12 +93,29 @@ def fmt_pct(value: Optional[float]) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def fmt_ci(value: Optional[float], bounds: Optional[Bounds], digits: int = 3) -> str:
-    """``"0.762 [0.700, 0.810]"``; the interval is left out when absent."""
+def fmt_ci(value: Optional[float], bounds: Optional[Bounds], digits: int = 3, *, na: bool = False) -> str:
+    """``"0.762 [0.700, 0.810]"``; without an interval the number alone, or ``"0.762 [CI n/a]"`` with ``na``."""
     text = fmt(value, digits)
     if bounds is not None and all(optional_number(b) is not None for b in bounds):
         text += f" [{fmt(bounds[0], digits)}, {fmt(bounds[1], digits)}]"
+    elif na and value is not None:
+        text += " [CI n/a]"
     return text
+
+
+def fmt_sd(value: Optional[float], sd: Optional[float], digits: int = 3) -> str:
+    """``"41.23 +/- 3.10"`` (mean over folds +/- SD), or the mean alone with one fold."""
+    text = fmt(value, digits)
+    return text + (f" +/- {fmt(sd, digits)}" if optional_number(sd) is not None else "")
+
+
+def _ci_notes(notes: Iterable[Optional[str]]) -> list[str]:
+    """Each distinct reason for an n/a interval, once."""
+    seen: list[str] = []
+    for note in notes:
+        if note and note not in seen:
+            seen.append(note)
+    return [f"CI {n}" for n in seen]
 
 
 def _bounds(ci: Optional[Intervals], metric: str) -> Optional[Bounds]:
@@ -126,26 +154,76 @@ def _classifier_table(section: Mapping[str, ClassifierResult], title: str, *, wi
     for key in ordered_names(section):
         sl, subj = section[key].slice, section[key].subject
         row = [display_name(key)]
-        row += [fmt_ci(getattr(sl, m), _bounds(sl.ci, m)) for m in METRICS]
+        row += [fmt_ci(getattr(sl, m), _bounds(sl.ci, m), na=sl.ci_note is not None) for m in METRICS]
         if with_paper:
             paper = PAPER_TABLE1.get(display_name(key), {})
             row += [fmt(paper.get(m)) for m in METRICS]  # only the paper's own rows have numbers
         row += [fmt(getattr(subj, m)) for m in METRICS]
         row.append(f"{sl.n} / {subj.n_groups}")
         rows.append(row)
-    return Table(title, headers, rows)
+    notes = _ci_notes(section[k].slice.ci_note for k in ordered_names(section))
+    return Table(title, headers, rows, notes)
+
+
+def protocol_line(report: Report) -> str:
+    """One sentence: folds, repeats, subjects tested, intervals."""
+    p = report.protocol
+    tested = ", ".join(f"{n} {lbl}" for lbl, n in p.test_subjects_per_label.items())
+    return (f"protocol: {p.method}. {p.folds_evaluated} fold(s) evaluated of {p.folds} x {p.repeats}; "
+            f"{p.subjects_tested_per_repeat} of {p.n_subjects} subjects tested per repeat ({tested}).")
 
 
 def table1(report: Report) -> Table:
-    """GAN-train in the layout of the paper's Table 1, with the paper's numbers beside ours."""
-    t = _classifier_table(report.gan_train, "GAN-train (paper Table 1): SVM trained on each set, tested on the "
-                          "real test split", with_paper=True)
+    """GAN-train in the layout of the paper's Table 1, with the paper's numbers beside ours (pooled over folds)."""
+    t = _classifier_table(report.gan_train, "GAN-train (paper Table 1): SVM trained on each set, tested on real "
+                          "test subjects, pooled over folds", with_paper=True)
     t.notes = [
-        "Slice level, with 95% bootstrap CIs over test subjects; subject level = mean SVM decision score per "
-        "subject. n = test images / subjects. ADHD is the positive class.",
+        "Slice level, with 95% cluster-bootstrap CIs over test subjects; subject level = mean SVM decision score per "
+        "subject and repeat. n = test images / subjects. ADHD is the positive class. Shortcut = the same SVM on "
+        "brain area, mean and SD of brain intensity and slice position of the real training slices: a row near it "
+        "learned little beyond such trivia.",
+        protocol_line(report),
+        *t.notes,
         features_line(report.features),
     ]
     return t
+
+
+def per_fold_table(report: Report) -> Table:
+    """Each GAN-train row's HM (Sen / Spe) in each fold, slice level."""
+    names = ordered_names(report.gan_train)
+    folds = [(f.repeat, f.fold) for f in report.gan_train[names[0]].per_fold] if names else []
+    headers = ["Training data"] + [f"r{r}/f{k} HM (Sen / Spe)" for r, k in folds]
+    rows = []
+    for key in names:
+        by_fold = {(f.repeat, f.fold): f for f in report.gan_train[key].per_fold}
+        row = [display_name(key)]
+        for fid in folds:
+            f = by_fold.get(fid)
+            row.append("n/a" if f is None else f"{fmt_ci(f.hm, _bounds(f.ci, 'hm'))} ({fmt(f.sensitivity, 2)} / "
+                                               f"{fmt(f.specificity, 2)})")
+        rows.append(row)
+    notes = ["Each fold's SVM scored only that fold's test subjects; the pooled rows above combine the folds."]
+    first = report.gan_train[names[0]].per_fold if names else []
+    if first:
+        counts = "; ".join(f"r{f.repeat}/f{f.fold}: " + ", ".join(f"{n} {lbl}" for lbl, n in f.n_subjects.items())
+                           for f in first)
+        notes.append(f"test subjects per fold: {counts}.")
+    notes += _ci_notes(f.ci_note for key in names for f in report.gan_train[key].per_fold)
+    return Table("GAN-train per fold", headers, rows, notes)
+
+
+def comparisons_table(report: Report) -> Table:
+    """Every paired comparison with its interval and verdict."""
+    headers = ["a", "b", "metric", "a", "b", "a - b [95% CI]", "a / b [95% CI]", "verdict"]
+    rows = [[display_name(c.a), display_name(c.b), "slice HM" if c.metric == "hm" else "subject HM",
+             fmt(c.a_value), fmt(c.b_value), fmt_ci(c.diff, c.ci, na=c.ci_note is not None),
+             fmt_ci(c.ratio, c.ratio_ci), c.verdict] for c in report.comparisons]
+    notes = ["Paired cluster bootstrap: the same resampled test subjects (stratified by label, each with all its "
+             "slices of every fold and repeat) for both rows. 'better' / 'worse': the CI of a - b excludes 0; "
+             "'not distinguishable': it holds 0, so the data cannot order the two rows.",
+             *_ci_notes(c.ci_note for c in report.comparisons)]
+    return Table("Paired comparisons (GAN-train HM)", headers, rows, notes)
 
 
 def gan_test_table(report: Report) -> Table:
@@ -157,24 +235,41 @@ def gan_test_table(report: Report) -> Table:
 
 
 def fidelity_table(report: Report) -> Table:
-    headers = ["Synthetic set", "FID", "KID (mean +/- std)", "SWD avg (x1e3)"]
-    headers += [f"MS-SSIM {lbl} (synth / real)" for lbl in LABELS]
+    headers = ["Compared set", "FID", "KID (mean +/- std)", "SWD avg (x1e3)"]
+    headers += [f"MS-SSIM {lbl} (set / real)" for lbl in LABELS]
     headers += ["Precision", "Recall", "Density", "Coverage"]
     rows = []
     for key in ordered_names(report.fidelity):
         e = report.fidelity[key]
+        sd = e.sd
         kid = fmt(e.kid_mean, 4)
         if optional_number(e.kid_std) is not None:
             kid += f" +/- {fmt(e.kid_std, 4)}"
-        row = [display_name(key), fmt(e.fid, 2), kid, fmt(e.swd.avg, 2)]
+        row = [display_name(key), fmt_sd(e.fid, sd and sd.fid, 2), kid, fmt_sd(e.swd.avg, sd and sd.swd.avg, 2)]
         row += [f"{fmt(e.ms_ssim.synthetic[lbl])} / {fmt(e.ms_ssim.real[lbl])}" for lbl in LABELS]
-        row += [fmt(e.precision), fmt(e.recall), fmt(e.density), fmt(e.coverage)]
+        row += [fmt_sd(getattr(e, m), sd and getattr(sd, m)) for m in ("precision", "recall", "density", "coverage")]
         rows.append(row)
+    n_folds = max((len(e.per_fold) for e in report.fidelity.values()), default=0)
     return Table("Fidelity and diversity", headers, rows, [
-        "FID/KID/P/R/D/C on the features below, against the real training images; SWD on pixels (Laplacian "
+        f"Mean over {n_folds} fold(s) +/- SD over folds. Each set against the real training images of its fold; "
+        "Real test (reference) = the fold's real TEST subjects against the same training images: the scale to "
+        "read the synthetic rows on (a set as close as other real subjects matches it).",
+        "FID/KID/P/R/D/C on the features below (k-NN balls over other subjects' images); SWD on pixels (Laplacian "
         "pyramid, 7x7 patches); MS-SSIM between random pairs within a class (lower = more diverse).",
         features_line(report.features),
     ])
+
+
+def fidelity_per_fold_table(report: Report) -> Table:
+    """The headline fidelity numbers of every fold."""
+    headers = ["Compared set", "fold", "FID", "KID", "SWD avg", "Precision", "Recall", "Density", "Coverage"]
+    rows = []
+    for key in ordered_names(report.fidelity):
+        for f in report.fidelity[key].per_fold:
+            v = f.values
+            rows.append([display_name(key), f"r{f.repeat}/f{f.fold}", fmt(v.fid, 2), fmt(v.kid_mean, 4),
+                         fmt(v.swd.avg, 2), fmt(v.precision), fmt(v.recall), fmt(v.density), fmt(v.coverage)])
+    return Table("Fidelity per fold", headers, rows, [features_line(report.features)])
 
 
 def privacy_table(report: Report) -> Table:
@@ -192,8 +287,18 @@ def privacy_table(report: Report) -> Table:
             fmt(e.mia_auc),
             fmt(e.mia_auc_subject),
         ])
+    for key in ordered_names(report.privacy):
+        for f in report.privacy[key].per_fold if len(report.privacy[key].per_fold) > 1 else []:
+            e = f.audit
+            rows.append([f"{display_name(key)} r{f.repeat}/f{f.fold}", fmt_pct(e.memorization_rate),
+                         f"{len(e.flagged)} of {e.n_synthetic}",
+                         f"{fmt(e.threshold.pixel, 4)} / {fmt(e.threshold.feature, 4)}",
+                         f"{fmt_pct(e.authenticity)} ({fmt_pct(e.authenticity_by_space.pixel.holdout)})",
+                         fmt(e.mia_auc), fmt(e.mia_auc_subject)])
     percentiles = {f"{e.percentile:g}" for e in report.privacy.values()}
     return Table("Privacy audit", headers, rows, [
+        "Pooled rows: rates over every fold's images, thresholds and AUCs the mean over folds; then each fold "
+        "(its generator against its own training and held-out subjects).",
         f"Near-copy: nearest-training distance below percentile {'/'.join(sorted(percentiles)) or 'n/a'} of the "
         "held-out real images' distances, in pixel (shift-tolerant) or feature space. MIA AUC 0.5 = no membership "
         "leak. Slices of one subject are correlated: per-image numbers count each subject many times.",
@@ -207,8 +312,8 @@ def timings_table(report: Report) -> Table:
 
 
 def all_tables(report: Report) -> list[Table]:
-    return [table1(report), gan_test_table(report), fidelity_table(report), privacy_table(report),
-            timings_table(report)]
+    return [table1(report), per_fold_table(report), comparisons_table(report), gan_test_table(report),
+            fidelity_table(report), fidelity_per_fold_table(report), privacy_table(report), timings_table(report)]
 
 
 # --- targets --------------------------------------------------------------------------------
@@ -225,41 +330,91 @@ class Verdict:
     text: str
 
 
-def _hm(report: Report, name: str) -> float | None:
-    key = _find_key(report.gan_train, name)
-    return None if key is None else optional_number(report.gan_train[key].hm)
+def find_comparison(report: Report, a: str, b: str, metric: str = "hm") -> Comparison | None:
+    """The comparison of rows ``a`` and ``b`` (either order, names ignoring case), oriented as a vs b."""
+    for c in report.comparisons:
+        if c.metric != metric:
+            continue
+        if (c.a.lower(), c.b.lower()) == (a.lower(), b.lower()):
+            return c
+        if (c.a.lower(), c.b.lower()) == (b.lower(), a.lower()):
+            flip = {"better": "worse", "worse": "better"}
+            return Comparison(a=c.b, b=c.a, metric=c.metric, a_value=c.b_value, b_value=c.a_value,
+                              diff=None if c.diff is None else -c.diff,
+                              ci=None if c.ci is None else (_neg(c.ci[1]), _neg(c.ci[0])), ci_note=c.ci_note,
+                              verdict=flip.get(c.verdict, c.verdict),
+                              ratio=None if not c.ratio else 1.0 / c.ratio,
+                              ratio_ci=None if c.ratio_ci is None else (_inv(c.ratio_ci[1]), _inv(c.ratio_ci[0])))
+    return None
+
+
+def _neg(x: Optional[float]) -> Optional[float]:
+    return None if x is None else -x
+
+
+def _inv(x: Optional[float]) -> Optional[float]:
+    # 1/x is monotone for x > 0, so the bootstrap percentiles of a/b invert into those of b/a.
+    return None if x is None or x <= 0 else 1.0 / x
+
+
+def verdict_text(c: Comparison) -> str:
+    """``"PGGAN vs DCGAN: better (HM 0.812 - 0.701 = 0.111 [0.020, 0.190])"``."""
+    head = f"{display_name(c.a)} vs {display_name(c.b)}: {c.verdict}"
+    detail = f"HM {fmt(c.a_value)} - {fmt(c.b_value)} = {fmt_ci(c.diff, c.ci)}"
+    return f"{head} ({detail}{'; CI ' + c.ci_note if c.ci_note else ''})"
 
 
 def check_targets(report: Report) -> dict[str, Verdict]:
-    """Whether the reproduction targets hold.
+    """Whether the reproduction targets hold, judged on paired verdicts, never on point estimates.
 
     Returns
     -------
     dict
-        name -> :class:`Verdict`. Names: ``"ordering"`` (real HM >= PGGAN HM > DCGAN HM),
-        ``"pggan_vs_real"`` (PGGAN HM >= 0.85 x real HM), ``"memorization"`` (PGGAN, the method
-        reproduced, <= 1% near-copies; every audited set when there is no PGGAN entry; the text
-        lists all sets).
+        name -> :class:`Verdict`. Names: ``"ordering"`` (the paper's real >= PGGAN > DCGAN: met
+        when the verdict of real vs PGGAN is not ``worse``, i.e. PGGAN is not shown better than
+        real, and PGGAN vs DCGAN is ``better``), ``"pggan_vs_real"`` (PGGAN HM >= 0.85 x real
+        HM: met when the paired 95% interval of PGGAN / real HM lies at or above 0.85, missed when
+        it lies below, not shown when it straddles 0.85), ``"shortcut"`` (the real baseline is
+        ``better`` than the shortcut: the classifier learns more than global trivia),
+        ``"memorization"`` (PGGAN, the method reproduced, <= 1% near-copies; every audited set
+        when there is no PGGAN entry; the text lists all sets). A comparison without an interval
+        (``n/a``) leaves its target not checked.
     """
-    real, pggan, dcgan = _hm(report, REAL_KEY), _hm(report, "pggan"), _hm(report, "dcgan")
     out: dict[str, Verdict] = {}
-
-    if None in (real, pggan, dcgan):
-        out["ordering"] = Verdict(None, "real HM >= PGGAN HM > DCGAN HM: not checked (needs GAN-train HM of real, "
-                                        "pggan and dcgan)")
+    real_pggan, pggan_dcgan = find_comparison(report, REAL_KEY, "pggan"), find_comparison(report, "pggan", "dcgan")
+    goal = "real >= PGGAN > DCGAN (paired verdicts on pooled HM)"
+    if real_pggan is None or pggan_dcgan is None:
+        out["ordering"] = Verdict(None, f"{goal}: not checked (needs the GAN-train rows real, pggan and dcgan)")
+    elif "n/a" in (real_pggan.verdict, pggan_dcgan.verdict):
+        out["ordering"] = Verdict(None, f"{goal}: not checked, CI n/a ({verdict_text(real_pggan)}; "
+                                        f"{verdict_text(pggan_dcgan)})")
     else:
-        ok = real >= pggan > dcgan
-        out["ordering"] = Verdict(ok, f"real HM >= PGGAN HM > DCGAN HM: {'met' if ok else 'MISSED'} "
-                                      f"({real:.3f}, {pggan:.3f}, {dcgan:.3f})")
+        ok = real_pggan.verdict != "worse" and pggan_dcgan.verdict == "better"
+        out["ordering"] = Verdict(ok, f"{goal}: {'met' if ok else 'MISSED'} ({verdict_text(real_pggan)}; "
+                                      f"{verdict_text(pggan_dcgan)})")
 
     share = TARGETS["pggan_share_of_real_hm"]
-    if None in (real, pggan):
-        out["pggan_vs_real"] = Verdict(None, f"PGGAN HM >= {share:g} x real HM: not checked (needs GAN-train HM of "
-                                             "real and pggan)")
+    goal = f"PGGAN HM >= {share:g} x real HM (paired CI of PGGAN / real HM)"
+    c = find_comparison(report, "pggan", REAL_KEY)
+    if c is None:
+        out["pggan_vs_real"] = Verdict(None, f"{goal}: not checked (needs the GAN-train rows real and pggan)")
+    elif c.ratio_ci is None or None in c.ratio_ci:
+        out["pggan_vs_real"] = Verdict(None, f"{goal}: not checked, CI n/a (PGGAN / real = {fmt(c.ratio)}"
+                                             f"{'; ' + c.ci_note if c.ci_note else ''})")
     else:
-        ok = pggan >= share * real
-        out["pggan_vs_real"] = Verdict(ok, f"PGGAN HM >= {share:g} x real HM: {'met' if ok else 'MISSED'} "
-                                           f"({pggan:.3f} vs {share * real:.3f})")
+        lo, hi = c.ratio_ci
+        state = "met" if lo >= share else "MISSED" if hi < share else f"MISSED: not distinguishable from {share:g}"
+        out["pggan_vs_real"] = Verdict(lo >= share, f"{goal}: {state} (PGGAN / real = {fmt_ci(c.ratio, c.ratio_ci)})")
+
+    c = find_comparison(report, REAL_KEY, SHORTCUT_KEY)
+    goal = "real baseline better than the shortcut (global slice features)"
+    if c is None:
+        out["shortcut"] = Verdict(None, f"{goal}: not checked (needs the GAN-train rows real and shortcut)")
+    elif c.verdict == "n/a":
+        out["shortcut"] = Verdict(None, f"{goal}: not checked, CI n/a ({verdict_text(c)})")
+    else:
+        ok = c.verdict == "better"
+        out["shortcut"] = Verdict(ok, f"{goal}: {'met' if ok else 'MISSED'} ({verdict_text(c)})")
 
     limit = TARGETS["max_memorization_rate"]
     rates = {display_name(k): optional_number(v.memorization_rate) for k, v in report.privacy.items()}
@@ -297,9 +452,16 @@ def to_text(table: Table) -> str:
     return "\n".join(out + table.notes)
 
 
+def verdict_lines(report: Report, metric: str = "hm") -> list[str]:
+    """One line per paired comparison of ``metric``: its verdict, difference and interval."""
+    return [verdict_text(c) for c in report.comparisons if c.metric == metric]
+
+
 def format_table1(report: Report) -> str:
-    """The GAN-train table for the terminal, the paper's numbers beside ours, then the targets."""
-    return to_text(table1(report)) + "\n" + targets_line(report)
+    """The GAN-train table for the terminal, the paper's numbers beside ours, the paired verdicts, the targets."""
+    lines = [to_text(table1(report)), "Paired verdicts on pooled slice HM (a vs b: CI of a - b above 0 = better):"]
+    lines += [f"  {line}" for line in verdict_lines(report)]
+    return "\n".join(lines + [targets_line(report)])
 
 
 def _md_cell(text: str) -> str:

@@ -1,0 +1,327 @@
+"""One fold of the cross-validated evaluation, and the fold folder it writes.
+
+A fold (:meth:`brainsynth.data.dataset.PreparedDataset.fold`) has training subjects, which its
+generators learned, and test subjects, which nothing in the fold has seen. Per fold:
+
+GAN-train rows
+    a linear SVM fit on each synthetic set (every class subsampled to the smallest), on the
+    fold's real training images (``real``) and on four global numbers per real training slice
+    (``shortcut``: brain area, mean and SD of brain intensity, slice position;
+    :func:`brainsynth.evaluate.shortcut.global_slice_features`), each scoring every test slice;
+GAN-test
+    the ``real`` SVM scoring each synthetic set;
+fidelity
+    each synthetic set, and the real test images (``real-test``, the reference scale), against
+    the real training images, k-NN balls over other subjects;
+privacy
+    each synthetic set against the training images, calibrated on the test subjects.
+
+The decision scores are kept (``predictions.tsv``), so that pooling over folds
+(:mod:`brainsynth.evaluate.pooling`) works from predictions, not from per-fold summaries.
+
+A fold folder holds ``fold.json`` (:class:`~brainsynth.evaluate.schema.FoldReport`),
+``predictions.tsv`` (:data:`~brainsynth.evaluate.protocol.PREDICTION_COLUMNS`), ``gan_test.tsv``
+and ``figures/`` (sample grids and nearest pairs of this fold).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from brainsynth import LABELS
+from brainsynth.config import AuditConfig, EvaluateConfig
+from brainsynth.errors import InputError
+from brainsynth.evaluate import fidelity as fidelity_metrics
+from brainsynth.evaluate import figures
+from brainsynth.evaluate.gan_train import balanced_subsample, make_classifier
+from brainsynth.evaluate.privacy import privacy_audit
+from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
+from brainsynth.evaluate.schema import FidelityResult, FoldData, FoldReport, PrivacySummary, SyntheticFold
+from brainsynth.evaluate.shortcut import global_slice_features
+from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
+from brainsynth.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from brainsynth.imageset import ImageSet
+from brainsynth.timing import Stopwatch
+
+log = logging.getLogger("brainsynth.evaluate.folds")
+
+FOLD_FILE = "fold.json"
+PREDICTIONS_FILE = "predictions.tsv"
+GAN_TEST_FILE = "gan_test.tsv"
+GAN_TEST_COLUMNS = ("set", "repeat", "fold", "image", "label", "score")
+FIGURES_DIR = "figures"
+MIN_IMAGES_PER_CLASS = 3  # the SVM needs 2 per class, the k-NN metrics more than k=5 in all
+
+Figure = tuple[str, str, str, bytes]
+"""(section, set name, caption, PNG bytes) of one report figure."""
+
+
+def fold_name(repeat: int, fold: int) -> str:
+    """``"r0/f1"``: the prefix of a fold's stage names and folders."""
+    return f"r{repeat}/f{fold}"
+
+
+# --- names shared by evaluate and audit ---------------------------------------------------------
+
+def record_name(record: Mapping[str, Any], position: int) -> str:
+    """``"adhd/000003.png"``, or ``"images.npz#3"`` for an image inside a stacked file."""
+    name = str(record.get("file", position))  # an image set's record names its file unless stacked
+    return f"{name}#{record['index']}" if "index" in record else name
+
+
+def image_ids(dataset, idx: np.ndarray) -> list[str]:
+    """``"sub-01:45"`` per dataset row (``":p2"`` added when slices were cut into several patches).
+
+    The one naming of real images shared by ``audit`` and ``evaluate``, so their reports agree.
+    """
+    rows = dataset.table.iloc[np.asarray(idx)]
+    several_patches = "patch" in rows and rows["patch"].nunique(dropna=True) > 1
+    ids = []
+    for r in rows.itertuples():
+        image_id = f"{r.subject}:{r.slice}"
+        ids.append(f"{image_id}:p{r.patch}" if several_patches else image_id)
+    return ids
+
+
+def slice_positions(table: pd.DataFrame) -> np.ndarray:
+    """Each row's slice position in its subject's kept range, 0 (first) .. 1 (last) [N]."""
+    z = table["slice"].to_numpy(dtype=np.float64)
+    first = table.groupby("subject")["slice"].transform("min").to_numpy(dtype=np.float64)
+    last = table.groupby("subject")["slice"].transform("max").to_numpy(dtype=np.float64)
+    return np.where(last > first, (z - first) / np.where(last > first, last - first, 1.0), 0.0)
+
+
+def check_fold(view) -> None:
+    """Refuse a fold whose subjects straddle its split or whose train or test side lacks a class."""
+    table = view.table
+    straddling = table.groupby("subject")["split"].nunique()
+    straddling = sorted(straddling[straddling > 1].index)
+    if straddling:
+        raise InputError(
+            f"{view.root}: subjects {', '.join(map(str, straddling[:5]))} have images in both the train and the "
+            "test split, so test scores would leak; re-run 'brainsynth prepare' (it splits by subject)"
+        )
+    repeat, fold = view.fold_id
+    for split in ("train", "test"):
+        for label in LABELS:
+            n = len(view.indices(split, label))
+            if n < MIN_IMAGES_PER_CLASS:
+                raise InputError(
+                    f"{view.root}: repeat {repeat} fold {fold}: the {split} split has {n} {label} images (need at "
+                    f"least {MIN_IMAGES_PER_CLASS}); re-run 'brainsynth prepare' with more subjects, fewer --folds "
+                    "or another --test-fraction/--seed so both classes are on both sides of every fold"
+                )
+
+
+# --- one fold -----------------------------------------------------------------------------------
+
+@dataclass
+class FoldResult:
+    """One fold's evaluation, in memory (:func:`write_fold` / :func:`read_fold` for its folder)."""
+
+    report: FoldReport
+    predictions: pd.DataFrame  # PREDICTION_COLUMNS, every GAN-train row's scores of the fold's test slices
+    gan_test: pd.DataFrame  # GAN_TEST_COLUMNS, the real SVM's scores of each synthetic image
+    figures: list[Figure] = field(default_factory=list)
+
+    @property
+    def fold_id(self) -> tuple[int, int]:
+        return self.report.repeat, self.report.fold
+
+
+@dataclass
+class FeatureMemo:
+    """Features of every real image of one dataset, extracted once and shared by its folds."""
+
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # dataset root -> float [N_all, D]
+
+    def real(self, dataset, extractor) -> np.ndarray:
+        key = str(Path(dataset.root).resolve())
+        if key not in self.features:
+            self.features[key] = extractor.extract(dataset.float_images())  # [N_all, D]
+        return self.features[key]
+
+
+def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], cfg: EvaluateConfig,
+                  audit_cfg: AuditConfig, extractor, memo: FeatureMemo | None = None) -> FoldResult:
+    """Evaluate every synthetic set of one fold against that fold's real subjects.
+
+    Parameters
+    ----------
+    view : PreparedDataset
+        The dataset's view of one fold (``view.fold_id``), its ``split`` column the fold's.
+    sets : dict
+        name -> the fold's synthetic :class:`~brainsynth.imageset.ImageSet`, trained on the
+        fold's training subjects only.
+    paths : dict
+        name -> the image-set folder (recorded).
+    cfg, audit_cfg : EvaluateConfig, AuditConfig
+        Bootstrap and seed (classifiers, subsets), the near-copy percentile.
+    extractor : Extractor
+        Feature extractor (:func:`brainsynth.evaluate.features.get_extractor`).
+    memo : FeatureMemo, optional
+        Real features already extracted by another fold of the same dataset.
+    """
+    repeat, fold = view.fold_id
+    watch = Stopwatch(log=log)
+    memo = memo or FeatureMemo()
+    with watch.time("load"):
+        check_fold(view)
+        train_idx, test_idx = view.indices("train"), view.indices("test")
+        table = view.table
+        train_set = _real_set(view, train_idx)
+        test_set = _real_set(view, test_idx)
+    with watch.time("features"):
+        real_f = memo.real(view, extractor)
+        train_f, test_f = real_f[train_idx], real_f[test_idx]  # [N, D], [M, D]
+        synth_f = {name: extractor.extract(s.images) for name, s in sets.items()}
+    with watch.time("gan_train"):
+        predictions, gan_test, n_train = _classifiers(view, train_idx, test_idx, train_f, test_f, sets, synth_f,
+                                                      cfg.seed)
+    with watch.time("fidelity"):
+        fidelity = {name: _fidelity(train_set, train_f, s, synth_f[name], cfg.seed, None) for name, s in sets.items()}
+        fidelity[REAL_TEST_KEY] = _fidelity(train_set, train_f, test_set, test_f, cfg.seed,
+                                            np.array([r["subject"] for r in test_set.records]))
+    pairs: dict[str, list[dict]] = {}
+    privacy: dict[str, PrivacySummary] = {}
+    with watch.time("privacy"):
+        for name, synth in sets.items():
+            summary, pairs[name] = privacy_audit(
+                train_set.images, test_set.images, synth.images, train_features=train_f, holdout_features=test_f,
+                synth_features=synth_f[name], synth_files=[record_name(r, i) for i, r in enumerate(synth.records)],
+                train_ids=image_ids(view, train_idx), holdout_ids=image_ids(view, test_idx),
+                percentile=audit_cfg.percentile)
+            privacy[name] = PrivacySummary.from_dict(summary, source=f"privacy audit of {name}")
+    subjects = table["subject"].to_numpy().astype(str)
+    report = FoldReport(
+        repeat=repeat, fold=fold,
+        data=FoldData(repeat=repeat, fold=fold, n_train=len(train_idx), n_test=len(test_idx),
+                      train_subjects=sorted(set(subjects[train_idx])), test_subjects=sorted(set(subjects[test_idx]))),
+        synthetic={name: SyntheticFold(repeat=repeat, fold=fold, path=str(paths[name]), n_images=len(s))
+                   for name, s in sets.items()},
+        counts={name: {lbl: int(np.sum(s.labels == lbl)) for lbl in LABELS} for name, s in sets.items()},
+        # Generated sets record their generator; other image sets only their own metadata.
+        sources={name: s.meta.get("generator", {k: v for k, v in s.meta.items() if k != "counts"})
+                 for name, s in sets.items()},
+        n_train=n_train, fidelity=fidelity, privacy=privacy,
+        seconds={k: round(v, 3) for k, v in watch.seconds.items()},
+    )
+    drawn = fold_figures(train_set, sets, pairs, f"repeat {repeat}, fold {fold}")
+    log.info("fold %s evaluated in %.1f s", fold_name(repeat, fold), watch.total())
+    return FoldResult(report=report, predictions=predictions, gan_test=gan_test, figures=drawn)
+
+
+def _real_set(view, idx: np.ndarray) -> ImageSet:
+    """Some rows of the dataset as an :class:`ImageSet` (images float [n, H, W] in [0, 1])."""
+    rows = view.table.iloc[idx]
+    records = [{"label": r.label, "subject": r.subject, "slice": int(r.slice)} for r in rows.itertuples()]
+    return ImageSet(images=view.float_images(idx), labels=rows["label"].to_numpy().astype(str), records=records,
+                    meta={"synthetic": False}, root=view.root)
+
+
+def _classifiers(view, train_idx: np.ndarray, test_idx: np.ndarray, train_f: np.ndarray, test_f: np.ndarray,
+                 sets: Mapping[str, ImageSet], synth_f: Mapping[str, np.ndarray],
+                 seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Every GAN-train row's decision scores of the test slices, and GAN-test's of each set."""
+    repeat, fold = view.fold_id
+    table = view.table
+    y_train, test_rows = view.label_indices(train_idx), table.iloc[test_idx]
+
+    def rows(name: str, scores: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"set": name, "repeat": repeat, "fold": fold, "subject": test_rows["subject"].to_numpy(),
+                             "slice": test_rows["slice"].to_numpy(), "patch": test_rows["patch"].to_numpy(),
+                             "label": test_rows["label"].to_numpy(), "score": scores})[list(PREDICTION_COLUMNS)]
+
+    real_svm = make_classifier(seed).fit(train_f, y_train)
+    parts = [rows(REAL_KEY, real_svm.decision_function(test_f))]
+    n_train = {REAL_KEY: len(train_idx)}
+    gan_test = []
+    for name, synth in sets.items():
+        y_synth = synth.label_indices()
+        keep = balanced_subsample(y_synth, seed)
+        svm = make_classifier(seed).fit(synth_f[name][keep], y_synth[keep])
+        parts.append(rows(name, svm.decision_function(test_f)))
+        n_train[name] = len(keep)
+        gan_test.append(pd.DataFrame({
+            "set": name, "repeat": repeat, "fold": fold,
+            "image": [record_name(r, i) for i, r in enumerate(synth.records)], "label": synth.labels.astype(str),
+            "score": real_svm.decision_function(synth_f[name])})[list(GAN_TEST_COLUMNS)])
+    # The shortcut: the same SVM on four numbers per slice that any scanner or head-size confound moves.
+    position = slice_positions(table)
+    shortcut = make_classifier(seed).fit(global_slice_features(view.images[train_idx], position[train_idx]), y_train)
+    parts.append(rows(SHORTCUT_KEY, shortcut.decision_function(
+        global_slice_features(view.images[test_idx], position[test_idx]))))
+    n_train[SHORTCUT_KEY] = len(train_idx)
+    empty = pd.DataFrame(columns=list(GAN_TEST_COLUMNS))
+    return pd.concat(parts, ignore_index=True), pd.concat(gan_test, ignore_index=True) if gan_test else empty, n_train
+
+
+def _fidelity(real: ImageSet, real_f: np.ndarray, other: ImageSet, other_f: np.ndarray, seed: int,
+              other_subjects: np.ndarray | None) -> FidelityResult:
+    numbers = fidelity_metrics.fidelity_report(
+        real.images, real.labels, real_f, other.images, other.labels, other_f, labels=LABELS, seed=seed,
+        ms_ssim_pairs=fidelity_metrics.MS_SSIM_PAIRS, real_subjects=np.array([r["subject"] for r in real.records]),
+        synth_subjects=other_subjects)
+    return FidelityResult.from_dict(numbers, source="fidelity")
+
+
+def fold_figures(real_train: ImageSet, sets: Mapping[str, ImageSet], pairs: Mapping[str, list[dict]],
+                 where: str) -> list[Figure]:
+    """Sample grids and the closest synthetic-training pairs of one fold."""
+    drawn: list[Figure] = []
+    for name, images in sets.items():
+        drawn.append(("samples", name, f"{name} ({where}): samples per class beside real training slices",
+                      figures.figure_samples(real_train, images, name)))
+    for name, found in pairs.items():
+        if found:
+            drawn.append(("pairs", name, f"{name} ({where}): the closest synthetic-training pairs (top: synthetic, "
+                                         "bottom: its nearest training slice; d = pixel distance)",
+                          figures.figure_nearest_pairs(found, title=f"{name}: closest synthetic-training pairs")))
+    return drawn
+
+
+# --- the fold folder ----------------------------------------------------------------------------
+
+def write_fold(out_dir: str | Path, result: FoldResult) -> None:
+    """Write ``fold.json``, ``predictions.tsv``, ``gan_test.tsv`` and ``figures/`` into a (staged) folder."""
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / FOLD_FILE, result.report.to_dict())
+    atomic_write_text(out_dir / PREDICTIONS_FILE, result.predictions.to_csv(sep="\t", index=False))
+    atomic_write_text(out_dir / GAN_TEST_FILE, result.gan_test.to_csv(sep="\t", index=False))
+    captions = []
+    for section, name, caption, png in result.figures:
+        atomic_write_bytes(out_dir / FIGURES_DIR / f"{section}_{file_safe(name)}.png", png)
+        captions.append({"section": section, "set": name, "caption": caption,
+                         "file": f"{section}_{file_safe(name)}.png"})
+    atomic_write_json(out_dir / FIGURES_DIR / "captions.json", captions)
+
+
+def read_fold(fold_dir: str | Path) -> FoldResult:
+    """Read a fold folder back (:func:`write_fold`)."""
+    import json
+
+    fold_dir = Path(fold_dir)
+    try:
+        report = FoldReport.from_dict(json.loads((fold_dir / FOLD_FILE).read_text()), source=str(fold_dir / FOLD_FILE))
+        kinds = {"subject": str, "label": str, "set": str, "image": str}
+        predictions = pd.read_csv(fold_dir / PREDICTIONS_FILE, sep="\t", dtype=kinds, keep_default_na=False)
+        gan_test = pd.read_csv(fold_dir / GAN_TEST_FILE, sep="\t", dtype=kinds, keep_default_na=False)
+        captions = json.loads((fold_dir / FIGURES_DIR / "captions.json").read_text())
+        drawn = [(c["section"], c["set"], c["caption"], (fold_dir / FIGURES_DIR / c["file"]).read_bytes())
+                 for c in captions]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{fold_dir}: unreadable fold folder ({type(exc).__name__}: {exc}); evaluate the fold "
+                         "again") from None
+    return FoldResult(report=report, predictions=predictions, gan_test=gan_test, figures=drawn)
+
+
+def file_safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "set"
