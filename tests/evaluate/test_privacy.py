@@ -208,7 +208,7 @@ def test_audit_writes_its_outputs_and_filters_flagged_images(audit_inputs, tmp_p
     assert "Privacy audit of 12 synthetic images" in capsys.readouterr().out
 
     doc = json.loads((out / "privacy.json").read_text())
-    assert AuditReport.from_dict(doc).privacy.n_synthetic == 12 and doc["schema_version"] == 2
+    assert AuditReport.from_dict(doc).privacy.n_synthetic == 12 and doc["schema_version"] == 3
     for key in ("memorization_rate", "mia_auc", "mia_auc_subject", "threshold", "percentile", "authenticity",
                 "flagged", "n_synthetic", "n_train", "n_holdout", "distances"):
         assert key in doc["privacy"], key

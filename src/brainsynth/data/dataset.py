@@ -101,10 +101,11 @@ class PreparedDataset:
             raise InputError(f"{self.root}: no fold {fold} of repeat {repeat}; the dataset has folds 0-"
                              f"{self.n_folds - 1} and repeats 0-{self.n_repeats - 1} (choose --fold and --repeat "
                              "in that range, or re-run 'brainsynth prepare --folds K --repeats R')")
-        rows = self.folds[(self.folds["repeat"] == repeat) & (self.folds["fold"] == fold)]
-        where = dict(zip(rows["subject"], rows["split"]))
         table = self.table.copy()
-        table["split"] = table["subject"].map(where)
+        if (repeat, fold) != (0, 0) or self.fold_id != (0, 0):
+            # Repeat 0 fold 0 is the stored split column itself (an older dataset's only split).
+            rows = self.folds[(self.folds["repeat"] == repeat) & (self.folds["fold"] == fold)]
+            table["split"] = table["subject"].map(dict(zip(rows["subject"], rows["split"])))
         if table["split"].isna().any():
             missing = sorted(set(table.loc[table["split"].isna(), "subject"]))
             raise InputError(f"{self.root}: {FOLDS_TABLE} has no row for subject(s) {', '.join(missing[:5])} in "

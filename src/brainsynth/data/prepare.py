@@ -150,7 +150,8 @@ def assign_folds(labels: dict[str, str], folds: int, repeats: int, test_fraction
     """
     if folds > len(labels):
         raise ConfigError(f"prepare.folds={folds} but the cohort has {len(labels)} subjects; choose --folds "
-                          f"{max(1, len(labels))} or fewer (every fold needs a test subject)")
+                          f"{max(1, len(labels))} or fewer (every fold needs a test subject), or --folds 1 for one "
+                          "hold-out split")
     smallest = min((sum(v == lbl for v in labels.values()), lbl) for lbl in set(labels.values()))
     if folds > 1 and smallest[0] < folds:
         log.warning("prepare.folds=%d but only %d %s subject(s): some folds test no %s subject, so their per-fold "

@@ -106,7 +106,7 @@ def fmt_ci(value: Optional[float], bounds: Optional[Bounds], digits: int = 3, *,
 def fmt_sd(value: Optional[float], sd: Optional[float], digits: int = 3) -> str:
     """``"41.23 +/- 3.10"`` (mean over folds +/- SD), or the mean alone with one fold."""
     text = fmt(value, digits)
-    return text + (f" +/- {fmt(sd, digits)}" if optional_number(sd) is not None else "")
+    return text + (f" +/- {fmt(sd, digits)}" if optional_number(sd) is not None and text != "n/a" else "")
 
 
 def _ci_notes(notes: Iterable[Optional[str]]) -> list[str]:
