@@ -49,6 +49,8 @@ DEFAULT_PRESET = "demo"
 MODELS = ("pggan", "dcgan")
 PRECISIONS = ("fp32", "bf16")  # no fp16: the WGAN-GP gradient penalty overflows in fp16
 CONDITIONINGS = ("acgan", "projection", "none")
+ADAM_RESETS = ("resolution", "lod")
+EMA_BN_MODES = ("copy", "recompute", "train_mode", "no_ema")
 
 # Official progressive-GAN minibatch per resolution on one GPU (Karras et al. 2018, Table 4 setup).
 OFFICIAL_BATCH_SIZES = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8}
@@ -177,6 +179,9 @@ class TrainConfig(Section):
     label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
     ema_beta: float = 0.999  # G_ema decay per step
     ema_halflife_images: Optional[int] = None  # if set, G_ema half-life in images (replaces ema_beta)
+    adam_reset: str = field(default="resolution", metadata=choices(*ADAM_RESETS))  # reset Adam at each resolution change, or also at each fade end (lod: official)
+    dcgan_ema_bn: str = field(default="copy", metadata=choices(*EMA_BN_MODES))  # DCGAN G_ema batch norm: copy, recompute, train_mode or no_ema (docs/training.md)
+    dcgan_ema_bn_images: int = 512  # dcgan_ema_bn=recompute: latents per recomputation of G_ema's statistics
 
     # --- augmentation (ADA)
     augment: str = field(default="off", metadata=choices("off", "fixed", "adaptive"))  # off | fixed | adaptive
@@ -194,6 +199,7 @@ class TrainConfig(Section):
 
     # --- observability and checkpoints
     tick_images: int = 10_000  # images between ticks (status, samples, stats, checkpoint)
+    time_budget_s: Optional[float] = None  # stop at the first tick past this many seconds of training; null = no limit
     checkpoint_every_ticks: int = 1  # write a checkpoint every k ticks (and always at the end)
     checkpoint_keep: int = 3  # keep the last K checkpoints
     grid_columns: int = 8  # sample-grid images per class (one row per class)
@@ -230,9 +236,12 @@ class TrainConfig(Section):
             raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
         self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group", "dcgan_width", "tick_images",
                       "checkpoint_every_ticks", "checkpoint_keep", "grid_columns", "grid_cell_px",
-                      "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images")
+                      "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images",
+                      "dcgan_ema_bn_images")
         self.at_least(0, "stable_images", "fade_images", "num_threads", "nan_retries", "label_flip_every", "gp_lambda",
                       "drift", "ac_weight")
+        if self.time_budget_s is not None and not 0.0 < self.time_budget_s < float("inf"):
+            raise self.bad("time_budget_s", "must be a number of seconds > 0, or null for no limit")
         if self.schedule == "fit" and self.total_images is None:
             raise self.bad("schedule", "'fit' derives the schedule from total_images, so set total_images too")
         batches = self.batch_sizes.values() if isinstance(self.batch_sizes, dict) else [self.batch_sizes]

@@ -423,3 +423,72 @@ def fidelity_report(real_images: np.ndarray, real_labels: np.ndarray, real_featu
                                                        fake_groups=synth_subjects)
     out["density"], out["coverage"] = density_coverage(real_features, synth_features, DC_K, real_groups=real_subjects)
     return out
+
+
+# --- background -------------------------------------------------------------------------
+
+BACKGROUND_LEVEL = 0.02
+"""Intensity in [0, 1] above which a real pixel is brain (prepare's brain-mask level, see
+:data:`brainsynth.data.volume.BACKGROUND_LEVEL`: prepared slices map the brain's 0.5th
+intensity percentile to 0, so their background is 0)."""
+
+BACKGROUND_MAX_SHARE = 0.01
+"""A pixel is background when at most this share of the real images are brain there."""
+
+
+def _unit_range(images: np.ndarray) -> np.ndarray:
+    x = np.asarray(images)
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+
+
+def background_mask(real: np.ndarray, level: float = BACKGROUND_LEVEL,
+                    max_share: float = BACKGROUND_MAX_SHARE) -> np.ndarray:
+    """bool ``[H, W]``: the pixels outside the brain in (almost) every real image.
+
+    The synthetic images have no brain mask of their own, so one mask, from the REAL images,
+    serves both sets: a pixel is background when no more than ``max_share`` of the real
+    images exceed ``level`` there (the share forgives a few outlying slices). It is the
+    complement of the union of the real slices' brains.
+
+    Parameters
+    ----------
+    real : array ``[N, H, W]``
+        Real images, float in [0, 1] or uint8.
+    level : float
+        Brain threshold in [0, 1].
+    max_share : float
+        Share of real images allowed above ``level`` at a background pixel.
+    """
+    brain = _unit_range(real) > level  # [N, H, W]
+    return brain.mean(axis=0) <= max_share  # [H, W]
+
+
+def background_intensity(images: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean intensity (in [0, 1]) of ``images [N, H, W]`` over the pixels of ``mask [H, W]``.
+
+    None (with a warning) when the mask is empty: the brain reaches every pixel somewhere.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        log.warning("no background pixel: the real brains cover the whole image, so no background intensity")
+        return None
+    return float(_unit_range(images)[:, mask].mean())
+
+
+def background_fidelity(real: np.ndarray, synthetic: np.ndarray) -> dict[str, float | None]:
+    """Mean background intensity of the synthetic images beside the real ones (issue 13's target).
+
+    A generator that draws the real slices' clean black background has ``difference``
+    (synthetic - real) near 0; a grey, smudged background makes it positive.
+
+    Returns
+    -------
+    dict
+        ``synthetic``, ``real`` (mean intensities in [0, 1] outside the brain, the mask of
+        :func:`background_mask` from ``real``), ``difference`` and ``mask_fraction`` (the
+        share of pixels in the mask).
+    """
+    mask = background_mask(real)
+    values = {"synthetic": background_intensity(synthetic, mask), "real": background_intensity(real, mask)}
+    diff = None if values["synthetic"] is None else values["synthetic"] - values["real"]
+    return {**values, "difference": diff, "mask_fraction": float(mask.mean())}
