@@ -256,7 +256,7 @@ def cmd_export_images(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from brainsynth.evaluate import evaluate
-    from brainsynth.evaluate.tables import format_table1
+    from brainsynth.evaluate.targets import format_table1
 
     config = _config(args, "evaluate")
     report = evaluate(args.real, dict(args.synthetic), args.out, config.evaluate, config.audit,

@@ -92,8 +92,8 @@ class Pipeline:
         prev = self.stages.get(name)
         return bool(prev and prev.done and prev.fingerprint == fingerprint and output.exists())
 
-    def begin(self, name: str, fingerprint: str, output: Path) -> bool:
-        """Record that ``name`` starts; return ``restart`` (an earlier attempt had other inputs).
+    def begin(self, name: str, fingerprint: str, output: Path, state: str = "running") -> bool:
+        """Record that ``name`` starts (or is ``queued``); return ``restart`` (an earlier attempt had other inputs).
 
         Output left behind by an attempt with other inputs is removed; output of an
         interrupted attempt with the same inputs is kept, so that training can resume.
@@ -106,7 +106,7 @@ class Pipeline:
         self.stages[name] = StageState(fingerprint=fingerprint, done=False,
                                        seconds=prev.seconds if prev and not restart else 0.0)
         self.save()
-        log.info("[%s] running", name)
+        log.info("[%s] %s", name, state)
         return restart
 
     def finish(self, name: str, seconds: float) -> float:
@@ -166,6 +166,7 @@ def _train_one(dataset: Path, job: TrainJob, restart: bool, device: str | None, 
 
     if log_level is not None:  # a spawned worker starts with logging unconfigured
         setup_logging(log_level)
+        log.info("[%s] running", job.stage_name)
     clock = Stopwatch()
     resume = not restart and (job.run_dir / "checkpoints").is_dir()
     train(dataset, job.run_dir, job.cfg, resume=resume, launch=launch, device=device, force=not resume,
@@ -200,7 +201,7 @@ def train_models(pipe: Pipeline, dataset: Path, jobs: list[TrainJob], device: st
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    restarts = {job.stage_name: pipe.begin(job.stage_name, job.fingerprint, job.run_dir) for job in pending}
+    restarts = {job.stage_name: pipe.begin(job.stage_name, job.fingerprint, job.run_dir, "queued") for job in pending}
     # Two progress bars would overwrite each other on one terminal: only the first job shows one.
     for job in pending[1:]:
         job.cfg = dataclasses.replace(job.cfg, progress_bar=False)
@@ -341,7 +342,7 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
     # --- evaluate each fold, then pool --------------------------------------------------
     from brainsynth.evaluate.commands import evaluate_fold_dir, report_from_fold_dirs
     from brainsynth.evaluate.schema import read_report
-    from brainsynth.evaluate.tables import format_table1
+    from brainsynth.evaluate.targets import format_table1
 
     shared = _SharedExtractor(config, device)
     fold_dirs, fp_folds = [], []

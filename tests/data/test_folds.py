@@ -116,3 +116,23 @@ def test_a_dataset_without_folds_tsv_has_the_one_fold_of_its_split_column(bids_c
     ds = load_dataset(out)
     assert (ds.n_folds, ds.n_repeats) == (1, 1)
     assert ds.fold(0).table["split"].tolist() == ds.table["split"].tolist()
+
+
+def test_the_fold_flags_reach_prepare_train_and_export_images(bids_cohort, tmp_path, capsys):
+    from brainsynth.cli import main
+
+    ds = tmp_path / "ds"
+    args = ["prepare", str(bids_cohort), "--out", str(ds), "--slices", "2:20", "--inplane", "40", "--patch", "32",
+            "--size", "16", "--folds", "2", "--repeats", "2", "--seed", "3"]
+    assert main(args) == 0
+    dataset = load_dataset(ds)
+    assert (dataset.n_folds, dataset.n_repeats, dataset.manifest["split"]["seed"]) == (2, 2, 3)
+    assert main(["export-images", str(ds), "--out", str(tmp_path / "x"), "--split", "test", "--fold", "1",
+                 "--repeat", "1", "--format", "npz"]) == 0
+    exported = read_image_set(tmp_path / "x")
+    assert sorted({r["subject"] for r in exported.records}) == dataset.fold(1, repeat=1).test_subjects()
+    capsys.readouterr()
+    # A fold the dataset does not have: one line, exit 2, before any training.
+    code = main(["train", str(ds), "--out", str(tmp_path / "run"), "--config", "tiny", "--fold", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no fold 2 of repeat 0; the dataset has folds 0-1" in err[0]

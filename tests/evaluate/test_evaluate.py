@@ -15,7 +15,7 @@ from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.errors import ConfigError, InputError, OutputExistsError
 from brainsynth.evaluate import evaluate
 from brainsynth.evaluate.schema import Report, read_report
-from brainsynth.evaluate.tables import format_table1
+from brainsynth.evaluate.targets import format_table1
 from brainsynth.imageset import write_image_set
 
 SIZE = 32

@@ -10,19 +10,16 @@ from sample_reports import FOLD_NOTE, classifier, comparison, full_report
 from brainsynth.evaluate.tables import (
     PAPER_TABLE1,
     all_tables,
-    check_targets,
     comparisons_table,
     fidelity_table,
-    find_comparison,
-    format_table1,
     per_fold_table,
     privacy_table,
     table1,
-    targets_line,
     to_html,
     to_markdown,
     to_text,
 )
+from brainsynth.evaluate.targets import check_targets, find_comparison, format_table1, plain_words, targets_line
 
 
 def test_table1_puts_the_paper_beside_ours_in_the_papers_row_order():

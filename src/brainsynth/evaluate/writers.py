@@ -28,16 +28,14 @@ from brainsynth.evaluate.schema import AuditReport, DataSummary, PrivacySummary,
 from brainsynth.evaluate.tables import (
     Table,
     all_tables,
-    check_targets,
     features_line,
     fmt,
     fmt_pct,
     protocol_line,
-    targets_line,
     to_html,
     to_markdown,
-    verdict_lines,
 )
+from brainsynth.evaluate.targets import check_targets, plain_words, targets_line, verdict_lines
 from brainsynth.evaluate.privacy import PrivacyResult
 from brainsynth.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -128,7 +126,9 @@ def render_markdown(report: Report, tables: Sequence[Table] | None = None) -> st
               "Judged on paired verdicts (95% CI of a difference on the same resampled subjects), never on point "
               "estimates.", ""]
     lines += [f"- {v.text}" for v in check_targets(report).values()]
-    lines += ["", targets_line(report), "", "## Paired verdicts", ""]
+    lines += ["", targets_line(report), "", "## In plain words", ""]
+    lines += [f"- {line}" for line in plain_words(report)]
+    lines += ["", "## Paired verdicts", ""]
     lines += [f"- {line}" for line in verdict_lines(report)]
     lines += ["", "## Results", ""]
     lines += [to_markdown(t) for t in tables]
@@ -170,6 +170,8 @@ def render_html(report: Report, tables: Sequence[Table], drawn: Sequence[Figure]
     for verdict in check_targets(report).values():
         cls = {True: "met", False: "missed"}.get(verdict.ok, "unchecked")
         body.append(f'<li class="{cls}">{esc(verdict.text)}</li>')
+    body.append("</ul><h2>In plain words</h2><ul>")
+    body += [f"<li>{esc(line)}</li>" for line in plain_words(report)]
     body.append("</ul><h2>Paired verdicts</h2><ul>")
     body += [f"<li>{esc(line)}</li>" for line in verdict_lines(report)]
     body.append("</ul>")
