@@ -163,7 +163,11 @@ def test_run_on_an_adhd200_style_folder(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Real data" in printed and "0.883" in printed  # Table 1 with the paper's numbers beside ours
     assert "Shortcut" in printed and "Paired verdicts on pooled slice HM" in printed
-    assert "Real data vs Shortcut: " in printed
+    assert "Real data vs Shortcut: " in printed and "In plain words:" in printed
+    for c in report["comparisons"]:
+        # Real vs a synthetic set that these 6 subjects cannot tell apart is said plainly, not as an ordering.
+        if (c["a"], c["metric"], c["verdict"]) == ("real", "hm", "not distinguishable") and c["b"] != "shortcut":
+            assert f"{c['b'].upper()} vs real data: NOT DISTINGUISHABLE with these 3 control and 3 adhd" in printed
 
 
 def test_an_unrelated_out_folder_is_refused(tmp_path):

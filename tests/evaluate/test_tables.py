@@ -182,3 +182,15 @@ def test_paper_rows_only_for_the_papers_models():
     assert rows["ours"][4:7] == ["n/a"] * 3
     assert rows["Real data"][4:7] == [f"{PAPER_TABLE1['Real data'][m]:.3f}" for m in ("sensitivity", "specificity",
                                                                                       "hm")]
+
+
+def test_plain_words_say_not_distinguishable_as_what_it_means():
+    # PGGAN 0.03 below real (CI +/- 0.05 holds 0), DCGAN 0.26 below; the shortcut 0.02 below real.
+    lines = plain_words(full_report(0.86, 0.83, 0.60, shortcut_hm=0.84))
+    assert lines[0].startswith("PGGAN vs real data: NOT DISTINGUISHABLE with these 2 control and 2 adhd test "
+                               "subjects (HM 0.830 vs 0.860, difference -0.030 [-0.080, 0.020]): this evaluation "
+                               "cannot tell")
+    assert lines[1] == "DCGAN vs real data: WORSE (HM 0.600 vs 0.860, difference -0.260 [-0.310, -0.210])."
+    assert lines[2].startswith("The real-data classifier is NOT DISTINGUISHABLE compared with the shortcut")
+    assert "In plain words:\n  PGGAN vs real data: NOT DISTINGUISHABLE" in format_table1(
+        full_report(0.86, 0.83, 0.60, shortcut_hm=0.84))
