@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from sample_reports import FOLD_NOTE, audit_report, full_report
 
-from brainsynth.evaluate import figures
 from brainsynth.evaluate.folds import fold_figures
 from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
 from brainsynth.evaluate.schema import Report, read_report

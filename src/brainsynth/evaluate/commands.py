@@ -40,8 +40,8 @@ from brainsynth.data.dataset import load_dataset
 from brainsynth.errors import ConfigError, InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate import pooling
-from brainsynth.evaluate.folds import (FeatureMemo, FoldResult, evaluate_fold, fold_name, image_ids, read_fold,
-                                       record_name, write_fold)
+from brainsynth.evaluate.folds import (MIN_IMAGES_PER_CLASS, FeatureMemo, FoldResult, evaluate_fold, fold_name,
+                                       image_ids, read_fold, record_name, write_fold)
 from brainsynth.evaluate.privacy import compute_privacy, summarise_privacy
 from brainsynth.evaluate.schema import AuditInputs, AuditReport, FeaturesInfo, PrivacySummary, Report, Timings
 from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
@@ -52,7 +52,6 @@ from brainsynth.timing import Stopwatch
 
 log = logging.getLogger("brainsynth.evaluate")
 
-MIN_IMAGES_PER_CLASS = 3  # the SVM needs 2 per class, the k-NN metrics more than k=5 in all
 CPU_FRIENDLY_INPUT = 64  # px; 2,000 + 1,100 images evaluate in under 3 minutes on 2 cores
 FOLDS_DIR = "folds"
 RESERVED = (REAL_KEY, SHORTCUT_KEY, REAL_TEST_KEY)

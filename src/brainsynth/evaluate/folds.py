@@ -26,6 +26,7 @@ and ``figures/`` (sample grids and nearest pairs of this fold).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
 from brainsynth.evaluate.schema import FidelityResult, FoldData, FoldReport, PrivacySummary, SyntheticFold
 from brainsynth.evaluate.shortcut import global_slice_features
 from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
+from brainsynth.evaluate.writers import Figure, file_safe
 from brainsynth.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from brainsynth.imageset import ImageSet
 from brainsynth.timing import Stopwatch
@@ -57,9 +59,6 @@ GAN_TEST_FILE = "gan_test.tsv"
 GAN_TEST_COLUMNS = ("set", "repeat", "fold", "image", "label", "score")
 FIGURES_DIR = "figures"
 MIN_IMAGES_PER_CLASS = 3  # the SVM needs 2 per class, the k-NN metrics more than k=5 in all
-
-Figure = tuple[str, str, str, bytes]
-"""(section, set name, caption, PNG bytes) of one report figure."""
 
 
 def fold_name(repeat: int, fold: int) -> str:
@@ -304,8 +303,6 @@ def write_fold(out_dir: str | Path, result: FoldResult) -> None:
 
 def read_fold(fold_dir: str | Path) -> FoldResult:
     """Read a fold folder back (:func:`write_fold`)."""
-    import json
-
     fold_dir = Path(fold_dir)
     try:
         report = FoldReport.from_dict(json.loads((fold_dir / FOLD_FILE).read_text()), source=str(fold_dir / FOLD_FILE))
@@ -320,8 +317,3 @@ def read_fold(fold_dir: str | Path) -> FoldResult:
                          "again") from None
     return FoldResult(report=report, predictions=predictions, gan_test=gan_test, figures=drawn)
 
-
-def file_safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "set"

@@ -36,7 +36,6 @@ from brainsynth.evaluate.schema import (
     LevelScores,
     PrivacyFold,
     PrivacyPooled,
-    PrivacySummary,
     Protocol,
     RealData,
     SyntheticData,

@@ -82,7 +82,7 @@ def write_report(
     atomic_write_text(out_dir / "report.md", render_markdown(report, tables))
     drawn = [*drawn, *training_figures(runs)]
     for section, name, _, png in drawn:
-        atomic_write_bytes(out_dir / "figures" / f"{section}_{_file_safe(name)}.png", png)
+        atomic_write_bytes(out_dir / "figures" / f"{section}_{file_safe(name)}.png", png)
     atomic_write_text(out_dir / "report.html", render_html(report, tables, drawn))
 
 
@@ -96,7 +96,8 @@ def training_figures(runs: Mapping[str, str | Path]) -> list[Figure]:
     return drawn
 
 
-def _file_safe(name: str) -> str:
+def file_safe(name: str) -> str:
+    """A set name as a file-name part (``figures/samples_<name>.png``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "set"
 
 
