@@ -324,7 +324,7 @@ class RunOptions(Section):
 
     name = "run"
     models: list[str] = field(default_factory=lambda: list(MODELS))  # generators trained, generated and compared
-    parallel_training: bool = False  # train the models side by side, one CPU thread each (the 2-core CPU demo)
+    parallel_training: bool = False  # two training runs at a time (every fold x model), one CPU thread each (2-core CPU demo)
 
     def check(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]
