@@ -1,4 +1,4 @@
-"""The typed report: every key of ``report.json`` (and of the audit's ``privacy.json``), described once.
+"""The typed report: every key of ``report.json`` (and of ``fold.json`` and the audit's ``privacy.json``), described once.
 
 Each key of the files is a field of a dataclass below, with its meaning beside it
 (:func:`~brainsynth.evaluate.typed_json.json_key`). ``docs/report-schema.md`` is generated from
