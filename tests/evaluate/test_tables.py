@@ -83,6 +83,13 @@ def test_comparisons_table_lists_each_pair_with_its_interval_and_verdict():
     assert t.rows[0][5:] == ["0.110 [CI n/a]", "1.147", "n/a"] and f"CI {FOLD_NOTE}" in t.notes
 
 
+def test_small_kid_values_keep_their_digits():
+    from brainsynth.evaluate.tables import fmt_kid
+
+    assert [fmt_kid(x) for x in (0.0123, 2.1e-05, -3.456e-06, 0.0, None)] == ["0.0123", "2.10e-05", "-3.46e-06",
+                                                                               "0.0000", "n/a"]
+
+
 def test_fidelity_and_privacy_tables_read_each_field():
     t = fidelity_table(full_report())
     fid = {r[0]: r for r in t.rows}

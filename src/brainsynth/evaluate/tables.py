@@ -78,6 +78,12 @@ def fmt(value: Optional[float], digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def fmt_kid(value: Optional[float]) -> str:
+    """KID with 4 decimals, or 3 significant digits below 0.001 (where 4 decimals would read 0.0000)."""
+    x = optional_number(value)
+    return fmt(x, 4) if x is None or x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
+
+
 def fmt_pct(value: Optional[float]) -> str:
     """``0.005`` -> ``"0.5%"``, or ``n/a``."""
     x = optional_number(value)
@@ -233,9 +239,9 @@ def fidelity_table(report: Report) -> Table:
     for key in ordered_names(report.fidelity):
         e = report.fidelity[key]
         sd = e.sd
-        kid = fmt(e.kid_mean, 4)
+        kid = fmt_kid(e.kid_mean)
         if optional_number(e.kid_std) is not None:
-            kid += f" +/- {fmt(e.kid_std, 4)}"
+            kid += f" +/- {fmt_kid(e.kid_std)}"
         row = [display_name(key), fmt_sd(e.fid, sd and sd.fid, 2), kid, fmt_sd(e.swd.avg, sd and sd.swd.avg, 2)]
         row += [f"{fmt(e.ms_ssim.synthetic[lbl])} / {fmt(e.ms_ssim.real[lbl])}" for lbl in LABELS]
         row += [fmt_sd(getattr(e, m), sd and getattr(sd, m)) for m in ("precision", "recall", "density", "coverage")]
@@ -258,7 +264,7 @@ def fidelity_per_fold_table(report: Report) -> Table:
     for key in ordered_names(report.fidelity):
         for f in report.fidelity[key].per_fold:
             v = f.values
-            rows.append([display_name(key), f"r{f.repeat}/f{f.fold}", fmt(v.fid, 2), fmt(v.kid_mean, 4),
+            rows.append([display_name(key), f"r{f.repeat}/f{f.fold}", fmt(v.fid, 2), fmt_kid(v.kid_mean),
                          fmt(v.swd.avg, 2), fmt(v.precision), fmt(v.recall), fmt(v.density), fmt(v.coverage)])
     return Table("Fidelity per fold", headers, rows, [features_line(report.features)])
 
