@@ -308,14 +308,40 @@ class EvaluateConfig(Section):
 
 @dataclass
 class AuditConfig(Section):
-    """``audit:`` the privacy audit (it uses the ``evaluate:`` feature extractor)."""
+    """``audit:`` the privacy audit (it uses the ``evaluate:`` feature extractor); see docs/privacy.md."""
 
     name = "audit"
-    percentile: float = 1.0  # held-out distance percentile (%) below which a synthetic image is a near-copy
+    percentile: float = 0.5  # share (%) of calibration images (held-out half A + training) the near-copy rule may flag
+    calibrate_with_training: bool = True  # also calibrate on training images scored against the OTHER training subjects
+    bands: int = 3  # brain-area bands rescaled separately (fewer when a band would hold < 20 calibration images)
+    seed: int = 0  # seeds the half-A / half-B split of held-out subjects, the bootstrap, permutations, self-test
+    max_shift: float = 0.0625  # largest shift forgiven, per axis, as a fraction of the side (4 px at 64 px)
+    max_rotation: float = 10.0  # largest rotation forgiven, degrees
+    max_scale: float = 0.1  # largest change of size forgiven (0.1: 0.9x to 1.1x)
+    flip: bool = True  # forgive a left-right mirror image
+    work_size: int = 32  # side (px) the aligned pixel distance is computed at, after the blur
+    candidates: int = 6  # training images aligned per image (the best by a coarse search), plus 3 other subjects' best
+    bootstrap: int = 1000  # subject-bootstrap resamples for the membership AUC interval (0: none)
+    permutations: int = 2000  # subject relabellings for the membership p-value (all, when fewer exist; 0: none)
+    selftest_copies: int = 40  # planted copies per transform family in `brainsynth audit --selftest`
+    selftest_target: float = 0.95  # least share of planted copies flagged, in every family, for the self-test to pass
+    max_false_flags: float = 0.05  # most false flags on held-out half B for the self-test to pass
 
     def check(self) -> None:
         if not 0.0 < self.percentile <= 50.0:
             raise self.bad("percentile", "must be above 0 and at most 50 (a false-positive rate in %)")
+        self.at_least(1, "bands", "candidates", "selftest_copies")
+        self.at_least(0, "seed", "max_shift", "max_rotation", "max_scale", "bootstrap", "permutations")
+        self.at_least(8, "work_size")
+        if self.max_shift > 0.25:
+            raise self.bad("max_shift", "must be at most 0.25 (a quarter of the image side)")
+        if self.max_rotation > 45:
+            raise self.bad("max_rotation", "must be at most 45 degrees")
+        if self.max_scale >= 0.5:
+            raise self.bad("max_scale", "must be below 0.5")
+        for key in ("selftest_target", "max_false_flags"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise self.bad(key, "must be a share between 0 and 1")
 
 
 @dataclass

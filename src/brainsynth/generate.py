@@ -20,8 +20,9 @@ seeds, same order), not image by image. The other modes sample in eval mode: ``r
 stored G_ema's own statistics in the checkpoint (see :mod:`brainsynth.train.ema`).
 
 Nothing from any source scan is carried into the output: the metadata holds only the
-run's provenance (run folder, checkpoint file and SHA-256, images shown, config), and
-NIfTI output gets a fresh identity affine (:mod:`brainsynth.imageset`).
+run's provenance (checkpoint file name and SHA-256, the training data's fingerprint, images
+shown, config), never a local path or a subject id (:mod:`brainsynth.shareable`), and NIfTI
+output gets a fresh identity affine (:mod:`brainsynth.imageset`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from brainsynth.devices import resolve_device
 from brainsynth.errors import ConfigError
 from brainsynth.fsio import check_output_free, sha256_file
 from brainsynth.imageset import write_image_set
+from brainsynth.shareable import strip_local_paths
 from brainsynth.train import checkpoint as ckpt
 
 log = logging.getLogger("brainsynth.generate")
@@ -199,9 +201,9 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
     extra = {
         "synthetic": True,
         "generator": {
-            "run_dir": str(Path(run_dir).resolve()),
             "checkpoint": path.name,
             "checkpoint_sha256": sha256_file(path),
+            "data_fingerprint": state["data"].get("fingerprint"),
             "images_shown": int(progress["images_shown"]),
             "model": state["config"]["model"],
             "resolution": res,
@@ -214,7 +216,7 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
         "brainsynth_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_image_set(out, images, records, synthetic=True, fmt=fmt, extra_meta=extra, force=force,
+    write_image_set(out, images, records, synthetic=True, fmt=fmt, extra_meta=strip_local_paths(extra), force=force,
                     extra_files={"config.yaml": sections_yaml(cfg, what="synthetic image set")})
     log.info("%d images (%s) from %s", len(images), ", ".join(LABELS[c] for c in classes), path)
     return Path(out)

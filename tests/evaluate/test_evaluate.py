@@ -121,8 +121,11 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     assert fid["sd"] is None and fid["per_fold"][0]["values"]["fid"] == fid["fid"]  # one fold: the mean is it
     assert set(fid["swd"]) == {"32", "16", "avg"} and set(fid["ms_ssim"]["synthetic"]) == {"control", "adhd"}
     assert on_disk["gan_train"]["pggan"]["n_train"] == 16 and on_disk["gan_train"]["real"]["n_train"] is None
-    assert "memorization_rate" in on_disk["privacy"]["pggan"] and on_disk["privacy"]["pggan"]["percentile"] == 5.0
-    assert on_disk["privacy"]["pggan"]["per_fold"][0]["audit"]["n_holdout"] == 10
+    assert "memorization_rate" in on_disk["privacy"]["pggan"]
+    assert on_disk["privacy"]["pggan"]["audits"][0]["audit"]["percentile"] == 5.0
+    audit = on_disk["privacy"]["pggan"]["audits"][0]["audit"]
+    assert audit["n_holdout"] == 10 and audit["false_flags"]["n"] == 5  # held-out half B: one of the two subjects
+    assert on_disk["privacy"]["pggan"]["false_flags"]["n"] == 5 and on_disk["privacy"]["pggan"]["n_folds"] == 1
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"subject": str})
     assert list(predictions.columns) == ["set", "repeat", "fold", "subject", "slice", "patch", "label", "score"]
     assert len(predictions) == 3 * 10 and set(predictions["subject"]) == {"s5", "s6"}
@@ -130,14 +133,14 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     assert on_disk["timings"]["train_pggan"] == 12.5 and on_disk["timings"]["evaluate_features"] > 0
     assert list(on_disk["timings"])[0] == "train_pggan"  # earlier stages first
     config = (out / "config.yaml").read_text()
-    assert "feature_layer: pool5" in config and "bootstrap: 20" in config and "audit: {percentile: 5.0}" in config
+    assert "feature_layer: pool5" in config and "bootstrap: 20" in config and "audit: {percentile: 5.0," in config
     with pytest.raises(OutputExistsError):
         evaluate(dataset, {"pggan": str(synthetic)}, out, TINY)
 
     # What `brainsynth evaluate` prints: ours beside the paper's numbers, the verdicts, then the targets.
     printed = format_table1(report)
     assert "PGGAN" in printed and "0.736" in printed and "Real data" in printed and "Shortcut" in printed
-    assert "Real data vs PGGAN: n/a" in printed and "memorisation rate <= 1%" in printed
+    assert "Real data vs PGGAN: n/a" in printed and "near-copies <= held-out half-B false flags" in printed
 
 
 def test_refuses_subjects_on_both_sides_of_the_split(tmp_path, synthetic):
@@ -187,7 +190,7 @@ def test_cli_evaluate_prints_table1_and_maps_flags_to_config_keys(dataset, synth
     printed = capsys.readouterr().out
     assert code == 0 and "PGGAN" in printed and "0.736" in printed and "Real data" in printed
     config = (out / "config.yaml").read_text()
-    assert "input_size: 32" in config and "feature_layer: pool5" in config and "audit: {percentile: 5.0}" in config
+    assert "input_size: 32" in config and "feature_layer: pool5" in config and "audit: {percentile: 5.0," in config
 
 
 def test_cli_audit_bad_percentile_is_one_line_and_exit_2(dataset, synthetic, tmp_path, capsys):
@@ -251,7 +254,8 @@ def test_all_folds_are_evaluated_and_pooled_with_intervals(cv_inputs, tmp_path, 
     assert report.fidelity["pggan"].fid == pytest.approx(np.mean(fids))
     assert report.fidelity["pggan"].sd.fid == pytest.approx(np.std(fids, ddof=1))
     privacy = report.privacy["pggan"]
-    assert privacy.n_synthetic == 48 and [f.audit.n_synthetic for f in privacy.per_fold] == [16] * 3
+    assert privacy.memorization.n == 48 and [f.audit.n_synthetic for f in privacy.audits] == [16] * 3
+    assert [f.fold for f in privacy.per_fold] == ["r0/f0", "r0/f1", "r0/f2"] and privacy.n_folds == 3
     for k in range(3):
         assert (out / "folds" / "r0" / f"f{k}" / "predictions.tsv").is_file()
     assert len(pd.read_csv(out / "predictions.tsv", sep="\t")) == 3 * 30

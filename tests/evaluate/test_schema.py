@@ -61,9 +61,19 @@ for _section in ("gan_train", "gan_test"):
     SCHEMA_1_KEYS += [f"{_section}.<set>.{level}.{k}" for level in ("slice", "subject") for k in ("n", "n_groups",
                                                                                                     "unit")]
 SCHEMA_1_KEYS.append("gan_train.<set>.n_train")
-# Schema 3 (cross-validation) moved the real split's keys into each fold's entry.
-MOVED_IN_3 = {f"data.real.{k}": f"data.real.folds[].{k}" for k in ("n_train", "n_test", "train_subjects",
+# Schema 4 (cross-validation) moved the real split's keys into each fold's entry, and each fold's
+# privacy audit into privacy.<set>.audits[].audit (the pooled entry keeps memorization_rate).
+MOVED_IN_4 = {f"data.real.{k}": f"data.real.folds[].{k}" for k in ("n_train", "n_test", "train_subjects",
                                                                     "test_subjects")}
+POOLED_PRIVACY = {"privacy.<set>.memorization_rate"}
+
+# Keys whose meaning the privacy audit of schema 3 changed (issue 12), with what replaces them; the
+# schema documentation names each.
+RETIRED_IN_3 = {
+    "privacy.<set>.threshold.pixel": "privacy.<set>.calibration.bands[].threshold.pixel",
+    "privacy.<set>.threshold.feature": "privacy.<set>.calibration.bands[].threshold.feature",
+    "privacy.<set>.rules.mia_auc": "privacy.<set>.rules.membership",
+}
 
 
 def json_paths(obj, prefix: str = "") -> dict[str, object]:
@@ -134,13 +144,25 @@ def test_round_trip_through_json_is_exact(document):
     assert type(document).from_dict(json.loads(text)) == document
 
 
-def test_the_keys_of_schema_1_are_all_still_written_or_moved_to_each_fold():
+def replacement(key: str) -> str:
+    """Where a schema-1 key is written now: itself, or its schema-3 replacement, then moved per fold (schema 4)."""
+    key = RETIRED_IN_3.get(key, key)
+    key = MOVED_IN_4.get(key, key)
+    if key.startswith("privacy.<set>.") and key not in POOLED_PRIVACY:
+        key = key.replace("privacy.<set>.", "privacy.<set>.audits[].audit.", 1)
+    return key
+
+
+def test_the_keys_of_schema_1_are_all_still_written_retired_with_a_replacement_or_moved_per_fold():
     written = {generic(p) for p in json_paths(full_report().to_dict())}
-    assert sorted(set(SCHEMA_1_KEYS) - written) == []
-    assert set(MOVED_IN_3.values()) <= written
+    assert sorted(replacement(k) for k in SCHEMA_1_KEYS if replacement(k) not in written) == []
+    assert sorted(k for k in set(SCHEMA_1_KEYS) - written if replacement(k) == k) == []  # each gone key was moved
     assert {"schema_version", "gan_test.<set>.n_train", "protocol.folds", "protocol.repeats", "protocol.n_subjects",
             "protocol.subjects_tested_per_repeat", "comparisons[].verdict", "gan_train.<set>.per_fold[].hm",
-            "fidelity.<set>.per_fold[].values.fid"} <= written
+            "fidelity.<set>.per_fold[].values.fid", "privacy.<set>.memorization.rate"} <= written
+    doc = DOC.read_text()
+    for name in ("threshold", "rules.mia_auc"):
+        assert f"`{name}`" in doc, name
 
 
 def test_slice_level_scores_sit_at_the_top_of_each_classifier_entry():
@@ -215,7 +237,7 @@ def test_building_from_the_maths_dicts():
     result = ClassifierResult.from_dict(entry)
     assert result.n_train is None and result.hm is None and result.slice.specificity is None
     assert result.ci_note == "n/a: bootstrap = 0 (no resamples)"
-    summary = full_report().privacy["pggan"].per_fold[0].audit
+    summary = full_report().privacy["pggan"].audits[0].audit
     assert PrivacySummary.from_dict(summary.to_dict()) == summary
 
 

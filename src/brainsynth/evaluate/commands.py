@@ -1,4 +1,4 @@
-"""The two commands of this package: ``brainsynth evaluate`` and ``brainsynth audit``.
+"""The ``brainsynth evaluate`` command, and the input helpers it shares with ``brainsynth audit``.
 
 ``evaluate``: GAN-train (with the real and shortcut baselines), GAN-test, fidelity and privacy
 of synthetic sets, one report, by the cross-validated protocol of the DATASET's subject folds:
@@ -19,9 +19,9 @@ earlier versions; ``--all-folds`` evaluates every fold, given each fold's synthe
 ``brainsynth run`` evaluates each fold as its own cached stage (:func:`evaluate_fold_dir`) and
 pools the fold folders (:func:`report_from_fold_dirs`).
 
-``audit``: the privacy audit of one synthetic set on its own (OUT/privacy.json/.md, ...).
-
-Both check their options first, so a typo fails before minutes of feature extraction.
+``audit`` (the privacy audit of one synthetic set on its own) is :mod:`.audit_command`; it shares
+the input helpers of this module. Both check their options first, so a typo fails before minutes
+of feature extraction.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,11 +41,10 @@ from brainsynth.errors import ConfigError, InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate import pooling
 from brainsynth.evaluate.folds import (MIN_IMAGES_PER_CLASS, FeatureMemo, FoldResult, evaluate_fold, fold_name,
-                                       image_ids, read_fold, record_name, write_fold)
-from brainsynth.evaluate.privacy import compute_privacy, summarise_privacy
-from brainsynth.evaluate.schema import AuditInputs, AuditReport, FeaturesInfo, PrivacySummary, Report, Timings
+                                       read_fold, write_fold)
+from brainsynth.evaluate.schema import FeaturesInfo, Report, Timings
 from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
-from brainsynth.evaluate.writers import summary_paragraph, write_audit, write_filtered_set, write_report
+from brainsynth.evaluate.writers import write_report
 from brainsynth.fsio import atomic_write_text, check_output_free, staged_output_dir
 from brainsynth.imageset import ImageSet, read_image_set
 from brainsynth.timing import Stopwatch
@@ -268,7 +267,7 @@ def _write_pooled(stage: Path, dataset, results: Sequence[FoldResult], cfg: Eval
         sections = dict(protocol=pooling.protocol_summary(dataset, results, units, cfg),
                         data=pooling.data_summary(dataset, results), gan_train=gan_train,
                         gan_test=pooling.pool_gan_test(results, cfg), comparisons=comparisons,
-                        fidelity=pooling.pool_fidelity(results), privacy=pooling.pool_privacy(results))
+                        fidelity=pooling.pool_fidelity(results), privacy=pooling.pool_privacy(results, audit_cfg))
     report = Report(brainsynth_version=__version__, created=_created(),
                     simulated=bool(dataset.manifest.get("simulated", False)), features=features, **sections,
                     timings=_timings(watch, results, timings))
@@ -296,101 +295,3 @@ def _timings(watch: Stopwatch, results: Sequence[FoldResult], earlier: Mapping[s
         evaluate_total=round(max(watch.total(), sum(seconds.values())), 3),
     )
 
-
-# --- brainsynth audit -------------------------------------------------------------------------
-
-def audit(
-    train: str | Path,
-    synthetic: str | Path,
-    out: str | Path,
-    cfg: AuditConfig,
-    features: EvaluateConfig,
-    *,
-    filter_flagged: bool = False,
-    device: str | None = None,
-    force: bool = False,
-    fold: int = 0,
-    repeat: int = 0,
-) -> dict[str, Any]:
-    """Audit a synthetic image set for copies of a prepared dataset's training images.
-
-    Parameters
-    ----------
-    train : path
-        Prepared DATASET; its ``train`` split is what the generator saw, its ``test`` split the
-        held-out reference.
-    synthetic : path
-        Image-set folder (``brainsynth generate``).
-    out : path
-        Output folder: ``privacy.json``, ``privacy.md``, ``distances.tsv``, ``nearest_pairs.png``,
-        ``distance_histogram.png``, ``config.yaml`` and, with ``filter_flagged``, ``filtered/``.
-    cfg : AuditConfig
-        ``percentile``: the held-out percentile (in %) defining a near-copy.
-    features : EvaluateConfig
-        The feature extractor (see :func:`brainsynth.evaluate.features.get_extractor`); its
-        ``bootstrap`` and ``seed`` are not used here.
-    filter_flagged : bool
-        Also write the synthetic set minus the flagged images to ``OUT/filtered``.
-    device : str, optional
-        Where features are extracted.
-    force : bool
-        Replace an existing ``out``.
-    fold, repeat : int
-        The fold of the DATASET's cross-validation whose generator made ``synthetic``: its
-        training subjects are what the generator saw, its test subjects the held-out reference.
-
-    Returns
-    -------
-    dict
-        The privacy summary (as in ``privacy.json["privacy"]``) plus ``out``.
-    """
-    cfg.check()
-    features.check()
-    extractors.check_extractor_name(features.features)
-    check_output_free(out, force)  # fail before the expensive part
-    dataset = load_dataset(train, fold=fold, repeat=repeat)
-    train_idx, hold_idx = dataset.indices("train"), dataset.indices("test")
-    _check_audit_split(dataset, train_idx, hold_idx)
-    synth = read_image_set(synthetic)
-    check_same_size(Path(synthetic).name, synthetic, synth, dataset)
-    train_images, hold_images = dataset.float_images(train_idx), dataset.float_images(hold_idx)
-    train_ids, hold_ids = image_ids(dataset, train_idx), image_ids(dataset, hold_idx)
-    synth_files = [record_name(r, i) for i, r in enumerate(synth.records)]
-
-    extractor = extractors.get_extractor(features, device=device)
-    log.info("extracting features of %d training, %d held-out and %d synthetic images",
-             len(train_images), len(hold_images), len(synth))
-    train_f, hold_f, synth_f = (extractor.extract(x) for x in (train_images, hold_images, synth.images))
-
-    result = compute_privacy(train_images, hold_images, synth.images, train_features=train_f,
-                             holdout_features=hold_f, synth_features=synth_f, train_ids=train_ids,
-                             percentile=cfg.percentile)
-    summary, pairs = summarise_privacy(result, train_images=train_images, synth_images=synth.images,
-                                       synth_files=synth_files, train_ids=train_ids, holdout_ids=hold_ids)
-    document = AuditReport(
-        brainsynth_version=__version__,
-        created=_created(),
-        simulated=bool(dataset.manifest.get("simulated", False)),
-        privacy=PrivacySummary.from_dict(summary, source="privacy audit"),
-        features=_features_info(extractor),
-        inputs=AuditInputs(train=str(Path(train)), synthetic=str(Path(synthetic)),
-                           synthetic_provenance={k: v for k, v in synth.meta.items() if k != "images"}),
-    )
-    with staged_output_dir(out, force=force) as stage:
-        note = None
-        if filter_flagged:
-            note = write_filtered_set(stage, synth, result.flagged, synth_files, synthetic, cfg.percentile)
-        write_audit(stage, document, result, pairs, synth_files, train_ids, filtered_note=note)
-        atomic_write_text(stage / "config.yaml", sections_yaml(features, cfg, what="privacy audit"))
-    print(summary_paragraph(document.privacy, out))
-    return {**document.privacy.to_dict(), "out": str(out)}
-
-
-def _check_audit_split(dataset, train_idx: np.ndarray, hold_idx: np.ndarray) -> None:
-    if len(train_idx) < 2:
-        raise InputError(f"{dataset.root}: the train split has {len(train_idx)} images; the audit needs at least 2")
-    if len(hold_idx) == 0:
-        raise InputError(
-            f"{dataset.root}: no test split, so there are no held-out real images to calibrate against; "
-            "re-run 'brainsynth prepare' with --test-fraction above 0"
-        )

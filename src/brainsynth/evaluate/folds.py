@@ -20,8 +20,10 @@ The decision scores are kept (``predictions.tsv``), so that pooling over folds
 (:mod:`brainsynth.evaluate.pooling`) works from predictions, not from per-fold summaries.
 
 A fold folder holds ``fold.json`` (:class:`~brainsynth.evaluate.schema.FoldReport`),
-``predictions.tsv`` (:data:`~brainsynth.evaluate.protocol.PREDICTION_COLUMNS`), ``gan_test.tsv``
-and ``figures/`` (sample grids and nearest pairs of this fold).
+``predictions.tsv`` (:data:`~brainsynth.evaluate.protocol.PREDICTION_COLUMNS`), ``gan_test.tsv``,
+``privacy_pool.npz`` (what :func:`brainsynth.evaluate.privacy_summary.pool_folds` needs of each
+set's audit: its flags and the headline membership attack's pair counts) and ``figures/``
+(sample grids and nearest pairs of this fold).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 import numpy as np
@@ -41,19 +44,22 @@ from brainsynth.errors import InputError
 from brainsynth.evaluate import fidelity as fidelity_metrics
 from brainsynth.evaluate import figures
 from brainsynth.evaluate.gan_train import balanced_subsample, make_classifier
-from brainsynth.evaluate.privacy import privacy_audit
+from brainsynth.evaluate import membership
+from brainsynth.evaluate.privacy import fold_reference
+from brainsynth.evaluate.privacy_summary import privacy_audit
 from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
 from brainsynth.evaluate.schema import FidelityResult, FoldData, FoldReport, PrivacySummary, SyntheticFold
 from brainsynth.evaluate.shortcut import global_slice_features
 from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
 from brainsynth.evaluate.writers import Figure, file_safe
-from brainsynth.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from brainsynth.fsio import atomic_output_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from brainsynth.imageset import ImageSet
 from brainsynth.timing import Stopwatch
 
 log = logging.getLogger("brainsynth.evaluate.folds")
 
 FOLD_FILE = "fold.json"
+POOL_FILE = "privacy_pool.npz"
 PREDICTIONS_FILE = "predictions.tsv"
 GAN_TEST_FILE = "gan_test.tsv"
 GAN_TEST_COLUMNS = ("set", "repeat", "fold", "image", "label", "score")
@@ -121,12 +127,60 @@ def check_fold(view) -> None:
 # --- one fold -----------------------------------------------------------------------------------
 
 @dataclass
+class PoolInputs:
+    """What pooling a set's privacy audit over folds needs of one fold's
+    :class:`~brainsynth.evaluate.privacy.PrivacyResult` (it is pooled from arrays, not from summaries)."""
+
+    flagged: np.ndarray  # bool [N] synthetic images flagged
+    holdout_flagged: np.ndarray  # bool [H] held-out images flagged
+    half_b: np.ndarray  # bool [H] held-out images that did not set the thresholds
+    auc: float | None = None  # the headline membership attack of the fold
+    counts: np.ndarray | None = None  # [S, S] its pair counts over subjects
+    sizes: np.ndarray | None = None  # [S] its scored units per subject
+    n_member_subjects: int = 0
+
+    @classmethod
+    def of(cls, result) -> PoolInputs:
+        attack = (result.attacks or {}).get(membership.headline_key())
+        keep = attack is not None and attack.counts is not None
+        return cls(flagged=np.asarray(result.flagged), holdout_flagged=np.asarray(result.holdout_flagged),
+                   half_b=np.asarray(result.half_b), auc=attack.auc if attack else None,
+                   counts=attack.counts if keep else None, sizes=attack.sizes if keep else None,
+                   n_member_subjects=attack.n_member_subjects if attack else 0)
+
+    def as_result(self) -> SimpleNamespace:
+        """The attributes of a ``PrivacyResult`` that ``pool_folds`` reads."""
+        attack = None if self.auc is None and self.counts is None else SimpleNamespace(
+            auc=self.auc, counts=self.counts, sizes=self.sizes, n_member_subjects=self.n_member_subjects)
+        return SimpleNamespace(flagged=self.flagged, holdout_flagged=self.holdout_flagged, half_b=self.half_b,
+                               attacks={membership.headline_key(): attack} if attack else None)
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        out = {f"{name}/flagged": self.flagged, f"{name}/holdout_flagged": self.holdout_flagged,
+               f"{name}/half_b": self.half_b, f"{name}/n_member_subjects": np.array(self.n_member_subjects)}
+        if self.auc is not None:
+            out[f"{name}/auc"] = np.array(self.auc)
+        if self.counts is not None:
+            out[f"{name}/counts"], out[f"{name}/sizes"] = self.counts, self.sizes
+        return out
+
+    @classmethod
+    def from_arrays(cls, data, name: str) -> PoolInputs:
+        get = (lambda key: data[f"{name}/{key}"] if f"{name}/{key}" in data else None)
+        auc = get("auc")
+        return cls(flagged=get("flagged").astype(bool), holdout_flagged=get("holdout_flagged").astype(bool),
+                   half_b=get("half_b").astype(bool), auc=None if auc is None else float(auc), counts=get("counts"),
+                   sizes=get("sizes"), n_member_subjects=int(get("n_member_subjects")))
+
+
+@dataclass
 class FoldResult:
     """One fold's evaluation, in memory (:func:`write_fold` / :func:`read_fold` for its folder)."""
 
     report: FoldReport
     predictions: pd.DataFrame  # PREDICTION_COLUMNS, every GAN-train row's scores of the fold's test slices
     gan_test: pd.DataFrame  # GAN_TEST_COLUMNS, the real SVM's scores of each synthetic image
+    privacy_pool: dict[str, PoolInputs] = field(default_factory=dict)  # set -> what pooling the audit needs
     figures: list[Figure] = field(default_factory=list)
 
     @property
@@ -189,14 +243,19 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
                                             np.array([r["subject"] for r in test_set.records]))
     pairs: dict[str, list[dict]] = {}
     privacy: dict[str, PrivacySummary] = {}
+    pool: dict[str, PoolInputs] = {}
     with watch.time("privacy"):
+        # The fold's real side (matching, half-A/half-B split, thresholds) once for every set.
+        reference = fold_reference(
+            train_set.images, test_set.images, train_features=train_f, holdout_features=test_f,
+            train_ids=image_ids(view, train_idx), holdout_ids=image_ids(view, test_idx),
+            holdout_labels=test_set.labels, cfg=audit_cfg) if sets else None
         for name, synth in sets.items():
-            summary, pairs[name] = privacy_audit(
-                train_set.images, test_set.images, synth.images, train_features=train_f, holdout_features=test_f,
-                synth_features=synth_f[name], synth_files=[record_name(r, i) for i, r in enumerate(synth.records)],
-                train_ids=image_ids(view, train_idx), holdout_ids=image_ids(view, test_idx),
-                percentile=audit_cfg.percentile)
+            summary, pairs[name], result = privacy_audit(
+                train_set.images, None, synth.images, synth_features=synth_f[name], reference=reference,
+                synth_files=[record_name(r, i) for i, r in enumerate(synth.records)])
             privacy[name] = PrivacySummary.from_dict(summary, source=f"privacy audit of {name}")
+            pool[name] = PoolInputs.of(result)
     subjects = table["subject"].to_numpy().astype(str)
     report = FoldReport(
         repeat=repeat, fold=fold,
@@ -213,7 +272,7 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
     )
     drawn = fold_figures(train_set, sets, pairs, f"repeat {repeat}, fold {fold}")
     log.info("fold %s evaluated in %.1f s", fold_name(repeat, fold), watch.total())
-    return FoldResult(report=report, predictions=predictions, gan_test=gan_test, figures=drawn)
+    return FoldResult(report=report, predictions=predictions, gan_test=gan_test, privacy_pool=pool, figures=drawn)
 
 
 def _real_set(view, idx: np.ndarray) -> ImageSet:
@@ -279,8 +338,9 @@ def fold_figures(real_train: ImageSet, sets: Mapping[str, ImageSet], pairs: Mapp
                       figures.figure_samples(real_train, images, name)))
     for name, found in pairs.items():
         if found:
-            drawn.append(("pairs", name, f"{name} ({where}): the closest synthetic-training pairs (top: synthetic, "
-                                         "bottom: its nearest training slice; d = pixel distance)",
+            drawn.append(("pairs", name, f"{name} ({where}): the closest synthetic-training pairs after alignment "
+                                         "(top: synthetic; middle: its nearest training slice as aligned, with the "
+                                         "transform found; bottom: their difference; d = aligned pixel distance)",
                           figures.figure_nearest_pairs(found, title=f"{name}: closest synthetic-training pairs")))
     return drawn
 
@@ -293,6 +353,10 @@ def write_fold(out_dir: str | Path, result: FoldResult) -> None:
     atomic_write_json(out_dir / FOLD_FILE, result.report.to_dict())
     atomic_write_text(out_dir / PREDICTIONS_FILE, result.predictions.to_csv(sep="\t", index=False))
     atomic_write_text(out_dir / GAN_TEST_FILE, result.gan_test.to_csv(sep="\t", index=False))
+    arrays = {k: v for name, p in result.privacy_pool.items() for k, v in p.arrays(name).items()}
+    with atomic_output_path(out_dir / POOL_FILE) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
     captions = []
     for section, name, caption, png in result.figures:
         atomic_write_bytes(out_dir / FIGURES_DIR / f"{section}_{file_safe(name)}.png", png)
@@ -309,11 +373,13 @@ def read_fold(fold_dir: str | Path) -> FoldResult:
         kinds = {"subject": str, "label": str, "set": str, "image": str}
         predictions = pd.read_csv(fold_dir / PREDICTIONS_FILE, sep="\t", dtype=kinds, keep_default_na=False)
         gan_test = pd.read_csv(fold_dir / GAN_TEST_FILE, sep="\t", dtype=kinds, keep_default_na=False)
+        with np.load(fold_dir / POOL_FILE) as data:
+            pool = {name: PoolInputs.from_arrays(data, name) for name in report.privacy}
         captions = json.loads((fold_dir / FIGURES_DIR / "captions.json").read_text())
         drawn = [(c["section"], c["set"], c["caption"], (fold_dir / FIGURES_DIR / c["file"]).read_bytes())
                  for c in captions]
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{fold_dir}: unreadable fold folder ({type(exc).__name__}: {exc}); evaluate the fold "
                          "again") from None
-    return FoldResult(report=report, predictions=predictions, gan_test=gan_test, figures=drawn)
+    return FoldResult(report=report, predictions=predictions, gan_test=gan_test, privacy_pool=pool, figures=drawn)
 

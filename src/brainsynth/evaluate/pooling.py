@@ -5,8 +5,8 @@ every test slice of every fold and repeat, each subject tested once per repeat, 
 cluster-bootstrap resamples over test subjects shared by every row, every interval and every
 paired comparison. GAN-test is pooled over the folds' synthetic images. Fidelity numbers are
 the mean over folds with their standard deviation, and every fold's own numbers; the privacy
-audit is pooled as counts where a number is a share of images and as a mean over folds
-otherwise.
+audit is pooled by :func:`brainsynth.evaluate.privacy_summary.pool_folds` (counts summed with
+Wilson intervals, the mean headline membership AUC with a joint permutation p-value).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 
 from brainsynth import LABELS
-from brainsynth.config import EvaluateConfig
+from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.evaluate import protocol
 from brainsynth.evaluate.folds import FoldResult, fold_name
 from brainsynth.evaluate.gan_train import score_predictions
+from brainsynth.evaluate.privacy_summary import pool_folds
 from brainsynth.evaluate.schema import (
     ClassifierResult,
     Comparison,
@@ -30,7 +31,6 @@ from brainsynth.evaluate.schema import (
     FidelityFold,
     FidelityResult,
     FidelitySummary,
-    FlaggedImage,
     FoldScores,
     Intervals,
     LevelScores,
@@ -201,44 +201,18 @@ def pool_fidelity(results: Sequence[FoldResult]) -> dict[str, FidelitySummary]:
 
 # --- privacy ------------------------------------------------------------------------------------
 
-_IMAGE_SHARES = {"memorization_rate": "n_synthetic", "holdout_flag_rate": "n_holdout", "authenticity": "n_synthetic"}
-
-
-def _weighted(trees: list[Any], weights: list[float]) -> Any:
-    """Leaf-wise weighted mean of parallel JSON trees (weights: each fold's image count)."""
-    def how(values: list[Any]) -> Any:
-        pairs = [(float(v), w) for v, w in zip(values, weights) if v is not None and math.isfinite(float(v))]
-        return sum(v * w for v, w in pairs) / sum(w for _, w in pairs) if pairs else None
-    return _combine(trees, how)
-
-
-def pool_privacy(results: Sequence[FoldResult]) -> dict[str, PrivacyPooled]:
-    """Each set's audits pooled over folds (see :class:`~brainsynth.evaluate.schema.PrivacyPooled`)."""
+def pool_privacy(results: Sequence[FoldResult], cfg: AuditConfig) -> dict[str, PrivacyPooled]:
+    """Each set's audits pooled over folds (:func:`brainsynth.evaluate.privacy_summary.pool_folds`), beside each
+    fold's whole audit."""
+    names = [fold_name(r.report.repeat, r.report.fold) for r in results]
     out = {}
     for name in results[0].report.synthetic:
-        audits = [r.report.privacy[name] for r in results]
-        trees = [a.to_dict() for a in audits]
-        pooled = _combine([{k: v for k, v in t.items() if k not in ("flagged", "distances", "rules")} for t in trees],
-                          _mean)
-        n_synth = [a.n_synthetic for a in audits]
-        n_hold = [a.n_holdout for a in audits]
-        pooled["memorization_rate"] = _weighted([t["memorization_rate"] for t in trees], n_synth)
-        pooled["memorization_rate_by_space"] = _weighted([t["memorization_rate_by_space"] for t in trees], n_synth)
-        pooled["holdout_flag_rate"] = _weighted([t["holdout_flag_rate"] for t in trees], n_hold)
-        pooled["authenticity"] = _weighted([t["authenticity"] for t in trees], n_synth)
-        pooled["authenticity_by_space"] = {
-            space: {"synthetic": _weighted([t["authenticity_by_space"][space]["synthetic"] for t in trees], n_synth),
-                    "holdout": _weighted([t["authenticity_by_space"][space]["holdout"] for t in trees], n_hold)}
-            for space in trees[0]["authenticity_by_space"]}
-        for key in ("n_synthetic", "n_train", "n_holdout"):
-            pooled[key] = int(sum(t[key] for t in trees))
-        pooled["distances"], pooled["rules"] = trees[0]["distances"], trees[0]["rules"]
-        flagged = [FlaggedImage(**{**f.to_dict(), "file": f"{fold_name(r.report.repeat, r.report.fold)}/{f.file}"})
-                   for r, a in zip(results, audits) for f in a.flagged]
-        pooled["flagged"] = [f.to_dict() for f in sorted(flagged, key=lambda f: f.distance)]
-        pooled["per_fold"] = [PrivacyFold(repeat=r.report.repeat, fold=r.report.fold, audit=a).to_dict()
-                              for r, a in zip(results, audits)]
-        out[name] = PrivacyPooled.from_dict(pooled, source=f"pooled privacy audit of {name}")
+        pooled = pool_folds([r.privacy_pool[name].as_result() for r in results], names, n_perm=cfg.permutations,
+                            seed=cfg.seed)
+        audits = [PrivacyFold(repeat=r.report.repeat, fold=r.report.fold, audit=r.report.privacy[name]).to_dict()
+                  for r in results]
+        out[name] = PrivacyPooled.from_dict({"memorization_rate": pooled["memorization"]["rate"], **pooled,
+                                             "audits": audits}, source=f"pooled privacy audit of {name}")
     return out
 
 

@@ -19,6 +19,8 @@ from brainsynth.evaluate.tables import (
     display_name,
     fmt,
     fmt_ci,
+    fmt_pct,
+    fmt_rate_ci,
     ordered_names,
     table1,
     to_text,
@@ -26,7 +28,9 @@ from brainsynth.evaluate.tables import (
 
 TARGETS = {
     "pggan_share_of_real_hm": 0.85,  # PGGAN HM must reach this share of the real-data HM
-    "max_memorization_rate": 0.01,  # share of synthetic images flagged as near-copies
+    # Near-copies beyond chance: the synthetic set's flagged share minus the false-flag rate of
+    # held-out half B (real images of subjects never seen, never used to set the thresholds).
+    "max_excess_memorization": 0.01,
 }
 
 
@@ -90,8 +94,9 @@ def check_targets(report: Report) -> dict[str, Verdict]:
         HM: met when the paired 95% interval of PGGAN / real HM lies at or above 0.85, missed when
         it lies below, not shown when it straddles 0.85), ``"shortcut"`` (the real baseline is
         ``better`` than the shortcut: the classifier learns more than global trivia),
-        ``"memorization"`` (PGGAN, the method reproduced, <= 1% near-copies; every audited set
-        when there is no PGGAN entry; the text lists all sets). A comparison without an interval
+        ``"memorization"`` (PGGAN, the method reproduced: pooled near-copies at most 1 point above
+        the pooled false-flag rate of held-out half B, the real images that did not set the
+        thresholds; every audited set when there is no PGGAN entry; the text lists all sets). A comparison without an interval
         (``n/a``) leaves its target not checked.
     """
     out: dict[str, Verdict] = {}
@@ -130,16 +135,18 @@ def check_targets(report: Report) -> dict[str, Verdict]:
         ok = c.verdict == "better"
         out["shortcut"] = Verdict(ok, f"{goal}: {'met' if ok else 'MISSED'} ({verdict_text(c)})")
 
-    limit = TARGETS["max_memorization_rate"]
-    rates = {display_name(k): optional_number(v.memorization_rate) for k, v in report.privacy.items()}
-    measured = {k: v for k, v in rates.items() if v is not None}
+    limit = TARGETS["max_excess_memorization"]
+    title = f"near-copies <= held-out half-B false flags + {100 * limit:g} pt (pooled over folds)"
+    excess = {display_name(k): (optional_number(v.excess_memorization), v) for k, v in report.privacy.items()}
+    measured = {k: v for k, v in excess.items() if v[0] is not None}
     judged = {k: v for k, v in measured.items() if k == "PGGAN"} or measured
     if not measured:
-        out["memorization"] = Verdict(None, f"memorisation rate <= {limit:.0%}: not checked (no privacy audit)")
+        out["memorization"] = Verdict(None, f"{title}: not checked (no privacy audit with a half B)")
     else:
-        ok = all(v <= limit for v in judged.values())
-        listing = ", ".join(f"{k} {100 * v:.1f}%" for k, v in measured.items())
-        out["memorization"] = Verdict(ok, f"memorisation rate <= {limit:.0%}: {'met' if ok else 'MISSED'} ({listing})")
+        ok = all(x <= limit + 1e-12 for x, _ in judged.values())
+        listing = ", ".join(f"{k} {fmt_pct(e.memorization.rate)} vs {fmt_rate_ci(e.false_flags.rate, e.false_flags.ci)}"
+                            for k, (_, e) in measured.items())
+        out["memorization"] = Verdict(ok, f"{title}: {'met' if ok else 'MISSED'} ({listing})")
     return out
 
 
