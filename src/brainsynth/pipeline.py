@@ -364,7 +364,7 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
     timings["report"] = pipe.stage(
         "report", fingerprint("report", fp_folds, as_dict(config.evaluate), as_dict(config.audit)), report_dir,
         lambda restart: report_from_fold_dirs(dataset, fold_dirs, report_dir, config.evaluate, config.audit,
-                                              runs=runs, timings=stage_times, force=True, device=device),
+                                              runs=runs, timings=stage_times, force=True),
     )
     report = read_report(report_dir)
     report.timings.other_stages.update(timings)

@@ -246,15 +246,17 @@ def evaluate_fold_dir(real: str | Path, fold_id: tuple[int, int], synthetic: Map
 
 def report_from_fold_dirs(real: str | Path, fold_dirs: Sequence[str | Path], out: str | Path, cfg: EvaluateConfig,
                           audit_cfg: AuditConfig, *, runs: dict[str, str] | None = None,
-                          timings: dict[str, float] | None = None, force: bool = False,
-                          device: str | None = None) -> Report:
+                          timings: dict[str, float] | None = None, force: bool = False) -> Report:
     """Pool fold folders (:func:`evaluate_fold_dir`) into REPORT_DIR."""
     watch = Stopwatch(log=log)
     dataset = load_dataset(real)
     results = [read_fold(d) for d in fold_dirs]
-    extractor = extractors.get_extractor(cfg, device=device)
+    described = {tuple(sorted(r.report.features.to_dict().items())) for r in results}
+    if len(described) > 1:
+        raise InputError(f"{', '.join(map(str, fold_dirs))}: the folds were evaluated with different feature "
+                         "extractors; evaluate them again with one --config")
     with staged_output_dir(out, force=force) as stage:
-        return _write_pooled(stage, dataset, results, cfg, audit_cfg, _features_info(extractor), runs, timings,
+        return _write_pooled(stage, dataset, results, cfg, audit_cfg, results[0].report.features, runs, timings,
                              watch)
 
 

@@ -48,7 +48,8 @@ from brainsynth.evaluate import membership
 from brainsynth.evaluate.privacy import fold_reference
 from brainsynth.evaluate.privacy_summary import privacy_audit
 from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
-from brainsynth.evaluate.schema import FidelityResult, FoldData, FoldReport, PrivacySummary, SyntheticFold
+from brainsynth.evaluate.schema import (FeaturesInfo, FidelityResult, FoldData, FoldReport, PrivacySummary,
+                                       SyntheticFold)
 from brainsynth.evaluate.shortcut import global_slice_features
 from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
 from brainsynth.evaluate.writers import Figure, file_safe
@@ -258,7 +259,7 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
             pool[name] = PoolInputs.of(result)
     subjects = table["subject"].to_numpy().astype(str)
     report = FoldReport(
-        repeat=repeat, fold=fold,
+        repeat=repeat, fold=fold, features=FeaturesInfo.from_dict(extractor.describe(), source="feature extractor"),
         data=FoldData(repeat=repeat, fold=fold, n_train=len(train_idx), n_test=len(test_idx),
                       train_subjects=sorted(set(subjects[train_idx])), test_subjects=sorted(set(subjects[test_idx]))),
         synthetic={name: SyntheticFold(repeat=repeat, fold=fold, path=str(paths[name]), n_images=len(s))

@@ -447,6 +447,7 @@ class FoldReport(Record):
     schema_version: int = json_key(f"version of this layout ({SCHEMA_VERSION})", default=SCHEMA_VERSION)
     repeat: int = json_key("repeat of the cross-validation")
     fold: int = json_key("fold within the repeat")
+    features: FeaturesInfo = json_key("the feature extractor behind this fold's feature-based numbers")
     data: FoldData = json_key("the fold's training and test subjects")
     synthetic: dict[str, SyntheticFold] = json_key("this fold's image set of each synthetic set", keys="set")
     counts: dict[str, dict[str, int]] = json_key("images per class of each synthetic set", keys="set")
