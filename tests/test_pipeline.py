@@ -108,6 +108,24 @@ def test_a_lost_fold_evaluation_is_redone_and_only_it(tiny_run, caplog):
     assert ran == ["[r0/f1/evaluate] running"]
 
 
+def test_a_redone_evaluation_reads_every_feature_from_the_run_folders_cache(tiny_run, monkeypatch):
+    import shutil
+
+    from brainsynth.evaluate import features
+
+    out, _ = tiny_run
+    entries = sorted(p.name for p in (out / "cache" / "features").iterdir())
+    # The dataset once for every fold, and each fold's two synthetic sets: .npy + .json each.
+    assert len(entries) == 2 * (1 + 2 * len(FOLDS))
+    calls: list[int] = []
+    monkeypatch.setattr(features.Extractor, "extract", lambda self, images: calls.append(len(images)))
+    for fold in FOLDS:
+        shutil.rmtree(out / fold / "evaluation")
+    api.run(out, config="tiny")
+    assert calls == [] and (out / "report" / "report.json").is_file()
+    assert sorted(p.name for p in (out / "cache" / "features").iterdir()) == entries
+
+
 def test_an_interrupted_run_resumes_at_the_fold_and_stage_where_it_stopped(tmp_path, monkeypatch):
     out = tmp_path / "out"
     from brainsynth.train import loop

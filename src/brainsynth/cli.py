@@ -144,6 +144,10 @@ def _add_feature_flags(p: argparse.ArgumentParser) -> None:
     _key_flag(p, "--input-size", "evaluate.input_size", "extractor input size in px (paper: 224)", type=int,
               metavar="PX")
     _key_flag(p, "--precision", "evaluate.precision", "feature extraction precision", choices=("fp32", "bf16"))
+    # Where features are kept, not what they are: a flag like --device, so it stays out of the
+    # resolved config.yaml and of `brainsynth run`'s stage fingerprints.
+    p.add_argument("--feature-cache", metavar="DIR", default=None,
+                   help="reuse/keep VGG-16 features in DIR (content-addressed; shared by evaluate and audit)")
 
 
 def _non_negative_int(text: str) -> int:
@@ -260,8 +264,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args, "evaluate")
     report = evaluate(args.real, dict(args.synthetic), args.out, config.evaluate, config.audit,
-                      runs=dict(args.run or []), device=args.device, force=args.force, fold=args.fold,
-                      repeat=args.repeat, all_folds=args.all_folds)
+                      runs=dict(args.run or []), device=args.device, feature_cache=args.feature_cache,
+                      force=args.force, fold=args.fold, repeat=args.repeat, all_folds=args.all_folds)
     print(format_table1(report))
     print(f"report written to {args.out}")
     return 0
@@ -285,7 +289,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from brainsynth.evaluate import audit
 
     audit(args.train, args.synthetic, args.out, config.audit, config.evaluate, filter_flagged=args.filter,
-          device=args.device, force=args.force, fold=args.fold, repeat=args.repeat)
+          device=args.device, feature_cache=args.feature_cache, force=args.force, fold=args.fold,
+          repeat=args.repeat)
     return 0
 
 

@@ -9,6 +9,7 @@ Stages (each writes one folder under OUT; ``OUT/config.yaml`` is the resolved co
     r<R>/f<K>/synthetic/<m>/ balanced synthetic sets                           (brainsynth generate)
     r<R>/f<K>/evaluation/    the fold's predictions, fidelity, privacy
     report/                  every fold pooled: CIs, paired verdicts         (brainsynth evaluate --all-folds)
+    cache/features/          VGG-16 features by content, reused by every later evaluation of the same images
 
 Stage names carry the fold: ``r0/f1/train_pggan``, ``r0/f1/generate_dcgan``, ``r0/f1/evaluate``.
 ``OUT/pipeline.json`` records, per stage, a fingerprint of everything the stage depends on
@@ -47,6 +48,7 @@ log = logging.getLogger("brainsynth.pipeline")
 
 STATE_FILE = "pipeline.json"
 CONFIG_FILE = "config.yaml"
+FEATURE_CACHE = "cache/features"  # inside OUT: the run folder holds everything the run computed
 
 
 @dataclass
@@ -344,7 +346,7 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
     from brainsynth.evaluate.schema import read_report
     from brainsynth.evaluate.targets import format_table1
 
-    shared = _SharedExtractor(config, device)
+    shared = _SharedExtractor(config, device, out / FEATURE_CACHE)
     fold_dirs, fp_folds = [], []
     for fid in folds:
         fold_dir = out / fold_prefix(*fid) / "evaluation"
@@ -353,7 +355,7 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
                          fp_gen[fid], as_dict(config.evaluate), as_dict(config.audit))
         timings[name] = pipe.stage(name, fp, fold_dir, lambda restart, fid=fid, fold_dir=fold_dir: evaluate_fold_dir(
             dataset, fid, synthetic[fid], fold_dir, config.evaluate, config.audit, force=True,
-            extractor=shared.get(), memo=shared.memo))
+            store=shared.get()))
         fold_dirs.append(fold_dir)
         fp_folds.append(fp)
 
@@ -396,18 +398,17 @@ def stage_kinds(timings: dict[str, float]) -> dict[str, float]:
 
 
 class _SharedExtractor:
-    """One feature extractor and one store of real features for every fold evaluated in this call."""
+    """One feature store (extractor, memory, ``OUT/cache/features``) for every fold evaluated in
+    this call, built when the first fold needs it (a rerun that skips every fold builds none)."""
 
-    def __init__(self, config: RunConfig, device: str | None):
-        from brainsynth.evaluate.folds import FeatureMemo
-
-        self.config, self.device = config, device
-        self.memo = FeatureMemo()
-        self._extractor = None
+    def __init__(self, config: RunConfig, device: str | None, folder: Path):
+        self.config, self.device, self.folder = config, device, folder
+        self._store = None
 
     def get(self):
-        if self._extractor is None:
+        if self._store is None:
+            from brainsynth.evaluate.feature_cache import FeatureStore
             from brainsynth.evaluate.features import get_extractor
 
-            self._extractor = get_extractor(self.config.evaluate, device=self.device)
-        return self._extractor
+            self._store = FeatureStore(get_extractor(self.config.evaluate, device=self.device), self.folder)
+        return self._store

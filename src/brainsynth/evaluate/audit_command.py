@@ -21,6 +21,7 @@ from brainsynth.data.dataset import load_dataset
 from brainsynth.errors import InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate.commands import _created, _features_info, check_same_size
+from brainsynth.evaluate.feature_cache import FeatureStore
 from brainsynth.evaluate.folds import image_ids, record_name
 from brainsynth.evaluate.privacy import audit_fold
 from brainsynth.evaluate.privacy_summary import nearest_pairs, summarise_privacy
@@ -76,6 +77,7 @@ def audit(
     *,
     filter_flagged: bool = False,
     device: str | None = None,
+    feature_cache: str | Path | None = None,
     force: bool = False,
     fold: int = 0,
     repeat: int = 0,
@@ -102,6 +104,9 @@ def audit(
         Also write the synthetic set minus every flagged image to ``OUT/filtered``.
     device : str, optional
         Where features are extracted.
+    feature_cache : path, optional
+        Folder of the content-addressed feature cache shared with ``brainsynth evaluate``
+        (:mod:`brainsynth.evaluate.feature_cache`); None computes features in memory only.
     force : bool
         Replace an existing ``out``.
     fold, repeat : int
@@ -127,8 +132,10 @@ def audit(
     extractor = extractors.get_extractor(features, device=device)
     log.info("extracting features of %d training, %d held-out and %d synthetic images",
              len(real["train_images"]), len(real["holdout_images"]), len(synth))
-    train_f, hold_f, synth_f = (extractor.extract(x) for x in
-                                (real["train_images"], real["holdout_images"], synth.images))
+    store = FeatureStore(extractor, feature_cache)
+    real_f = store.dataset(dataset)  # [rows, D]: all rows once, shared with evaluate through the cache
+    train_f, hold_f = real_f[dataset.indices("train")], real_f[dataset.indices("test")]  # real_split's rows
+    synth_f = store.images(synth.images, what=f"synthetic set {Path(synthetic).name!r}")
     result = audit_fold(real["train_images"], real["holdout_images"], synth.images, train_features=train_f,
                         holdout_features=hold_f, synth_features=synth_f, train_ids=real["train_ids"],
                         holdout_ids=real["holdout_ids"], holdout_labels=real["holdout_labels"], cfg=cfg)

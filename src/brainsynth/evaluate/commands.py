@@ -8,7 +8,9 @@ of synthetic sets, one report, by the cross-validated protocol of the DATASET's 
    one side, other image sizes);
 2. per fold (:func:`brainsynth.evaluate.folds.evaluate_fold`): features, classifiers and their
    decision scores, fidelity (with the ``real-test`` reference), the privacy audit; each fold
-   is written to ``REPORT_DIR/folds/r<repeat>/f<fold>/``;
+   is written to ``REPORT_DIR/folds/r<repeat>/f<fold>/``. Features go through one
+   :class:`~brainsynth.evaluate.feature_cache.FeatureStore`: the real DATASET's are extracted
+   once for every fold (and reused by later commands when given a ``feature_cache`` folder);
 3. pool the folds (:mod:`brainsynth.evaluate.pooling`): pooled scores with cluster-bootstrap
    intervals over subjects, paired comparisons and their verdicts;
 4. write REPORT_DIR (report.json/.md/.html, predictions.tsv, figures, config.yaml) through a
@@ -40,7 +42,8 @@ from brainsynth.data.dataset import load_dataset
 from brainsynth.errors import ConfigError, InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate import pooling
-from brainsynth.evaluate.folds import (MIN_IMAGES_PER_CLASS, FeatureMemo, FoldResult, evaluate_fold, fold_name,
+from brainsynth.evaluate.feature_cache import FeatureStore
+from brainsynth.evaluate.folds import (MIN_IMAGES_PER_CLASS, FoldResult, evaluate_fold, fold_name,
                                        read_fold, write_fold)
 from brainsynth.evaluate.schema import FeaturesInfo, Report, Timings
 from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
@@ -125,6 +128,7 @@ def evaluate(
     runs: dict[str, str] | None = None,
     device: str | None = None,
     timings: dict[str, float] | None = None,
+    feature_cache: str | Path | None = None,
     force: bool = False,
     fold: int = 0,
     repeat: int = 0,
@@ -155,6 +159,9 @@ def evaluate(
     timings : dict, optional
         Wall seconds of earlier stages (e.g. from ``brainsynth run``), stored in the report
         beside this command's own ``evaluate_*`` timings.
+    feature_cache : path, optional
+        Folder of the content-addressed feature cache (:mod:`brainsynth.evaluate.feature_cache`)
+        shared with other commands on the same images; None computes features in memory only.
     force : bool
         Replace an existing ``out``.
     fold, repeat : int
@@ -186,12 +193,12 @@ def evaluate(
     extractor = extractors.get_extractor(cfg, device=device)
     _warn_slow_features(extractor, cfg.input_size, len(dataset) + sum(len(s) for v in inputs.values()
                                                                        for s in v.values()))
-    memo = FeatureMemo()
+    store = FeatureStore(extractor, feature_cache)
     with staged_output_dir(out, force=force) as stage:
         results = []
         for fid in fold_ids:
             result = evaluate_fold(dataset.fold(fid[1], fid[0]), inputs[fid], fold_paths(synthetic, fid, all_folds),
-                                   cfg, audit_cfg, extractor, memo)
+                                   cfg, audit_cfg, store)
             write_fold(stage / FOLDS_DIR / fold_name(*fid), result)
             results.append(result)
         report = _write_pooled(stage, dataset, results, cfg, audit_cfg, _features_info(extractor), runs, timings,
@@ -209,14 +216,14 @@ def _read_sets(paths: Mapping[str, str], dataset) -> dict[str, ImageSet]:
 
 def _warn_slow_features(extractor, input_size: int, n_total: int) -> None:
     if extractor.device.type == "cpu" and input_size > CPU_FRIENDLY_INPUT and n_total > 1000:
-        # VGG-16 costs ~15 GFLOP per image at 224 px against ~1.3 at 64 px.
+        # VGG-16 costs ~31 GFLOP per image at 224 px against ~2.6 at 64 px.
         log.warning("VGG-16 at %d px on the CPU for %d images may take a long while; --input-size %d is "
                     "~10x faster (recorded in the report either way)", input_size, n_total, CPU_FRIENDLY_INPUT)
 
 
 def evaluate_fold_dir(real: str | Path, fold_id: tuple[int, int], synthetic: Mapping[str, str], out: str | Path,
                       cfg: EvaluateConfig, audit_cfg: AuditConfig, *, device: str | None = None, force: bool = False,
-                      extractor=None, memo: FeatureMemo | None = None) -> Path:
+                      store: FeatureStore | None = None) -> Path:
     """Evaluate one fold and write its fold folder (``brainsynth run``'s per-fold stage).
 
     Parameters
@@ -229,14 +236,15 @@ def evaluate_fold_dir(real: str | Path, fold_id: tuple[int, int], synthetic: Map
         Name -> the fold's image-set folder.
     out : path
         The fold folder (:func:`brainsynth.evaluate.folds.write_fold`).
-    extractor, memo : optional
-        A feature extractor and real features shared with other folds of the same call.
+    store : FeatureStore, optional
+        The extractor behind a feature store shared with other folds of the same call (and its
+        cache folder); None builds one for ``cfg`` in memory only.
     """
     dataset = load_dataset(real)
     view = dataset.fold(fold_id[1], fold_id[0])
     sets = _read_sets(synthetic, dataset)
-    extractor = extractor or extractors.get_extractor(cfg, device=device)
-    result = evaluate_fold(view, sets, synthetic, cfg, audit_cfg, extractor, memo)
+    store = store or FeatureStore(extractors.get_extractor(cfg, device=device))
+    result = evaluate_fold(view, sets, synthetic, cfg, audit_cfg, store)
     with staged_output_dir(out, force=force) as stage:
         write_fold(stage, result)
         atomic_write_text(stage / "config.yaml", sections_yaml(cfg, audit_cfg, what=f"evaluation of fold "

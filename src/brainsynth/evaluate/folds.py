@@ -43,6 +43,7 @@ from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.errors import InputError
 from brainsynth.evaluate import fidelity as fidelity_metrics
 from brainsynth.evaluate import figures
+from brainsynth.evaluate.feature_cache import FeatureStore
 from brainsynth.evaluate.gan_train import balanced_subsample, make_classifier
 from brainsynth.evaluate import membership
 from brainsynth.evaluate.privacy import fold_reference
@@ -189,21 +190,8 @@ class FoldResult:
         return self.report.repeat, self.report.fold
 
 
-@dataclass
-class FeatureMemo:
-    """Features of every real image of one dataset, extracted once and shared by its folds."""
-
-    features: dict[str, np.ndarray] = field(default_factory=dict)  # dataset root -> float [N_all, D]
-
-    def real(self, dataset, extractor) -> np.ndarray:
-        key = str(Path(dataset.root).resolve())
-        if key not in self.features:
-            self.features[key] = extractor.extract(dataset.float_images())  # [N_all, D]
-        return self.features[key]
-
-
 def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], cfg: EvaluateConfig,
-                  audit_cfg: AuditConfig, extractor, memo: FeatureMemo | None = None) -> FoldResult:
+                  audit_cfg: AuditConfig, store: FeatureStore) -> FoldResult:
     """Evaluate every synthetic set of one fold against that fold's real subjects.
 
     Parameters
@@ -217,14 +205,12 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
         name -> the image-set folder (recorded).
     cfg, audit_cfg : EvaluateConfig, AuditConfig
         Bootstrap and seed (classifiers, subsets), the near-copy percentile.
-    extractor : Extractor
-        Feature extractor (:func:`brainsynth.evaluate.features.get_extractor`).
-    memo : FeatureMemo, optional
-        Real features already extracted by another fold of the same dataset.
+    store : FeatureStore
+        The feature extractor behind a content-addressed store: the dataset's real features
+        are extracted once for all its folds (and reused from its folder by later commands).
     """
     repeat, fold = view.fold_id
     watch = Stopwatch(log=log)
-    memo = memo or FeatureMemo()
     with watch.time("load"):
         check_fold(view)
         train_idx, test_idx = view.indices("train"), view.indices("test")
@@ -232,16 +218,14 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
         train_set = _real_set(view, train_idx)
         test_set = _real_set(view, test_idx)
     with watch.time("features"):
-        real_f = memo.real(view, extractor)
+        real_f = store.dataset(view)  # [N_all, D]: every fold selects rows of one extraction
         train_f, test_f = real_f[train_idx], real_f[test_idx]  # [N, D], [M, D]
-        synth_f = {name: extractor.extract(s.images) for name, s in sets.items()}
+        synth_f = {name: store.images(s.images, what=f"synthetic set {name!r}") for name, s in sets.items()}
     with watch.time("gan_train"):
         predictions, gan_test, n_train = _classifiers(view, train_idx, test_idx, train_f, test_f, sets, synth_f,
                                                       cfg.seed)
     with watch.time("fidelity"):
-        fidelity = {name: _fidelity(train_set, train_f, s, synth_f[name], cfg.seed, None) for name, s in sets.items()}
-        fidelity[REAL_TEST_KEY] = _fidelity(train_set, train_f, test_set, test_f, cfg.seed,
-                                            np.array([r["subject"] for r in test_set.records]))
+        fidelity = _fidelity(train_set, train_f, sets, synth_f, test_set, test_f, cfg.seed)
     pairs: dict[str, list[dict]] = {}
     privacy: dict[str, PrivacySummary] = {}
     pool: dict[str, PoolInputs] = {}
@@ -259,7 +243,8 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
             pool[name] = PoolInputs.of(result)
     subjects = table["subject"].to_numpy().astype(str)
     report = FoldReport(
-        repeat=repeat, fold=fold, features=FeaturesInfo.from_dict(extractor.describe(), source="feature extractor"),
+        repeat=repeat, fold=fold, features=FeaturesInfo.from_dict(store.extractor.describe(),
+                                                                  source="feature extractor"),
         data=FoldData(repeat=repeat, fold=fold, n_train=len(train_idx), n_test=len(test_idx),
                       train_subjects=sorted(set(subjects[train_idx])), test_subjects=sorted(set(subjects[test_idx]))),
         synthetic={name: SyntheticFold(repeat=repeat, fold=fold, path=str(paths[name]), n_images=len(s))
@@ -321,13 +306,20 @@ def _classifiers(view, train_idx: np.ndarray, test_idx: np.ndarray, train_f: np.
     return pd.concat(parts, ignore_index=True), pd.concat(gan_test, ignore_index=True) if gan_test else empty, n_train
 
 
-def _fidelity(real: ImageSet, real_f: np.ndarray, other: ImageSet, other_f: np.ndarray, seed: int,
-              other_subjects: np.ndarray | None) -> FidelityResult:
-    numbers = fidelity_metrics.fidelity_report(
-        real.images, real.labels, real_f, other.images, other.labels, other_f, labels=LABELS, seed=seed,
-        ms_ssim_pairs=fidelity_metrics.MS_SSIM_PAIRS, real_subjects=np.array([r["subject"] for r in real.records]),
-        synth_subjects=other_subjects)
-    return FidelityResult.from_dict(numbers, source="fidelity")
+def _fidelity(train: ImageSet, train_f: np.ndarray, sets: Mapping[str, ImageSet], synth_f: Mapping[str, np.ndarray],
+              test: ImageSet, test_f: np.ndarray, seed: int) -> dict[str, FidelityResult]:
+    """Every synthetic set, and the real test slices (the ``real-test`` scale), against the real
+    training slices; the real side is computed once for all of them."""
+    def subjects(images: ImageSet) -> np.ndarray:
+        return np.array([r["subject"] for r in images.records])
+
+    compared = {name: (s.images, s.labels, synth_f[name]) for name, s in sets.items()}
+    compared[REAL_TEST_KEY] = (test.images, test.labels, test_f)
+    numbers = fidelity_metrics.fidelity_reports(
+        train.images, train.labels, train_f, compared, labels=LABELS, seed=seed,
+        ms_ssim_pairs=fidelity_metrics.MS_SSIM_PAIRS, real_subjects=subjects(train),
+        synth_subjects={REAL_TEST_KEY: subjects(test)})
+    return {name: FidelityResult.from_dict(values, source=f"fidelity of {name}") for name, values in numbers.items()}
 
 
 def fold_figures(real_train: ImageSet, sets: Mapping[str, ImageSet], pairs: Mapping[str, list[dict]],
