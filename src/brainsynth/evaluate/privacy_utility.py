@@ -6,7 +6,7 @@ al. 2018), and are they private (few of them are near-copies of a training slice
 memorisation rate)? :func:`privacy_utility` puts the two numbers of every generator side by
 side with their 95% intervals, from the report's own sections, so that nothing is computed
 twice: the HM and its interval are ``gan_train.<set>``'s, the rate, its flagged count and its
-Wilson score interval (Wilson 1927) are the audit's ``privacy.<set>.memorization``, and the
+Wilson score interval (Wilson 1927) are the audit's pooled ``privacy.<set>.memorization`` (summed over folds), and the
 reference a generator that copies nothing would reach is the audit's ``false_flags`` (held-out
 half-B images, which did not set the thresholds). The Wilson interval is the audit's own
 (:func:`~brainsynth.evaluate.calibration.wilson_interval`), not recomputed here.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from brainsynth.evaluate.schema import ClassifierResult, PrivacySummary, PrivacyUtility, PrivacyUtilityPoint
+from brainsynth.evaluate.schema import ClassifierResult, PrivacyPooled, PrivacyUtility, PrivacyUtilityPoint
 from brainsynth.evaluate.tables import REAL_KEY
 
 CI_METHOD = ("GAN-train HM: the report's bootstrap interval (gan_train.<set>.ci.hm); memorisation rate and "
@@ -24,16 +24,18 @@ CI_METHOD = ("GAN-train HM: the report's bootstrap interval (gan_train.<set>.ci.
              "privacy.<set>.false_flags.ci), which treat slices as independent")
 
 
-def privacy_utility(gan_train: Mapping[str, ClassifierResult], privacy: Mapping[str, PrivacySummary]
+def privacy_utility(gan_train: Mapping[str, ClassifierResult], privacy: Mapping[str, PrivacyPooled]
                     ) -> PrivacyUtility:
     """One :class:`PrivacyUtilityPoint` per synthetic set audited, plus the real HM for reference.
 
     Parameters
     ----------
     gan_train : dict
-        The report's ``gan_train`` section (every synthetic set and ``real``).
+        The report's ``gan_train`` section (every synthetic set, ``real`` and ``shortcut``), pooled
+        over folds.
     privacy : dict
-        The report's ``privacy`` section (every synthetic set).
+        The report's ``privacy`` section (every synthetic set), pooled over folds: the rates are
+        every fold's flagged images over every fold's audited images, as the audit pools them.
     """
     points = {}
     for name, audit in privacy.items():
