@@ -236,9 +236,13 @@ def test_run_adds_the_diffusion_row_everywhere(tmp_path):
                     report.privacy_utility.points):
         assert "ddpm" in section and "dcgan" in section
     timings = json.loads((out / "timings.json").read_text())
-    assert {"train_ddpm", "generate_ddpm"} <= set(timings)
-    meta = json.loads((out / "synthetic" / "ddpm" / "metadata.json").read_text())
-    assert meta["generator"]["model"] == "ddpm" and meta["generator"]["steps"] == 10
-    assert meta["counts"] == {"control": 24, "adhd": 24}
+    assert {f"{f}/{stage}_ddpm" for f in FOLDS for stage in ("train", "generate")} <= set(timings)
+    for fold in FOLDS:  # trained and sampled once per fold
+        meta = json.loads((out / fold / "synthetic" / "ddpm" / "metadata.json").read_text())
+        assert meta["generator"]["model"] == "ddpm" and meta["generator"]["steps"] == 10
+        assert meta["counts"] == {"control": 24, "adhd": 24}
+    assert [(f.repeat, f.fold) for f in report.gan_train["ddpm"].per_fold] == [(0, 0), (0, 1)]
+    assert report.privacy["ddpm"].n_folds == 2
+    assert report.privacy_utility.points["ddpm"].n_synthetic == report.privacy["ddpm"].memorization.n == 96
     assert (out / "report" / "figures" / "summary_privacy_utility.png").is_file()
     assert (out / "report" / "figures" / "training_ddpm.png").is_file()  # its denoising loss curve

@@ -19,9 +19,9 @@ from typing import Mapping
 from brainsynth.evaluate.schema import ClassifierResult, PrivacyPooled, PrivacyUtility, PrivacyUtilityPoint
 from brainsynth.evaluate.tables import REAL_KEY
 
-CI_METHOD = ("GAN-train HM: the report's bootstrap interval (gan_train.<set>.ci.hm); memorisation rate and "
-             "false-flag rate: the audit's 95% Wilson score intervals (privacy.<set>.memorization.ci, "
-             "privacy.<set>.false_flags.ci), which treat slices as independent")
+CI_METHOD = ("GAN-train HM: the report's 95% cluster-bootstrap interval over test subjects (gan_train.<set>.ci.hm); "
+             "memorisation rate and false-flag rate: the audit's 95% Wilson score intervals "
+             "(privacy.<set>.memorization.ci, privacy.<set>.false_flags.ci), which treat slices as independent")
 
 
 def privacy_utility(gan_train: Mapping[str, ClassifierResult], privacy: Mapping[str, PrivacyPooled]
