@@ -62,7 +62,6 @@ import gzip
 import logging
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import nibabel as nib
@@ -74,6 +73,7 @@ from scipy import ndimage
 
 from brainsynth import __version__
 from brainsynth.config import CohortConfig, sections_yaml
+from brainsynth.data.template import MNI152_2009, Template, load_template
 from brainsynth.fsio import atomic_write_json, atomic_write_text, staged_output_dir
 
 log = logging.getLogger("brainsynth.phantom")
@@ -121,10 +121,10 @@ REGIONS: dict[str, Region] = {
     "hippocampus": Region((-28.0, -23.0, -12.0), (6.0, 16.0, 7.0)),
 }
 """Structures shrunk in ADHD, approximate MNI ellipsoids (no atlas ships offline)."""
-FRONTAL_PLANE_Y_MM = 15.0
-"""Frontal cortex = grey matter anterior to this coronal plane (MNI y, mm)."""
-FRONTAL_RAMP_MM = 4.0
-"""Width of the smooth transition across the frontal plane, mm."""
+FRONTAL_PLANE_Y_MM = 10.0
+"""The frontal lobes are the brain anterior to this coronal plane (MNI y, mm)."""
+FRONTAL_RAMP_MM = 6.0
+"""Width of the smooth transition across the frontal plane (softplus scale), mm."""
 
 ENIGMA_D: dict[str, float] = {
     "accumbens": -0.15, "amygdala": -0.19, "caudate": -0.11, "hippocampus": -0.11,
@@ -133,9 +133,13 @@ ENIGMA_D: dict[str, float] = {
 """Cohen's d, ADHD vs control (ENIGMA-ADHD, Hoogman 2017; frontal: children's surface area)."""
 NATURAL_SD = 0.08
 """Between-subject SD of every simulated volume, as a fraction of its mean."""
-EXAGGERATION = 37.5
-"""Simulated Cohen's d / ENIGMA Cohen's d at ``effect=1``: calibrated so that a pixel linear-SVM
-baseline reaches a slice-level HM of about 0.9 (module docstring)."""
+EXAGGERATION: dict[str, float] = {
+    "caudate": 25.0, "putamen": 25.0, "accumbens": 25.0, "amygdala": 25.0, "hippocampus": 25.0,
+    "frontal_cortex": 25.0, "icv": 1.0,
+}
+"""Simulated Cohen's d / ENIGMA Cohen's d of each structure at ``effect=1`` (module docstring)."""
+VOLUME_FLOOR = 0.5
+"""No simulated volume factor goes below this (natural variation and ADHD change, each)."""
 SEVERITY_SD = 0.3
 """SD of the per-ADHD-subject severity multiplier (mean 1)."""
 DEFORMATION_SD_MM = 2.5
@@ -174,50 +178,6 @@ AGE_DAYS_RANGE = (1, 28)
 DIAGNOSES = ("control", "adhd")
 
 
-# --- the template ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Template:
-    """The MNI152 2009 template as tissue maps.
-
-    Attributes
-    ----------
-    tissues : torch.Tensor
-        float32 [1, 3, X, Y, Z]: grey-matter, white-matter and brain-mask probabilities.
-    affine : np.ndarray
-        float64 [4, 4] voxel -> MNI mm.
-    brain_lo_mm, brain_hi_mm : np.ndarray
-        float64 [3], the brain's bounding box in MNI mm.
-    """
-
-    tissues: torch.Tensor
-    affine: np.ndarray
-    brain_lo_mm: np.ndarray
-    brain_hi_mm: np.ndarray
-
-    @property
-    def brain_centre_mm(self) -> np.ndarray:
-        return (self.brain_lo_mm + self.brain_hi_mm) / 2.0
-
-
-@lru_cache(maxsize=1)
-def load_template() -> Template:
-    """Load nilearn's MNI152 2009 T1, GM and WM templates (1 mm, offline) once per process."""
-    from nilearn import datasets
-
-    t1 = datasets.load_mni152_template(resolution=1)
-    gm = datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32)  # [197, 233, 189]
-    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
-    # The T1 template is skull-stripped; the tissue maps extend a little beyond it.
-    brain = (t1.get_fdata(dtype=np.float32) > 0).astype(np.float32)
-    tissues = np.stack([gm * brain, wm * brain, brain])[None]  # [1, 3, X, Y, Z]
-    idx = np.argwhere(brain > 0)
-    affine = np.asarray(t1.affine, dtype=np.float64)
-    lo, hi = (affine[:3, :3] @ idx.min(0) + affine[:3, 3]), (affine[:3, :3] @ idx.max(0) + affine[:3, 3])
-    return Template(torch.from_numpy(np.ascontiguousarray(tissues)), affine, lo, hi)
-
-
 # --- one subject ----------------------------------------------------------------------------
 
 
@@ -233,7 +193,7 @@ class Subject:
     size_factor : linear scale from the adult template to this subject's brain (world mm
         per template mm), including the neonatal 1/3 volume and the ICV variation.
     region_volume : {(name, hemisphere): volume factor} for each :data:`REGIONS` structure.
-    frontal_gm_factor : share of frontal grey matter kept (1 = template).
+    frontal_volume : volume factor of the frontal lobes (1 = template).
     displacement_mm : float32 [3, *DEFORMATION_GRID], random displacement control points.
     log_bias : float32 [3, 3, 3] control points of the log bias field.
     contrast : per-subject tissue intensities.
@@ -245,7 +205,7 @@ class Subject:
     sex: str
     size_factor: float
     region_volume: dict[tuple[str, str], float]
-    frontal_gm_factor: float
+    frontal_volume: float
     displacement_mm: np.ndarray
     log_bias: np.ndarray
     contrast: TissueContrast
@@ -255,7 +215,7 @@ class Subject:
 def _volume_change(rng: np.random.Generator, d: float, adhd_shift: float) -> float:
     """A volume factor: natural variation times the ADHD shift (``adhd_shift`` in units of d)."""
     natural = rng.normal(0.0, NATURAL_SD)
-    return max(1.0 + natural, 0.5) * max(1.0 + adhd_shift * d * NATURAL_SD, 0.5)
+    return max(1.0 + natural, VOLUME_FLOOR) * max(1.0 + adhd_shift * d * NATURAL_SD, VOLUME_FLOOR)
 
 
 def draw_subject(seed: int, index: int, diagnosis: str, effect: float, contrast: str) -> Subject:
@@ -275,15 +235,16 @@ def draw_subject(seed: int, index: int, diagnosis: str, effect: float, contrast:
     rng = np.random.default_rng([seed, index])
     severity = max(rng.normal(1.0, SEVERITY_SD), 0.0)
     # In units of Cohen's d: the ADHD shift of this subject (0 for controls).
-    shift = effect * EXAGGERATION * severity if diagnosis == "adhd" else 0.0
+    shift = effect * severity if diagnosis == "adhd" else 0.0
     age_days = int(rng.integers(AGE_DAYS_RANGE[0], AGE_DAYS_RANGE[1] + 1))
     sex = "M" if rng.random() < 0.5 else "F"
-    icv = _volume_change(rng, ENIGMA_D["icv"], shift)
+    icv = _volume_change(rng, ENIGMA_D["icv"] * EXAGGERATION["icv"], shift)
     size_factor = (NEONATAL_VOLUME_RATIO * icv) ** (1.0 / 3.0)
     region_volume = {
-        (name, hemi): _volume_change(rng, ENIGMA_D[name], shift) for name in REGIONS for hemi in ("left", "right")
+        (name, hemi): _volume_change(rng, ENIGMA_D[name] * EXAGGERATION[name], shift)
+        for name in REGIONS for hemi in ("left", "right")
     }
-    frontal = _volume_change(rng, ENIGMA_D["frontal_cortex"], shift)  # > 1 is capped by the brain mask
+    frontal = _volume_change(rng, ENIGMA_D["frontal_cortex"] * EXAGGERATION["frontal_cortex"], shift)
     displacement = rng.normal(0.0, DEFORMATION_SD_MM, size=(3, *DEFORMATION_GRID)).astype(np.float32)
     log_bias = rng.normal(0.0, BIAS_SD, size=(3, 3, 3)).astype(np.float32)
     base = CONTRASTS[contrast]
@@ -370,22 +331,71 @@ def _template_coordinates(subject: Subject, template: Template, world: np.ndarra
         region = REGIONS[name]
         centre = np.array(region.centre_mm) * (np.array([-1.0, 1.0, 1.0]) if hemi == "right" else 1.0)
         pulled += _radial_pull(mni, centre, np.array(region.radii_mm), factor)
+    if subject.frontal_volume != 1.0:
+        pulled[1] += _frontal_stretch(mni[1], subject.frontal_volume)
     return pulled
 
 
-def _frontal_weight(mni_y: np.ndarray) -> np.ndarray:
-    """Smooth 0..1 membership of the frontal lobe from the MNI y coordinate (mm)."""
-    return 1.0 / (1.0 + np.exp(-(mni_y - FRONTAL_PLANE_Y_MM) / FRONTAL_RAMP_MM))
+def _frontal_stretch(mni_y: np.ndarray, volume_factor: float) -> np.ndarray:
+    """Displacement along y that makes the frontal lobes ``volume_factor`` times as long.
+
+    Anterior to :data:`FRONTAL_PLANE_Y_MM` the output samples the template at
+    ``y0 + (y - y0) / volume_factor``: the lobes are compressed (or stretched) front to back
+    with all their tissues, so their composition, and the brain's mean intensity, stay as
+    they were. A softplus ramp (:data:`FRONTAL_RAMP_MM`) makes the change of scale smooth;
+    the map stays one-to-one for any factor > 0.
+    """
+    u = (mni_y - FRONTAL_PLANE_Y_MM) / FRONTAL_RAMP_MM
+    return (1.0 / volume_factor - 1.0) * FRONTAL_RAMP_MM * np.logaddexp(0.0, u)
+
+
+def _reach_mm(subject: Subject, template: Template) -> tuple[np.ndarray, np.ndarray]:
+    """Box that can hold this subject's tissue, in template mm about the brain centre (before scaling).
+
+    The template's brain box plus :data:`BRAIN_MARGIN_MM` for the random deformation, lengthened
+    in front when the frontal lobes are longer than the template's.
+    """
+    half = (template.brain_hi_mm - template.brain_lo_mm) / 2.0 + BRAIN_MARGIN_MM
+    hi = half.copy()
+    hi[1] += max(0.0, (template.brain_hi_mm[1] - FRONTAL_PLANE_Y_MM) * (subject.frontal_volume - 1.0))
+    return -half, hi
+
+
+ICV_GRID_MM = 4.0
+"""Template-mm spacing of the grid on which :func:`icv_compensated` measures brain volume."""
+
+
+def icv_compensated(subject: Subject, template: Template) -> Subject:
+    """``subject`` with its size rescaled so that the regional pulls leave its brain volume unchanged.
+
+    Shrinking the frontal lobes (and, a little, structures near the surface) would shrink the
+    intracranial volume far beyond ENIGMA's d = -0.10; the ICV is its own, separately drawn
+    factor. The brain-mask volume is measured on a coarse grid (:data:`ICV_GRID_MM`) with and
+    without the pulls, and the whole brain is scaled by the cube root of their ratio.
+    """
+    if subject.frontal_volume == 1.0 and all(v == 1.0 for v in subject.region_volume.values()):
+        return subject
+    lo, hi = _reach_mm(subject, template)
+    axes = [np.arange(a, b + ICV_GRID_MM, ICV_GRID_MM) for a, b in zip(lo, hi)]
+    world = np.stack(np.meshgrid(*axes, indexing="ij")) * subject.size_factor  # [3, a, b, c] output mm
+    mask = template.tissues[0, 2].numpy()
+    inv = np.linalg.inv(template.affine)
+    volumes = []
+    for s in (Subject(**{**subject.__dict__, "region_volume": {}, "frontal_volume": 1.0}), subject):
+        mni = _template_coordinates(s, template, world)  # [3, a, b, c]
+        tidx = (inv[:3, :3] @ mni.reshape(3, -1) + inv[:3, 3:4])  # [3, a*b*c]
+        volumes.append(float(ndimage.map_coordinates(mask, tidx, order=1, mode="constant").sum()))
+    ratio = volumes[0] / max(volumes[1], 1e-9)
+    return Subject(**{**subject.__dict__, "size_factor": subject.size_factor * ratio ** (1.0 / 3.0)})
 
 
 def _brain_box(subject: Subject, template: Template, affine: np.ndarray,
                shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Voxel index range (inclusive) that can hold tissue; everything outside is background."""
-    half = (template.brain_hi_mm - template.brain_lo_mm) / 2.0 + BRAIN_MARGIN_MM
-    world_half = half * subject.size_factor
+    lo_mm, hi_mm = _reach_mm(subject, template)
     voxel = np.diag(affine)[:3]
-    lo = np.floor((-world_half - affine[:3, 3]) / voxel).astype(int)
-    hi = np.ceil((world_half - affine[:3, 3]) / voxel).astype(int)
+    lo = np.floor((lo_mm * subject.size_factor - affine[:3, 3]) / voxel).astype(int)
+    hi = np.ceil((hi_mm * subject.size_factor - affine[:3, 3]) / voxel).astype(int)
     return np.clip(lo, 0, np.asarray(shape) - 1), np.clip(hi, 0, np.asarray(shape) - 1)
 
 
@@ -424,6 +434,7 @@ def sample_tissues(subject: Subject, shape: tuple[int, int, int] = GRID_SHAPE,
     template : the loaded template (loaded when omitted).
     """
     template = template or load_template()
+    subject = icv_compensated(subject, template)
     affine = grid_affine(shape)
     voxel = np.diag(affine)[:3]
     lo, hi = _brain_box(subject, template, affine, shape)
@@ -443,15 +454,13 @@ def sample_tissues(subject: Subject, shape: tuple[int, int, int] = GRID_SHAPE,
     norm = 2.0 * tidx / (tshape - 1.0) - 1.0
     frac = (index - lo.reshape(3, 1, 1, 1)) / np.maximum(hi - lo, 1).reshape(3, 1, 1, 1)
     log_bias = _spline_field(subject.log_bias, frac)
-    gm_keep = 1.0 - (1.0 - subject.frontal_gm_factor) * _frontal_weight(mni[1])
-    coarse = np.concatenate([norm[::-1], log_bias[None], gm_keep[None]]).astype(np.float32)  # [5, a, b, c]
+    coarse = np.concatenate([norm[::-1], log_bias[None]]).astype(np.float32)  # [4, a, b, c]
     fine = F.interpolate(torch.from_numpy(coarse)[None], size=box, mode="trilinear",
-                         align_corners=True)  # [1, 5, *box]
+                         align_corners=True)  # [1, 4, *box]
     grid = fine[0, :3].permute(1, 2, 3, 0)[None]  # [1, *box, 3]
     tissue = F.grid_sample(template.tissues, grid, mode="bilinear", padding_mode="zeros",
                            align_corners=True)[0]  # [3, *box]
     gm, wm, brain = tissue[0], tissue[1], tissue[2]
-    gm = torch.minimum(gm * fine[0, 4], brain - wm)  # frontal thinning: grey matter -> CSF
     csf = (brain - gm - wm).clamp_(min=0.0)
     return SampledTissues(lo, hi, gm, wm, csf, brain, fine[0, 3])
 
@@ -498,7 +507,7 @@ def region_masks(subject: Subject, shape: tuple[int, int, int] = GRID_SHAPE,
     affine = grid_affine(shape)
     index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")).reshape(3, -1)
     world = affine[:3, :3] @ index + affine[:3, 3:4]  # [3, X*Y*Z] mm
-    unpulled = Subject(**{**subject.__dict__, "region_volume": {}})
+    unpulled = Subject(**{**icv_compensated(subject, template).__dict__, "region_volume": {}, "frontal_volume": 1.0})
     mni = _template_coordinates(unpulled, template, world)  # [3, X*Y*Z]
     masks = {}
     for name, region in REGIONS.items():
@@ -539,40 +548,46 @@ def _nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0)
 
 
-def _description(subjects: int, adhd_fraction: float, seed: int, effect: float, contrast: str,
-                 shape: tuple[int, int, int]) -> dict:
+def _description(cfg: CohortConfig, shape: tuple[int, int, int], template: Template) -> dict:
+    effect = cfg.effect
     return {
         "Name": "brainsynth simulated neonatal ADHD/control cohort (SIMULATED, not patient data)",
         "BIDSVersion": "1.9.0",
         "DatasetType": "raw",
         "Simulated": True,
         "Statement": (
-            "These images are SIMULATED. No real patient data is involved. Each subject is the adult MNI "
-            "ICBM152 2009 template (as shipped by nilearn) scaled to neonatal size (1/3 adult volume), "
-            "randomly deformed, given neonatal or adult T1w tissue contrast, a bias field and Rician noise. "
-            "ADHD subjects have smaller caudate, putamen, accumbens, amygdala, hippocampus, frontal cortex "
-            "and intracranial volume, in the directions reported by ENIGMA-ADHD but exaggerated."
+            "These images are SIMULATED. No real patient data is involved. Each subject is an adult brain "
+            "template scaled to neonatal size (1/3 adult volume), randomly deformed, given neonatal or adult "
+            "T1w tissue contrast, a bias field and Rician noise. ADHD subjects have smaller caudate, putamen, "
+            "accumbens, amygdala and hippocampus and shorter frontal lobes, in the directions reported by "
+            "ENIGMA-ADHD but exaggerated (factors below); their intracranial volume differs only at the "
+            "real effect size (Cohen's d -0.10 at effect 1), and their brain's mean intensity not at all "
+            "by design."
         ),
         "GeneratedBy": [{"Name": "brainsynth", "Version": __version__,
                          "Description": "brainsynth phantom (brainsynth.data.phantom.make_cohort)"}],
         "Simulation": {
-            "seed": seed,
-            "subjects": subjects,
-            "adhd_fraction": adhd_fraction,
+            "seed": cfg.seed,
+            "subjects": cfg.subjects,
+            "adhd_fraction": cfg.adhd_fraction,
             "effect": effect,
-            "contrast": contrast,
-            "exaggeration_factor": effect * EXAGGERATION,
+            "contrast": cfg.contrast,
+            "layout": cfg.layout,
+            "exaggeration_factor": {k: effect * v for k, v in EXAGGERATION.items()},
             "exaggeration_note": (
-                f"simulated Cohen's d is about effect x {EXAGGERATION:g} = {effect * EXAGGERATION:g} times "
-                "the ENIGMA-ADHD Cohen's d of each structure"
+                "per structure, the simulated Cohen's d of an ADHD subject of average severity is "
+                "exaggeration_factor x the ENIGMA-ADHD Cohen's d (enigma_cohens_d); exaggeration_factor is "
+                "effect x the calibrated factor of brainsynth.data.phantom.EXAGGERATION"
             ),
+            "typical_adhd_volume_change": {k: round(typical_change(k, effect), 4) for k in EXAGGERATION},
             "enigma_cohens_d": ENIGMA_D,
             "natural_sd": NATURAL_SD,
             "severity_sd": SEVERITY_SD,
+            "volume_floor": VOLUME_FLOOR,
             "neonatal_volume_ratio": NEONATAL_VOLUME_RATIO,
             "grid_shape": list(shape),
             "voxel_size_mm": [float(v) for v in np.asarray(FIELD_OF_VIEW_MM) / np.asarray(shape)],
-            "template": "MNI ICBM152 2009 (nilearn.datasets.load_mni152_template, resolution=1)",
+            "template": template.name,
         },
     }
 
@@ -580,42 +595,84 @@ def _description(subjects: int, adhd_fraction: float, seed: int, effect: float, 
 PARTICIPANTS_JSON = {
     "participant_id": {"Description": "Subject identifier"},
     "diagnosis": {"Description": "Simulated group", "Levels": {
-        "adhd": "simulated ADHD (smaller subcortical, frontal and intracranial volumes)",
+        "adhd": "simulated ADHD (smaller subcortical structures, shorter frontal lobes)",
         "control": "simulated typically developing control"}},
     "age": {"Description": "Simulated postnatal age at scan", "Units": "days"},
     "sex": {"Description": "Simulated sex", "Levels": {"M": "male", "F": "female"}},
 }
 
+ADHD200_PARTICIPANTS_JSON = {
+    "participant_id": {"Description": "Subject identifier (sub- and 7 digits, as in ADHD-200)"},
+    "gender": {"Description": "Simulated sex", "Levels": {"0": "female", "1": "male"}},
+    "age": {"Description": "Simulated postnatal age at scan", "Units": "years"},
+    "dx": {"Description": "Simulated diagnosis, ADHD-200 codes", "Levels": {
+        "0": "typically developing control", "1": "ADHD combined (simulated ADHD)",
+        "3": "ADHD inattentive (simulated ADHD)", "pending": "no diagnosis released", "-999": "missing"}},
+}
+ADHD200_UNLABELLED = ("pending", "-999")
+"""dx of the extra subjects an ADHD-200-layout cohort lists without a usable label (one each)."""
+ADHD200_ADHD_CODES = (1, 3)
+"""dx codes given to simulated ADHD subjects (combined, inattentive), drawn at random."""
+ADHD200_ID_PREFIX = "99"
+"""Subject ids are this prefix and a 5-digit number: 7 digits, as ADHD-200's, in no real site's range."""
+
 README_TEXT = """\
 SIMULATED DATA - NOT REAL PATIENTS
 
-This BIDS dataset was written by `brainsynth phantom`. Every T1w image is a simulation built
-from the MNI ICBM152 2009 adult template: scaled to neonatal size, randomly deformed, given
+This {layout} dataset was written by `brainsynth phantom`. Every T1w image is a simulation built
+from an adult brain template ({template}): scaled to neonatal size, randomly deformed, given
 {contrast} T1w contrast, a bias field and Rician noise. Diagnoses are simulated: "adhd"
-subjects have smaller caudate, putamen, accumbens, amygdala, hippocampus, frontal cortex and
-intracranial volume, with differences exaggerated about {factor:g}-fold over the real
-ENIGMA-ADHD effect sizes so that {subjects} subjects can show them.
+subjects have smaller caudate, putamen, accumbens, amygdala and hippocampus and shorter frontal
+lobes. Each difference is the real ENIGMA-ADHD effect size times an exaggeration factor
+({factors}), so that {subjects} subjects can show it. Intracranial volume differs only at the
+real effect size (factor {icv:g}) and the mean brain intensity is not changed.
 
 Do not use these images to draw any clinical conclusion. Settings: seed {seed}, effect {effect:g}.
 See dataset_description.json for the full recipe.
 """
 
 
+def typical_change(name: str, effect: float) -> float:
+    """Volume change of structure ``name`` for an ADHD subject of severity 1 (e.g. -0.3 = 30 % smaller)."""
+    return max(1.0 + effect * EXAGGERATION[name] * ENIGMA_D[name] * NATURAL_SD, VOLUME_FLOOR) - 1.0
+
+
+def _adhd200_rows(cfg: CohortConfig, diagnoses: list[str]) -> list[tuple[str, str, str | int]]:
+    """(subject id, diagnosis to simulate, dx cell) of every subject, unlabelled ones last.
+
+    The dx codes come from a stream of their own, so the volumes equal the BIDS layout's.
+    """
+    rng = np.random.default_rng([cfg.seed, 2**31 + 1])
+    codes = rng.choice(ADHD200_ADHD_CODES, size=len(diagnoses))
+    rows = [(f"sub-{ADHD200_ID_PREFIX}{i + 1:05d}", d, int(codes[i]) if d == "adhd" else 0)
+            for i, d in enumerate(diagnoses)]
+    # Unlabelled subjects have scans too (ADHD-200's test release); their anatomy is a control's.
+    rows += [(f"sub-{ADHD200_ID_PREFIX}{len(diagnoses) + j + 1:05d}", "control", dx)
+             for j, dx in enumerate(ADHD200_UNLABELLED)]
+    return rows
+
+
 def make_cohort(out_dir: str | Path, cfg: CohortConfig, *, force: bool = False) -> Path:
-    """Write a SIMULATED neonatal ADHD/control cohort as a BIDS folder.
+    """Write a SIMULATED neonatal ADHD/control cohort as a BIDS folder or an ADHD-200 site folder.
 
     Parameters
     ----------
     out_dir : str or Path
-        BIDS folder to create (``sub-XX/anat/sub-XX_T1w.nii.gz``, participants.tsv/json,
-        dataset_description.json, README, and the resolved ``cohort`` section as code/config.yaml).
+        Folder to create. ``layout: bids``: ``sub-XX/anat/sub-XX_T1w.nii.gz``, participants.tsv
+        (participant_id, diagnosis, age in days, sex). ``layout: adhd200``:
+        ``sub-99NNNNN/ses-1/anat/sub-99NNNNN_ses-1_T1w.nii.gz``, participants.tsv (participant_id,
+        gender, age in years, dx codes 0 / 1 / 3) with one ``pending`` and one ``-999`` subject
+        more, whose scans have no usable label (``prepare --skip-unlabeled`` drops them). Both
+        add participants.json, dataset_description.json, README, and the resolved ``cohort``
+        section as code/config.yaml.
     cfg : CohortConfig
         The ``cohort`` section: subjects (1..99), ADHD share (exactly
         ``round(subjects * adhd_fraction)``), effect (multiplier >= 0 of the simulated group
-        difference; 1 is the calibrated :data:`EXAGGERATION`-fold default, 0 removes it),
-        contrast, grid shape (null = :data:`GRID_SHAPE`; the field of view stays
-        :data:`FIELD_OF_VIEW_MM`, so a smaller grid has coarser voxels, for fast tests) and
-        seed (the same seed gives byte-identical files).
+        difference; 1 is the calibrated default of :data:`EXAGGERATION`, 0 removes it),
+        contrast, template (:data:`~brainsynth.data.template.MNI152_2009` or a T1 NIfTI path),
+        layout, grid shape (null = :data:`GRID_SHAPE`; the field of view stays
+        :data:`FIELD_OF_VIEW_MM`, so a smaller grid has coarser voxels, for fast tests) and seed
+        (the same seed gives byte-identical files).
     force : bool
         Replace an existing ``out_dir``.
 
@@ -627,34 +684,46 @@ def make_cohort(out_dir: str | Path, cfg: CohortConfig, *, force: bool = False) 
     ------
     ConfigError
         On an invalid option.
+    InputError
+        On a template file that cannot be used.
     OutputExistsError
         When ``out_dir`` exists and ``force`` is false.
     """
     cfg.check()
-    subjects, adhd_fraction, seed, effect, contrast = cfg.subjects, cfg.adhd_fraction, cfg.seed, cfg.effect, cfg.contrast
     shape = tuple(int(n) for n in cfg.shape) if cfg.shape else GRID_SHAPE
     out_dir = Path(out_dir)
-    diagnoses = assign_diagnoses(subjects, adhd_fraction, seed)
-    template = load_template()
+    diagnoses = assign_diagnoses(cfg.subjects, cfg.adhd_fraction, cfg.seed)
+    template = load_template(cfg.template)
     affine = grid_affine(shape)
+    adhd200 = cfg.layout == "adhd200"
+    if adhd200:
+        plan = _adhd200_rows(cfg, diagnoses)
+    else:
+        plan = [(f"sub-{i + 1:02d}", d, d) for i, d in enumerate(diagnoses)]
     rows = []
     with staged_output_dir(out_dir, force=force, option="OUT_DIR") as stage:
-        for index, diagnosis in enumerate(diagnoses):
-            subject_id = f"sub-{index + 1:02d}"
-            subject = draw_subject(seed, index, diagnosis, effect, contrast)
+        for index, (subject_id, diagnosis, cell) in enumerate(plan):
+            subject = draw_subject(cfg.seed, index, diagnosis, cfg.effect, cfg.contrast)
             volume = render_subject(subject, shape, template)
-            anat = stage / subject_id / "anat"
+            if adhd200:
+                anat, name = stage / subject_id / "ses-1" / "anat", f"{subject_id}_ses-1_T1w.nii.gz"
+                rows.append({"participant_id": subject_id, "gender": int(subject.sex == "M"),
+                             "age": round(subject.age_days / 365.25, 4), "dx": cell})
+            else:
+                anat, name = stage / subject_id / "anat", f"{subject_id}_T1w.nii.gz"
+                rows.append({"participant_id": subject_id, "diagnosis": diagnosis, "age": subject.age_days,
+                             "sex": subject.sex})
             anat.mkdir(parents=True)
-            (anat / f"{subject_id}_T1w.nii.gz").write_bytes(_nifti_bytes(volume, affine))
-            rows.append({"participant_id": subject_id, "diagnosis": diagnosis, "age": subject.age_days,
-                         "sex": subject.sex})
-            log.info("%s  %-7s  simulated (%d/%d)", subject_id, diagnosis, index + 1, subjects)
+            (anat / name).write_bytes(_nifti_bytes(volume, affine))
+            log.info("%s  %-7s  simulated (%d/%d)", subject_id, cell, index + 1, len(plan))
         atomic_write_text(stage / "participants.tsv", pd.DataFrame(rows).to_csv(sep="\t", index=False))
-        atomic_write_json(stage / "participants.json", PARTICIPANTS_JSON)
-        atomic_write_json(stage / "dataset_description.json",
-                          _description(subjects, adhd_fraction, seed, effect, contrast, shape))
+        atomic_write_json(stage / "participants.json", ADHD200_PARTICIPANTS_JSON if adhd200 else PARTICIPANTS_JSON)
+        atomic_write_json(stage / "dataset_description.json", _description(cfg, shape, template))
+        factors = ", ".join(f"{k} {cfg.effect * v:g}x" for k, v in EXAGGERATION.items() if k != "icv")
         atomic_write_text(stage / "README", README_TEXT.format(
-            contrast=contrast, factor=effect * EXAGGERATION, subjects=subjects, seed=seed, effect=effect))
+            layout="ADHD-200-layout" if adhd200 else "BIDS", template=template.name, contrast=cfg.contrast,
+            factors=factors, icv=cfg.effect * EXAGGERATION["icv"], subjects=cfg.subjects, seed=cfg.seed,
+            effect=cfg.effect))
         # BIDS keeps what made a dataset under code/; a validator ignores it.
         atomic_write_text(stage / "code" / "config.yaml", sections_yaml(cfg, what="simulated cohort"))
     return out_dir
