@@ -12,7 +12,6 @@ import pytest
 
 from brainsynth.api import make_cohort, prepare_dataset
 from brainsynth.cli import main
-from brainsynth.data import phantom
 from brainsynth.data.dataset import load_dataset
 from brainsynth.data.template import load_template, template_from_t1, tissue_posteriors
 from brainsynth.errors import ConfigError, InputError

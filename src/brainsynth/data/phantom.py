@@ -1,8 +1,9 @@
-"""A SIMULATED neonatal ADHD / control cohort, built offline from the MNI152 template.
+"""A SIMULATED neonatal ADHD / control cohort, built offline from an adult brain template.
 
 No public neonatal MRI set carries ADHD labels, so this is brainsynth's default dataset.
-Every subject is the adult MNI ICBM152 2009 template (grey-matter, white-matter and brain
-masks that nilearn ships) put through:
+Every subject is an adult template in MNI space (by default the MNI ICBM152 2009 grey-matter,
+white-matter and brain maps that nilearn ships; any skull-stripped T1 template with
+``cohort.template``, see :mod:`brainsynth.data.template`) put through:
 
 1. **a neonatal size**: the brain is scaled down in world millimetres so that its volume is
    :data:`NEONATAL_VOLUME_RATIO` (1/3) of the adult template, times a per-subject
@@ -11,120 +12,91 @@ masks that nilearn ships) put through:
 2. **a smooth random deformation**: a coarse grid of random displacements
    (:data:`DEFORMATION_SD_MM`) interpolated by cubic splines.
 3. **regional volumes**: caudate, putamen, accumbens, amygdala and hippocampus (left and
-   right) are approximate ellipsoids at their MNI coordinates (:data:`REGIONS`; no atlas
-   ships offline). Each one is grown or shrunk by a local radial deformation; frontal cortex
-   is thinned by turning part of its grey matter into CSF.
+   right) are approximate ellipsoids at their MNI coordinates
+   (:data:`~brainsynth.data.phantom_render.REGIONS`; no atlas ships offline), each grown or
+   shrunk by a local radial deformation. The frontal lobes (the brain anterior to MNI
+   y = 10 mm) are lengthened or shortened front to back with all their tissues, which
+   models a change of frontal surface area without changing what the lobes are made of.
+   The whole brain is then rescaled so that these changes leave its volume at the subject's
+   own ICV factor.
 4. **tissue contrast**: "neonatal" T1 (unmyelinated white matter darker than grey matter,
    CSF darkest) or "adult" T1 (white matter brightest), with per-subject jitter.
 5. **a smooth multiplicative bias field and Rician noise** inside the brain; the
    background is exactly zero, as in skull-stripped ("segmented") data.
 
-Group difference
-----------------
-Every simulated volume (each region, frontal grey matter, ICV) varies between subjects with
-a relative standard deviation of :data:`NATURAL_SD`. ADHD subjects' volumes are, in
-addition, changed by ``effect * EXAGGERATION * d * NATURAL_SD * severity``, where ``d`` is
-the ENIGMA-ADHD Cohen's d of that structure (:data:`ENIGMA_D`, Hoogman et al. 2017; frontal
-cortex uses the d of about -0.2 reported for children's frontal surface area) and
-``severity`` is drawn per ADHD subject from N(1, :data:`SEVERITY_SD`) (clipped at 0), so the
-groups overlap. The simulated Cohen's d is therefore about ``effect * EXAGGERATION`` times
-the real one: with the default ``effect=1`` the differences are exaggerated
-:data:`EXAGGERATION`-fold (37.5x: for a typical ADHD subject about -33 % caudate and
-hippocampus, -42 % putamen, -45 % accumbens, -30 % ICV, and amygdala and frontal grey matter
-at the floor of -50 % that every volume factor has; ENIGMA reports differences of about 1 %),
-which is what lets 12 subjects show them. ``effect=0`` gives two groups drawn from the
-same distribution. A subject's anatomy is drawn from its own random stream, so changing
-``effect`` changes ADHD subjects only and leaves controls byte-identical.
+Group difference: focal, no global shortcut
+-------------------------------------------
+Every simulated volume (each structure, the frontal lobes, ICV) varies between subjects with
+a relative standard deviation of :data:`NATURAL_SD` (8 %). An ADHD subject's volumes are, in
+addition, changed by ``effect * EXAGGERATION[s] * d[s] * NATURAL_SD * severity``, where
+``d[s]`` is the ENIGMA-ADHD Cohen's d of structure ``s`` (:data:`ENIGMA_D`, Hoogman et al.
+2017; the frontal lobes use the d of about -0.2 reported for children's frontal surface
+area) and ``severity`` is drawn per ADHD subject from N(1, :data:`SEVERITY_SD`) (clipped at
+0), so the groups overlap. A simulated Cohen's d is therefore about
+``effect * EXAGGERATION[s]`` times the real one. At the default ``effect=1``
+(:data:`EXAGGERATION`; an ADHD subject of severity 1; no factor below
+:data:`VOLUME_FLOOR`):
 
-Calibration (the default was chosen so that a real-data baseline is informative, not
-trivial): axial slices 30..120, centre 256 x 256 patch, 4x4 block mean to 64 x 64, a
-standardised-pixel linear SVM (C=1e-3), 8 training / 4 test subjects (balanced), mean over
-12 random subject splits of a 12-subject cohort. Slice-level harmonic mean of sensitivity
-and specificity (a proxy only; the paper's real-data baseline is 0.883):
+    structure        ENIGMA d   exaggeration   volume change
+    caudate          -0.11      25x            -22 %
+    putamen          -0.14      25x            -28 %
+    accumbens        -0.15      25x            -30 %
+    amygdala         -0.19      25x            -38 %
+    hippocampus      -0.11      25x            -22 %
+    frontal lobes    -0.20      25x            -40 % (by front-to-back length)
+    ICV              -0.10      1x (real)      -0.8 %
 
-    effect            0            0.5    1                   2
-    HM, seed 0        0.43         0.71   0.97                1.00
-    HM, seeds 1, 2    0.35 (s1)    -      0.81 (s1), 0.94 (s2) -
-
-so the default (effect 1) averages about 0.9 over cohort seeds, with a wide spread: 12
-subjects are few.
+ENIGMA reports differences of about 1 %; 12 subjects cannot show those. The ICV is NOT
+exaggerated, and no change alters what the brain is made of on average: the frontal
+lobes are compressed with all their tissues rather than losing grey matter to CSF, so the
+mean brain intensity does not move (a paired difference of about 0.004 between-subject
+SDs, ``tests/data/test_phantom.py``). Brain area and mean brain intensity per slice
+therefore overlap between the groups; a linear SVM on such global per-slice features
+(:mod:`brainsynth.evaluate.shortcut`) stays near chance, while one on image features
+learns the focal differences (``benchmarks/phantom_effect.py``; its table is in
+``docs/cohorts.md``). ``effect=0`` gives two groups drawn from the same distribution.
+A subject's anatomy is drawn from its own random stream, so changing ``effect`` changes
+ADHD subjects only and leaves controls byte-identical.
 
 Geometry
 --------
-:data:`GRID_SHAPE` voxels of :data:`VOXEL_SIZE_MM` mm, RAS+ orientation (axis 0 left->right,
-axis 1 posterior->anterior, axis 2 inferior->superior; the third axis indexes axial slices),
-brain centred, stored as uint8 ``.nii.gz``.
+:data:`GRID_SHAPE` voxels of :data:`~brainsynth.data.phantom_render.VOXEL_SIZE_MM` mm, RAS+
+orientation (axis 0 left->right, axis 1 posterior->anterior, axis 2 inferior->superior; the
+third axis indexes axial slices), brain centred, stored as uint8 ``.nii.gz``, in a BIDS
+folder or an ADHD-200 site folder (``cohort.layout``).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from scipy import ndimage
 
 from brainsynth import __version__
 from brainsynth.config import CohortConfig, sections_yaml
-from brainsynth.data.template import MNI152_2009, Template, load_template
+from brainsynth.data.phantom_render import (
+    FIELD_OF_VIEW_MM, GRID_SHAPE, REGIONS, SampledTissues, Subject, TissueContrast, grid_affine, icv_compensated,
+    region_masks, render_subject, sample_tissues)
+from brainsynth.data.template import Template, load_template
 from brainsynth.fsio import atomic_write_json, atomic_write_text, staged_output_dir
+
+__all__ = [  # the simulation's public names, with those of phantom_render and template it re-exports
+    "ENIGMA_D", "EXAGGERATION", "FIELD_OF_VIEW_MM", "GRID_SHAPE", "REGIONS", "SampledTissues", "Subject",
+    "Template", "TissueContrast", "assign_diagnoses", "draw_subject", "grid_affine", "icv_compensated",
+    "load_template", "make_cohort", "region_masks", "render_subject", "sample_tissues", "typical_change",
+]
 
 log = logging.getLogger("brainsynth.phantom")
 
-# --- geometry -------------------------------------------------------------------------------
-
-GRID_SHAPE = (320, 320, 200)
-"""Output voxels (x, y, z): ~200 axial slices of 320 x 320, like the paper's scans."""
-VOXEL_SIZE_MM = 0.6
-"""Isotropic voxel size at :data:`GRID_SHAPE`; the field of view is 192 x 192 x 120 mm."""
-FIELD_OF_VIEW_MM = tuple(n * VOXEL_SIZE_MM for n in GRID_SHAPE)
 NEONATAL_VOLUME_RATIO = 1.0 / 3.0
 """Newborn brain volume relative to the adult template (about 1/3; e.g. Knickmeyer et al. 2008)."""
-NODE_SPACING_MM = 1.8
-"""Spacing of the coarse grid on which the deformation and bias are computed, in output mm
-(3 voxels at 0.6 mm); they are trilinearly upsampled from it, which is much cheaper."""
-BRAIN_MARGIN_MM = 12.0
-"""Margin around the template brain's bounding box that may still receive tissue after
-deformation (template mm); outside it every voxel is zero background."""
-
-# --- anatomy of the simulation --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Region:
-    """An approximate subcortical structure: an ellipsoid in MNI space (left hemisphere).
-
-    The right-hemisphere copy is the mirror image (x -> -x).
-
-    Attributes
-    ----------
-    centre_mm : (x, y, z) MNI coordinates of the left structure's centre, mm.
-    radii_mm : semi-axes of the ellipsoid along x, y, z, mm.
-    """
-
-    centre_mm: tuple[float, float, float]
-    radii_mm: tuple[float, float, float]
-
-
-REGIONS: dict[str, Region] = {
-    "caudate": Region((-13.0, 12.0, 10.0), (5.0, 9.0, 8.0)),
-    "putamen": Region((-25.0, 3.0, 1.0), (6.0, 13.0, 8.0)),
-    "accumbens": Region((-10.0, 12.0, -8.0), (4.0, 5.0, 4.0)),
-    "amygdala": Region((-23.0, -4.0, -19.0), (7.0, 7.0, 7.0)),
-    "hippocampus": Region((-28.0, -23.0, -12.0), (6.0, 16.0, 7.0)),
-}
-"""Structures shrunk in ADHD, approximate MNI ellipsoids (no atlas ships offline)."""
-FRONTAL_PLANE_Y_MM = 10.0
-"""The frontal lobes are the brain anterior to this coronal plane (MNI y, mm)."""
-FRONTAL_RAMP_MM = 6.0
-"""Width of the smooth transition across the frontal plane (softplus scale), mm."""
+# --- what is random about a subject ---------------------------------------------------------
 
 ENIGMA_D: dict[str, float] = {
     "accumbens": -0.15, "amygdala": -0.19, "caudate": -0.11, "hippocampus": -0.11,
@@ -148,21 +120,8 @@ DEFORMATION_GRID = (6, 7, 6)
 """Control points of the random deformation across the template's field of view."""
 BIAS_SD = 0.08
 """SD of the log bias field at each of its 3 x 3 x 3 control points."""
-NOISE_SD = 0.025
-"""Rician noise level, relative to intensity 1 (about a white-matter intensity)."""
-INTENSITY_TO_UINT8 = 200.0
-"""Stored value of intensity 1.0; headroom up to 255 for bias and noise."""
 GZIP_LEVEL = 1
 """Fast compression: the background is zero, so level 1 is already compact."""
-
-
-@dataclass(frozen=True)
-class TissueContrast:
-    """Mean T1w intensity of each tissue (1.0 is stored as :data:`INTENSITY_TO_UINT8`)."""
-
-    csf: float
-    gm: float
-    wm: float
 
 
 CONTRASTS: dict[str, TissueContrast] = {
@@ -178,38 +137,8 @@ AGE_DAYS_RANGE = (1, 28)
 DIAGNOSES = ("control", "adhd")
 
 
+
 # --- one subject ----------------------------------------------------------------------------
-
-
-@dataclass
-class Subject:
-    """Everything random about one simulated subject (drawn by :func:`draw_subject`).
-
-    Attributes
-    ----------
-    diagnosis : "adhd" or "control".
-    age_days : postnatal age at scan, days.
-    sex : "M" or "F".
-    size_factor : linear scale from the adult template to this subject's brain (world mm
-        per template mm), including the neonatal 1/3 volume and the ICV variation.
-    region_volume : {(name, hemisphere): volume factor} for each :data:`REGIONS` structure.
-    frontal_volume : volume factor of the frontal lobes (1 = template).
-    displacement_mm : float32 [3, *DEFORMATION_GRID], random displacement control points.
-    log_bias : float32 [3, 3, 3] control points of the log bias field.
-    contrast : per-subject tissue intensities.
-    noise_seed : seed of the subject's Rician noise.
-    """
-
-    diagnosis: str
-    age_days: int
-    sex: str
-    size_factor: float
-    region_volume: dict[tuple[str, str], float]
-    frontal_volume: float
-    displacement_mm: np.ndarray
-    log_bias: np.ndarray
-    contrast: TissueContrast
-    noise_seed: int = field(repr=False, default=0)
 
 
 def _volume_change(rng: np.random.Generator, d: float, adhd_shift: float) -> float:
@@ -253,278 +182,6 @@ def draw_subject(seed: int, index: int, diagnosis: str, effect: float, contrast:
     noise_seed = int(rng.integers(2**63 - 1))
     return Subject(diagnosis, age_days, sex, float(size_factor), region_volume, float(frontal), displacement,
                    log_bias, tissue, noise_seed)
-
-
-def grid_affine(shape: tuple[int, int, int]) -> np.ndarray:
-    """RAS+ voxel -> world mm affine of an output grid; world (0, 0, 0) is the grid centre.
-
-    The field of view is always :data:`FIELD_OF_VIEW_MM`; a smaller ``shape`` only means
-    bigger voxels (used by tests).
-    """
-    voxel = np.asarray(FIELD_OF_VIEW_MM) / np.asarray(shape)
-    affine = np.diag([*voxel, 1.0])
-    affine[:3, 3] = -voxel * (np.asarray(shape) - 1) / 2.0
-    return affine
-
-
-def _spline_field(control: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    """Cubic-spline interpolation of a coarse control grid at fractional positions.
-
-    Parameters
-    ----------
-    control : float32 [A, B, C] values at control points spanning the unit cube.
-    frac : float [3, ...] positions in [0, 1] along each axis (clipped).
-
-    Returns
-    -------
-    float32 [...] interpolated values.
-    """
-    scale = (np.asarray(control.shape, dtype=np.float64) - 1.0).reshape(3, *([1] * (frac.ndim - 1)))
-    coords = np.clip(frac, 0.0, 1.0) * scale
-    return ndimage.map_coordinates(control, coords, order=3, mode="nearest").astype(np.float32)
-
-
-def _radial_pull(points: np.ndarray, centre: np.ndarray, radii: np.ndarray, volume_factor: float) -> np.ndarray:
-    """Displacement that makes an ellipsoid look ``volume_factor`` times its template size.
-
-    The output samples the template further from (or closer to) the centre: a pull
-    ``p -> c + (p - c) * (1 + a * w(r))`` with ``(1 + a)^3 = 1 / volume_factor`` inside the
-    ellipsoid, fading out by a flat-topped profile ``w = exp(-r^4 / 2)`` (r: normalised
-    ellipsoid radius), which stays one-to-one for ``|a| < 0.8``.
-
-    Parameters
-    ----------
-    points : float64 [3, ...] MNI mm.
-    centre, radii : float64 [3] mm.
-    volume_factor : target volume / template volume.
-
-    Returns
-    -------
-    float64 [3, ...] displacement, mm.
-    """
-    shape = (3,) + (1,) * (points.ndim - 1)
-    offset = points - centre.reshape(shape)  # [3, ...]
-    r2 = np.sum((offset / radii.reshape(shape)) ** 2, axis=0)  # [...]
-    a = volume_factor ** (-1.0 / 3.0) - 1.0
-    return offset * (a * np.exp(-0.5 * r2 * r2))
-
-
-def _template_coordinates(subject: Subject, template: Template, world: np.ndarray) -> np.ndarray:
-    """Map output world points to the template MNI points whose tissue they show.
-
-    Parameters
-    ----------
-    world : float64 [3, ...] output world mm.
-
-    Returns
-    -------
-    float64 [3, ...] MNI mm.
-    """
-    shape = (3,) + (1,) * (world.ndim - 1)
-    mni = template.brain_centre_mm.reshape(shape) + world / subject.size_factor  # [3, ...]
-    # Random smooth deformation, control points spread over the brain's bounding box.
-    lo, hi = template.brain_lo_mm - BRAIN_MARGIN_MM, template.brain_hi_mm + BRAIN_MARGIN_MM
-    frac = (mni - lo.reshape(shape)) / (hi - lo).reshape(shape)
-    mni = mni + np.stack([_spline_field(subject.displacement_mm[i], frac) for i in range(3)])
-    pulled = mni.copy()
-    for (name, hemi), factor in subject.region_volume.items():
-        region = REGIONS[name]
-        centre = np.array(region.centre_mm) * (np.array([-1.0, 1.0, 1.0]) if hemi == "right" else 1.0)
-        pulled += _radial_pull(mni, centre, np.array(region.radii_mm), factor)
-    if subject.frontal_volume != 1.0:
-        pulled[1] += _frontal_stretch(mni[1], subject.frontal_volume)
-    return pulled
-
-
-def _frontal_stretch(mni_y: np.ndarray, volume_factor: float) -> np.ndarray:
-    """Displacement along y that makes the frontal lobes ``volume_factor`` times as long.
-
-    Anterior to :data:`FRONTAL_PLANE_Y_MM` the output samples the template at
-    ``y0 + (y - y0) / volume_factor``: the lobes are compressed (or stretched) front to back
-    with all their tissues, so their composition, and the brain's mean intensity, stay as
-    they were. A softplus ramp (:data:`FRONTAL_RAMP_MM`) makes the change of scale smooth;
-    the map stays one-to-one for any factor > 0.
-    """
-    u = (mni_y - FRONTAL_PLANE_Y_MM) / FRONTAL_RAMP_MM
-    return (1.0 / volume_factor - 1.0) * FRONTAL_RAMP_MM * np.logaddexp(0.0, u)
-
-
-def _reach_mm(subject: Subject, template: Template) -> tuple[np.ndarray, np.ndarray]:
-    """Box that can hold this subject's tissue, in template mm about the brain centre (before scaling).
-
-    The template's brain box plus :data:`BRAIN_MARGIN_MM` for the random deformation, lengthened
-    in front when the frontal lobes are longer than the template's.
-    """
-    half = (template.brain_hi_mm - template.brain_lo_mm) / 2.0 + BRAIN_MARGIN_MM
-    hi = half.copy()
-    hi[1] += max(0.0, (template.brain_hi_mm[1] - FRONTAL_PLANE_Y_MM) * (subject.frontal_volume - 1.0))
-    return -half, hi
-
-
-ICV_GRID_MM = 4.0
-"""Template-mm spacing of the grid on which :func:`icv_compensated` measures brain volume."""
-
-
-def icv_compensated(subject: Subject, template: Template) -> Subject:
-    """``subject`` with its size rescaled so that the regional pulls leave its brain volume unchanged.
-
-    Shrinking the frontal lobes (and, a little, structures near the surface) would shrink the
-    intracranial volume far beyond ENIGMA's d = -0.10; the ICV is its own, separately drawn
-    factor. The brain-mask volume is measured on a coarse grid (:data:`ICV_GRID_MM`) with and
-    without the pulls, and the whole brain is scaled by the cube root of their ratio.
-    """
-    if subject.frontal_volume == 1.0 and all(v == 1.0 for v in subject.region_volume.values()):
-        return subject
-    lo, hi = _reach_mm(subject, template)
-    axes = [np.arange(a, b + ICV_GRID_MM, ICV_GRID_MM) for a, b in zip(lo, hi)]
-    world = np.stack(np.meshgrid(*axes, indexing="ij")) * subject.size_factor  # [3, a, b, c] output mm
-    mask = template.tissues[0, 2].numpy()
-    inv = np.linalg.inv(template.affine)
-    volumes = []
-    for s in (Subject(**{**subject.__dict__, "region_volume": {}, "frontal_volume": 1.0}), subject):
-        mni = _template_coordinates(s, template, world)  # [3, a, b, c]
-        tidx = (inv[:3, :3] @ mni.reshape(3, -1) + inv[:3, 3:4])  # [3, a*b*c]
-        volumes.append(float(ndimage.map_coordinates(mask, tidx, order=1, mode="constant").sum()))
-    ratio = volumes[0] / max(volumes[1], 1e-9)
-    return Subject(**{**subject.__dict__, "size_factor": subject.size_factor * ratio ** (1.0 / 3.0)})
-
-
-def _brain_box(subject: Subject, template: Template, affine: np.ndarray,
-               shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel index range (inclusive) that can hold tissue; everything outside is background."""
-    lo_mm, hi_mm = _reach_mm(subject, template)
-    voxel = np.diag(affine)[:3]
-    lo = np.floor((lo_mm * subject.size_factor - affine[:3, 3]) / voxel).astype(int)
-    hi = np.ceil((hi_mm * subject.size_factor - affine[:3, 3]) / voxel).astype(int)
-    return np.clip(lo, 0, np.asarray(shape) - 1), np.clip(hi, 0, np.asarray(shape) - 1)
-
-
-@dataclass
-class SampledTissues:
-    """A subject's tissue maps on (a box of) the output grid, before contrast and noise.
-
-    Attributes
-    ----------
-    lo, hi : int [3] first and last voxel index of the box; outside it all is background.
-    gm, wm, csf, brain : torch.Tensor float32 [*box], tissue probabilities (brain: mask).
-    log_bias : torch.Tensor float32 [*box], log of the multiplicative bias field.
-    """
-
-    lo: np.ndarray
-    hi: np.ndarray
-    gm: torch.Tensor
-    wm: torch.Tensor
-    csf: torch.Tensor
-    brain: torch.Tensor
-    log_bias: torch.Tensor
-
-
-def sample_tissues(subject: Subject, shape: tuple[int, int, int] = GRID_SHAPE,
-                   template: Template | None = None) -> SampledTissues:
-    """Deform the template into one subject's output grid.
-
-    The deformation, bias and frontal thinning are computed on a coarse grid
-    (:data:`NODE_SPACING_MM`) over the brain's box only and trilinearly upsampled; the
-    template is then sampled once by ``grid_sample``.
-
-    Parameters
-    ----------
-    subject : from :func:`draw_subject`.
-    shape : output grid (x, y, z) voxels; the field of view is fixed.
-    template : the loaded template (loaded when omitted).
-    """
-    template = template or load_template()
-    subject = icv_compensated(subject, template)
-    affine = grid_affine(shape)
-    voxel = np.diag(affine)[:3]
-    lo, hi = _brain_box(subject, template, affine, shape)
-    box = tuple(int(n) for n in hi - lo + 1)
-    # Coarse nodes spanning the box exactly (first and last voxel included), so the
-    # align_corners=True upsampling below lands each node on its voxel.
-    # Never finer than the voxels themselves (coarse test grids).
-    spacing = max(NODE_SPACING_MM, float(voxel.min()))
-    nodes = [np.linspace(lo[a], hi[a], max(2, math.ceil((box[a] - 1) * voxel[a] / spacing) + 1)) for a in range(3)]
-    index = np.stack(np.meshgrid(*nodes, indexing="ij"))  # [3, a, b, c] voxel indices
-    world = (affine[:3, :3] @ index.reshape(3, -1) + affine[:3, 3:4]).reshape(index.shape)  # [3, a, b, c] mm
-    mni = _template_coordinates(subject, template, world)  # [3, a, b, c]
-    # Template voxel index -> grid_sample's [-1, 1] (align_corners=True), ordered (z, y, x).
-    inv = np.linalg.inv(template.affine)
-    tidx = (inv[:3, :3] @ mni.reshape(3, -1) + inv[:3, 3:4]).reshape(mni.shape)
-    tshape = np.asarray(template.tissues.shape[2:], dtype=np.float64).reshape(3, 1, 1, 1)
-    norm = 2.0 * tidx / (tshape - 1.0) - 1.0
-    frac = (index - lo.reshape(3, 1, 1, 1)) / np.maximum(hi - lo, 1).reshape(3, 1, 1, 1)
-    log_bias = _spline_field(subject.log_bias, frac)
-    coarse = np.concatenate([norm[::-1], log_bias[None]]).astype(np.float32)  # [4, a, b, c]
-    fine = F.interpolate(torch.from_numpy(coarse)[None], size=box, mode="trilinear",
-                         align_corners=True)  # [1, 4, *box]
-    grid = fine[0, :3].permute(1, 2, 3, 0)[None]  # [1, *box, 3]
-    tissue = F.grid_sample(template.tissues, grid, mode="bilinear", padding_mode="zeros",
-                           align_corners=True)[0]  # [3, *box]
-    gm, wm, brain = tissue[0], tissue[1], tissue[2]
-    csf = (brain - gm - wm).clamp_(min=0.0)
-    return SampledTissues(lo, hi, gm, wm, csf, brain, fine[0, 3])
-
-
-def render_subject(subject: Subject, shape: tuple[int, int, int] = GRID_SHAPE,
-                   template: Template | None = None) -> np.ndarray:
-    """Render one subject's T1w volume: tissues -> contrast -> bias -> Rician noise -> uint8.
-
-    Parameters
-    ----------
-    subject : from :func:`draw_subject`.
-    shape : output grid (x, y, z) voxels; the field of view is fixed.
-    template : the loaded template (loaded when omitted).
-
-    Returns
-    -------
-    uint8 [X, Y, Z] volume, zero outside the brain.
-    """
-    t = sample_tissues(subject, shape, template)
-    c = subject.contrast
-    signal = (t.gm * c.gm + t.wm * c.wm + t.csf * c.csf) * torch.exp(t.log_bias)  # [*box]
-    inside = t.brain > 0.02
-    box = torch.zeros(t.brain.shape, dtype=torch.float32)
-    box[inside] = torch.from_numpy(_rician(signal[inside].numpy(), subject.noise_seed))
-    volume = np.zeros(shape, dtype=np.uint8)
-    volume[t.lo[0]:t.hi[0] + 1, t.lo[1]:t.hi[1] + 1, t.lo[2]:t.hi[2] + 1] = np.clip(
-        np.rint(box.numpy() * INTENSITY_TO_UINT8), 0, 255).astype(np.uint8)
-    return volume
-
-
-def region_masks(subject: Subject, shape: tuple[int, int, int] = GRID_SHAPE,
-                 template: Template | None = None) -> dict[str, np.ndarray]:
-    """Where each :data:`REGIONS` structure (both hemispheres) would lie without its own change.
-
-    The subject's size and random deformation are applied but not the regional pulls, so
-    the grey matter inside a mask measures how much the structure shrank or grew (used by
-    tests and diagnostics, not by rendering).
-
-    Returns
-    -------
-    {name: bool [X, Y, Z]}.
-    """
-    template = template or load_template()
-    affine = grid_affine(shape)
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")).reshape(3, -1)
-    world = affine[:3, :3] @ index + affine[:3, 3:4]  # [3, X*Y*Z] mm
-    unpulled = Subject(**{**icv_compensated(subject, template).__dict__, "region_volume": {}, "frontal_volume": 1.0})
-    mni = _template_coordinates(unpulled, template, world)  # [3, X*Y*Z]
-    masks = {}
-    for name, region in REGIONS.items():
-        inside = np.zeros(mni.shape[1], dtype=bool)
-        for sign in (1.0, -1.0):
-            centre = np.array(region.centre_mm) * np.array([sign, 1.0, 1.0])
-            inside |= np.sum(((mni - centre[:, None]) / np.array(region.radii_mm)[:, None]) ** 2, axis=0) <= 1.0
-        masks[name] = inside.reshape(shape)
-    return masks
-
-
-def _rician(signal: np.ndarray, seed: int) -> np.ndarray:
-    """Magnitude of a complex signal with Gaussian noise in both channels (Rician), float32 [n]."""
-    rng = np.random.default_rng(seed)
-    real = signal + rng.standard_normal(signal.shape, dtype=np.float32) * NOISE_SD
-    imag = rng.standard_normal(signal.shape, dtype=np.float32) * NOISE_SD
-    return np.sqrt(real * real + imag * imag)
 
 
 # --- the cohort -----------------------------------------------------------------------------
