@@ -40,6 +40,7 @@ import numpy as np
 
 from brainsynth.config import load_config
 from brainsynth.data.dataset import load_dataset
+from brainsynth.data.layouts import InputSpec
 from brainsynth.data.phantom import make_cohort
 from brainsynth.data.prepare import prepare_dataset
 from brainsynth.evaluate.features import get_extractor
@@ -102,7 +103,7 @@ def group_ranges(cohort: Path, dataset: Path) -> dict[str, dict[str, list[float]
     per_subject = frame.groupby("subject").agg(label=("label", "first"), area=("rel_area", "mean"),
                                               intensity=("intensity", "mean"))
     icv = {}
-    for path in sorted(cohort.glob("sub-*/**/*_T1w.nii.gz")):
+    for path in sorted(cohort.glob("sub-*/**/*_T1w.nii.gz")):  # both layouts
         img = nib.load(path)
         icv[path.name.split("_")[0]] = float(np.count_nonzero(np.asarray(img.dataobj))
                                              * np.prod(img.header.get_zooms()) / 1000.0)
@@ -135,10 +136,12 @@ def run_one(effect: float, seed: int, subjects: int, k: int, fold_seed: int, cac
             config, overlap: bool = False) -> dict:
     cohort_cfg = load_config(config, [("cohort.effect", effect, "--effect"), ("cohort.seed", seed, "--seeds"),
                                       ("cohort.subjects", subjects, "--subjects")]).cohort
+    # An ADHD-200 site folder lists subjects without a usable diagnosis: drop them, as a user would.
+    source = InputSpec(skip_unlabeled=cohort_cfg.layout == "adhd200")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="phantom-effect-") as tmp:
         cohort = make_cohort(Path(tmp) / "cohort", cohort_cfg)
-        dataset = prepare_dataset(cohort, Path(tmp) / "dataset", config.prepare)
+        dataset = prepare_dataset(cohort, Path(tmp) / "dataset", config.prepare, source)
         scores = score_cohort(dataset, cache, k, fold_seed + seed)
         if overlap:
             scores["groups"] = group_ranges(cohort, dataset)
@@ -152,8 +155,9 @@ def summarise(rows: list[dict], effects: list[float]) -> list[dict]:
         entry = {"effect": effect, "seeds": [r["seed"] for r in at]}
         for which in ("real", "shortcut"):
             hm = [r[which]["hm"] for r in at]
-            entry[which] = {"hm_mean": round(statistics.fmean(hm), 3), "hm_min": round(min(hm), 3),
-                            "hm_max": round(max(hm), 3), "hm": [round(h, 3) for h in hm]}
+            entry[which] = {"hm_mean": round(statistics.fmean(hm), 3),
+                            "hm_sd": round(statistics.stdev(hm), 3) if len(hm) > 1 else 0.0,
+                            "hm_min": round(min(hm), 3), "hm_max": round(max(hm), 3), "hm": [round(h, 3) for h in hm]}
         table.append(entry)
     return table
 
@@ -168,18 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold-seed", type=int, default=0, help="added to the cohort seed to draw the folds")
     parser.add_argument("--config", default="demo", help="preset or YAML whose cohort/prepare/evaluate "
                         "sections are used (default demo)")
+    parser.add_argument("--template", help="cohort.template: a skull-stripped T1 NIfTI in MNI space "
+                        "(default: the config's, mni152-2009)")
+    parser.add_argument("--layout", choices=("bids", "adhd200"), help="cohort.layout (default: the config's)")
     parser.add_argument("--overlap", action="store_true", help="also print each group's range of brain area, "
                         "mean brain intensity and brain volume")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    caches: dict[int, FeatureCache] = {}
+    overrides = [(f"cohort.{key}", getattr(args, key), f"--{key}") for key in ("template", "layout")
+                 if getattr(args, key) is not None]
+    config = load_config(args.config, overrides)
     extractor = get_extractor(config.evaluate, device="cpu")
     rows = []
     for seed in args.seeds:
-        caches = {seed: FeatureCache(extractor)}  # one seed's controls at a time
+        cache = FeatureCache(extractor)  # one seed's controls at a time
         for effect in args.effect:
-            row = run_one(effect, seed, args.subjects, args.folds, args.fold_seed, caches[seed], config, args.overlap)
+            row = run_one(effect, seed, args.subjects, args.folds, args.fold_seed, cache, config, args.overlap)
             rows.append(row)
             print(f"effect {effect:<4g} seed {seed}: real HM {row['real']['hm']:.3f} "
                   f"(sen {row['real']['sensitivity']:.3f}, spe {row['real']['specificity']:.3f}), "
@@ -188,15 +196,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {label:<8} " + "  ".join(f"{m} {lo:g}..{hi:g}" for m, (lo, hi) in ranges.items()),
                       flush=True)
     table = summarise(rows, args.effect)
-    print(f"\n{args.subjects} subjects, {args.folds}-fold subject CV, seeds {args.seeds}, pooled slice-level HM")
-    print("| effect | real HM mean | real min..max | shortcut HM mean | shortcut min..max |")
+    print(f"\n{args.subjects} subjects, template {config.cohort.template}, layout {config.cohort.layout}, "
+          f"{args.folds}-fold subject CV, seeds {args.seeds}, pooled slice-level HM")
+    print("| effect | real HM mean (SD) | real min..max | shortcut HM mean (SD) | shortcut min..max |")
     print("|---:|---:|---:|---:|---:|")
     for t in table:
         r, s = t["real"], t["shortcut"]
-        print(f"| {t['effect']:g} | {r['hm_mean']:.3f} | {r['hm_min']:.3f}..{r['hm_max']:.3f} | "
-              f"{s['hm_mean']:.3f} | {s['hm_min']:.3f}..{s['hm_max']:.3f} |")
+        print(f"| {t['effect']:g} | {r['hm_mean']:.3f} ({r['hm_sd']:.3f}) | {r['hm_min']:.3f}..{r['hm_max']:.3f} | "
+              f"{s['hm_mean']:.3f} ({s['hm_sd']:.3f}) | {s['hm_min']:.3f}..{s['hm_max']:.3f} |")
     if args.json:
         print(json.dumps({"subjects": args.subjects, "folds": args.folds, "seeds": args.seeds,
+                          "template": config.cohort.template, "layout": config.cohort.layout,
                           "features": extractor.describe(), "rows": rows, "table": table}))
     return 0
 

@@ -276,13 +276,17 @@ ADHD200_ID_PREFIX = "99"
 README_TEXT = """\
 SIMULATED DATA - NOT REAL PATIENTS
 
-This {layout} dataset was written by `brainsynth phantom`. Every T1w image is a simulation built
-from an adult brain template ({template}): scaled to neonatal size, randomly deformed, given
-{contrast} T1w contrast, a bias field and Rician noise. Diagnoses are simulated: "adhd"
-subjects have smaller caudate, putamen, accumbens, amygdala and hippocampus and shorter frontal
-lobes. Each difference is the real ENIGMA-ADHD effect size times an exaggeration factor
-({factors}), so that {subjects} subjects can show it. Intracranial volume differs only at the
-real effect size (factor {icv:g}) and the mean brain intensity is not changed.
+This {layout} dataset was written by `brainsynth phantom`. Every T1w image is a simulation:
+an adult brain template scaled to neonatal size, randomly deformed, given {contrast} T1w
+contrast, a bias field and Rician noise.
+Template: {template}
+
+Diagnoses are simulated. "ADHD" subjects have smaller caudate, putamen, accumbens, amygdala
+and hippocampus and shorter frontal lobes. Each difference is the real ENIGMA-ADHD effect
+size (Cohen's d) times an exaggeration factor, so that {subjects} subjects can show it:
+  {factors}
+Intracranial volume differs only at the real effect size (factor {icv:g}), and the mean brain
+intensity is not changed.
 
 Do not use these images to draw any clinical conclusion. Settings: seed {seed}, effect {effect:g}.
 See dataset_description.json for the full recipe.
