@@ -131,7 +131,7 @@ def test_tissue_contrast(tmp_path, contrast, wm_darker):
     assert abs(wm - gm) > 20  # on the 0..255 scale, clearly visible
 
 
-def test_effect_shrinks_adhd_regions_and_leaves_controls_alone(tmp_path):
+def test_effect_changes_adhd_brains_and_leaves_controls_alone(tmp_path):
     kwargs = dict(subjects=4, adhd_fraction=0.5, seed=5, shape=REGION_GRID)
     none = make_cohort(tmp_path / "e0", effect=0.0, **kwargs)
     strong = make_cohort(tmp_path / "e2", effect=2.0, **kwargs)
@@ -141,12 +141,8 @@ def test_effect_shrinks_adhd_regions_and_leaves_controls_alone(tmp_path):
         if row.diagnosis == "control":
             assert _file_bytes(strong, sid) == _file_bytes(none, sid)
             continue
-        masks = phantom.region_masks(phantom.draw_subject(5, index, "adhd", 0.0, "neonatal"), REGION_GRID)
-        striatum = masks["caudate"] | masks["putamen"]
-        # Neonatal grey matter is the brightest tissue: a shrunken structure leaves less signal.
-        before, after = _volume(none, sid)[striatum].sum(), _volume(strong, sid)[striatum].sum()
-        assert after < 0.97 * before
-        # Shorter frontal lobes: the brain ends further back. The ICV barely changes.
+        # (The subcortical shrinkage is measured in grey matter below, where the masks can follow
+        # the subject's geometry.) Shorter frontal lobes: the brain ends further back. The ICV barely changes.
         front = [np.flatnonzero(_volume(root, sid).any(axis=(0, 2))).max() for root in (none, strong)]
         assert front[1] <= front[0] - 3
         icv = [(_volume(root, sid) > 0).sum() for root in (none, strong)]
@@ -182,14 +178,29 @@ def test_icv_and_mean_intensity_change_only_at_realistic_sizes():
     assert natural > 0.01 and abs(signal_change.mean()) < 0.1 * natural
 
 
-def test_icv_compensation_undoes_the_regional_pulls():
+def test_icv_compensation_gives_each_axial_level_its_area_back():
     subject = phantom.draw_subject(0, 1, "adhd", 1.0, "neonatal")
-    assert subject.frontal_volume < 0.9  # a clearly shorter frontal lobe
-    compensated = phantom.icv_compensated(subject, phantom.load_template())
-    assert compensated.size_factor > subject.size_factor
+    assert subject.frontal_volume < 0.9 and subject.inplane_scale is None  # a clearly shorter frontal lobe
+    template = phantom.load_template()
+    compensated = phantom.icv_compensated(subject, template)
+    z, scale = compensated.inplane_scale
+    assert z.shape == scale.shape and scale.min() >= 1.0 and 1.02 < scale.max() < 1.2  # grown in-plane only
+    assert phantom.icv_compensated(compensated, template) is compensated  # not twice
+
+    def area_per_level(s):
+        t = phantom.sample_tissues(s, REGION_GRID)
+        area = np.zeros(REGION_GRID[2])
+        area[t.lo[2]:t.hi[2] + 1] = t.brain.sum(dim=(0, 1)).numpy()
+        return area
+
     without = phantom.Subject(**{**subject.__dict__, "region_volume": {}, "frontal_volume": 1.0})
-    assert _brain_and_mean_signal(subject, REGION_GRID)[0] == pytest.approx(
-        _brain_and_mean_signal(without, REGION_GRID)[0], rel=0.01)
+    pulled, plain = area_per_level(subject), area_per_level(without)
+    assert pulled.sum() == pytest.approx(plain.sum(), rel=0.01)
+    levels = plain > 0.3 * plain.max()
+    np.testing.assert_allclose(pulled[levels], plain[levels], rtol=0.04)
+    # Without it (a scale of 1 everywhere) the shorter frontal lobes cost several % of the volume.
+    bare = phantom.Subject(**{**subject.__dict__, "inplane_scale": np.stack([z, np.ones_like(z)])})
+    assert area_per_level(bare).sum() < 0.97 * plain.sum()
 
 
 def _grey_matter_mm3(subject, shape, names=("caudate", "putamen", "accumbens")):
@@ -218,7 +229,7 @@ def test_adhd_group_has_less_basal_ganglia_grey_matter_on_average():
                    if d == "adhd" else None for i, d in enumerate(diagnoses)]
     assert [v for v in as_controls if v is not None] == [v for v, d in zip(at_effect[0.0], diagnoses) if d == "adhd"]
     ratio = {e: group_mean(e, "adhd") / group_mean(e, "control") for e in (0.0, 1.0)}
-    assert ratio[1.0] < 0.9 * ratio[0.0]
+    assert ratio[1.0] < 0.95 * ratio[0.0]
 
 
 def test_existing_output_refused_without_force(cohort, tmp_path):

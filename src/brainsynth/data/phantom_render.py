@@ -69,7 +69,9 @@ FRONTAL_PLANE_Y_MM = 10.0
 FRONTAL_RAMP_MM = 6.0
 """Width of the smooth transition across the frontal plane (softplus scale), mm."""
 ICV_GRID_MM = 4.0
-"""Template-mm spacing of the grid on which :func:`icv_compensated` measures brain volume."""
+"""Template-mm spacing of the grid on which :func:`icv_compensated` measures brain areas."""
+AREA_SMOOTHING_MM = 6.0
+"""SD of the Gaussian that smooths those areas along z, template mm (a smooth in-plane scale)."""
 
 # --- intensities ----------------------------------------------------------------------------
 
@@ -109,6 +111,9 @@ class Subject:
     log_bias : float32 [3, 3, 3] control points of the log bias field.
     contrast : per-subject tissue intensities.
     noise_seed : seed of the subject's Rician noise.
+    inplane_scale : None as drawn; set by :func:`icv_compensated` to float64 [2, n]: template z
+        (mm about the brain centre) and the extra scale along x and y at that height, which
+        gives every axial level its brain area back.
     """
 
     diagnosis: str
@@ -121,6 +126,21 @@ class Subject:
     log_bias: np.ndarray
     contrast: TissueContrast
     noise_seed: int = field(repr=False, default=0)
+    inplane_scale: np.ndarray | None = field(repr=False, default=None)
+
+    def to_template(self, world: np.ndarray) -> np.ndarray:
+        """Output world mm [3, ...] -> template mm about the brain centre, before any deformation."""
+        out = world / self.size_factor  # [3, ...]
+        if self.inplane_scale is not None:
+            z, k = self.inplane_scale
+            out[:2] /= np.interp(out[2], z, k)  # [...] broadcast over x and y
+        return out
+
+    @property
+    def max_scale(self) -> np.ndarray:
+        """float64 [3], the largest world mm per template mm along x, y, z (for bounding boxes)."""
+        k = 1.0 if self.inplane_scale is None else max(1.0, float(self.inplane_scale[1].max()))
+        return self.size_factor * np.array([k, k, 1.0])
 
 
 def grid_affine(shape: tuple[int, int, int]) -> np.ndarray:
@@ -192,7 +212,7 @@ def _template_coordinates(subject: Subject, template: Template, world: np.ndarra
     float64 [3, ...] MNI mm.
     """
     shape = (3,) + (1,) * (world.ndim - 1)
-    mni = template.brain_centre_mm.reshape(shape) + world / subject.size_factor  # [3, ...]
+    mni = template.brain_centre_mm.reshape(shape) + subject.to_template(world)  # [3, ...]
     # Random smooth deformation, control points spread over the brain's bounding box.
     lo, hi = template.brain_lo_mm - BRAIN_MARGIN_MM, template.brain_hi_mm + BRAIN_MARGIN_MM
     frac = (mni - lo.reshape(shape)) / (hi - lo).reshape(shape)
@@ -238,27 +258,36 @@ def _reach_mm(subject: Subject, template: Template) -> tuple[np.ndarray, np.ndar
 
 
 def icv_compensated(subject: Subject, template: Template) -> Subject:
-    """``subject`` with its size rescaled so that the regional pulls leave its brain volume unchanged.
+    """``subject`` rescaled in-plane so that each axial level keeps the brain area it had without the pulls.
 
-    Shrinking the frontal lobes (and, a little, structures near the surface) would shrink the
-    intracranial volume far beyond ENIGMA's d = -0.10; the ICV is its own, separately drawn
-    factor. The brain-mask volume is measured on a coarse grid (:data:`ICV_GRID_MM`) with and
-    without the pulls, and the whole brain is scaled by the cube root of their ratio.
+    Shortening the frontal lobes shrinks the brain, more at some heights than at others; left
+    alone, the ICV and the brain area of each axial slice would become group differences far
+    beyond ENIGMA's ICV d = -0.10, and a classifier could read them off every slice. The ICV
+    is its own, separately drawn factor, so the area of the brain mask is measured per axial
+    level on a coarse grid (:data:`ICV_GRID_MM`) with and without the pulls, both smoothed
+    along z (:data:`AREA_SMOOTHING_MM`), and each level is scaled along x and y by the square
+    root of their ratio. The brain's volume, and its area at every height, stay as drawn;
+    only its shape changes.
     """
-    if subject.frontal_volume == 1.0 and all(v == 1.0 for v in subject.region_volume.values()):
-        return subject
+    if subject.inplane_scale is not None or (
+            subject.frontal_volume == 1.0 and all(v == 1.0 for v in subject.region_volume.values())):
+        return subject  # already compensated, or nothing to compensate
     lo, hi = _reach_mm(subject, template)
     axes = [np.arange(a, b + ICV_GRID_MM, ICV_GRID_MM) for a, b in zip(lo, hi)]
     world = np.stack(np.meshgrid(*axes, indexing="ij")) * subject.size_factor  # [3, a, b, c] output mm
     mask = template.tissues[0, 2].numpy()
     inv = np.linalg.inv(template.affine)
-    volumes = []
+    areas = []
     deformed = _template_coordinates(subject, template, world, pulls=False)  # [3, a, b, c]
     for mni in (deformed, _pulled(subject, deformed)):
-        tidx = (inv[:3, :3] @ mni.reshape(3, -1) + inv[:3, 3:4])  # [3, a*b*c]
-        volumes.append(float(ndimage.map_coordinates(mask, tidx, order=1, mode="constant").sum()))
-    ratio = volumes[0] / max(volumes[1], 1e-9)
-    return Subject(**{**subject.__dict__, "size_factor": subject.size_factor * ratio ** (1.0 / 3.0)})
+        tidx = inv[:3, :3] @ mni.reshape(3, -1) + inv[:3, 3:4]  # [3, a*b*c]
+        inside = ndimage.map_coordinates(mask, tidx, order=1, mode="constant").reshape(mni.shape[1:])
+        area = inside.sum(axis=(0, 1))  # [c] brain area per axial level
+        areas.append(ndimage.gaussian_filter1d(area, AREA_SMOOTHING_MM / ICV_GRID_MM, mode="constant"))
+    # Levels with hardly any brain keep scale 1 (the added constant dominates their ratio).
+    floor = 0.02 * areas[0].max()
+    scale = np.sqrt((areas[0] + floor) / (areas[1] + floor))  # [c]
+    return Subject(**{**subject.__dict__, "inplane_scale": np.stack([axes[2], scale])})
 
 
 def _brain_box(subject: Subject, template: Template, affine: np.ndarray,
@@ -266,8 +295,8 @@ def _brain_box(subject: Subject, template: Template, affine: np.ndarray,
     """Voxel index range (inclusive) that can hold tissue; everything outside is background."""
     lo_mm, hi_mm = _reach_mm(subject, template)
     voxel = np.diag(affine)[:3]
-    lo = np.floor((lo_mm * subject.size_factor - affine[:3, 3]) / voxel).astype(int)
-    hi = np.ceil((hi_mm * subject.size_factor - affine[:3, 3]) / voxel).astype(int)
+    lo = np.floor((lo_mm * subject.max_scale - affine[:3, 3]) / voxel).astype(int)
+    hi = np.ceil((hi_mm * subject.max_scale - affine[:3, 3]) / voxel).astype(int)
     return np.clip(lo, 0, np.asarray(shape) - 1), np.clip(hi, 0, np.asarray(shape) - 1)
 
 
