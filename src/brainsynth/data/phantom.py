@@ -17,8 +17,9 @@ white-matter and brain maps that nilearn ships; any skull-stripped T1 template w
    shrunk by a local radial deformation. The frontal lobes (the brain anterior to MNI
    y = 10 mm) are lengthened or shortened front to back with all their tissues, which
    models a change of frontal surface area without changing what the lobes are made of.
-   The whole brain is then rescaled so that these changes leave its volume at the subject's
-   own ICV factor.
+   Each axial level of the brain is then rescaled in-plane so that it keeps the brain area
+   it had without these changes: the ICV stays the subject's own factor, and no slice's
+   brain area tells the groups apart (``phantom_render.icv_compensated``).
 4. **tissue contrast**: "neonatal" T1 (unmyelinated white matter darker than grey matter,
    CSF darkest) or "adult" T1 (white matter brightest), with per-subject jitter.
 5. **a smooth multiplicative bias field and Rician noise** inside the brain; the
@@ -46,8 +47,10 @@ area) and ``severity`` is drawn per ADHD subject from N(1, :data:`SEVERITY_SD`) 
     frontal lobes    -0.20      25x            -40 % (by front-to-back length)
     ICV              -0.10      1x (real)      -0.8 %
 
-ENIGMA reports differences of about 1 %; 12 subjects cannot show those. The ICV is NOT
-exaggerated, and no change alters what the brain is made of on average: the frontal
+ENIGMA reports differences of about 1 %; 12 subjects cannot show those. (The in-plane
+rescaling of step 3 enlarges the levels where the frontal lobes lost area by up to about
+8 %, so the structures at those levels end up somewhat less shrunk than the table says.)
+The ICV is NOT exaggerated, and no change alters what the brain is made of on average: the frontal
 lobes are compressed with all their tissues rather than losing grey matter to CSF, so the
 mean brain intensity does not move (a paired difference of about 0.004 between-subject
 SDs, ``tests/data/test_phantom.py``). Brain area and mean brain intensity per slice

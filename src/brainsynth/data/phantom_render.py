@@ -282,11 +282,13 @@ def icv_compensated(subject: Subject, template: Template) -> Subject:
     for mni in (deformed, _pulled(subject, deformed)):
         tidx = inv[:3, :3] @ mni.reshape(3, -1) + inv[:3, 3:4]  # [3, a*b*c]
         inside = ndimage.map_coordinates(mask, tidx, order=1, mode="constant").reshape(mni.shape[1:])
-        area = inside.sum(axis=(0, 1))  # [c] brain area per axial level
-        areas.append(ndimage.gaussian_filter1d(area, AREA_SMOOTHING_MM / ICV_GRID_MM, mode="constant"))
-    # Levels with hardly any brain keep scale 1 (the added constant dominates their ratio).
-    floor = 0.02 * areas[0].max()
-    scale = np.sqrt((areas[0] + floor) / (areas[1] + floor))  # [c]
+        areas.append(inside.sum(axis=(0, 1)))  # [c] brain area per axial level
+    plain, pulled = (ndimage.gaussian_filter1d(a, AREA_SMOOTHING_MM / ICV_GRID_MM, mode="constant") for a in areas)
+    # Levels with hardly any brain keep scale 1 (the added constant dominates their ratio) ...
+    floor = 0.02 * plain.max()
+    scale = np.sqrt((plain + floor) / (pulled + floor))  # [c]
+    # ... so one common factor returns what the smoothing and that constant left of the volume.
+    scale *= np.sqrt(areas[0].sum() / max(float((scale**2 * areas[1]).sum()), 1e-9))
     return Subject(**{**subject.__dict__, "inplane_scale": np.stack([axes[2], scale])})
 
 
