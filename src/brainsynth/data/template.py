@@ -107,6 +107,18 @@ def _mni152_2009() -> Template:
 def template_from_t1(path: str | Path) -> Template:
     """A template from a skull-stripped T1 NIfTI in MNI space: brain mask and tissue posteriors.
 
+    Parameters
+    ----------
+    path : str or Path
+        The NIfTI file (one 3D volume, or 4D with one volume; any orientation, its affine
+        mapping voxels to MNI mm).
+
+    Returns
+    -------
+    Template
+        Brain: voxels above :data:`MASK_LEVEL` x the brain's 99.9th intensity percentile; grey
+        and white matter: :func:`tissue_posteriors` of those voxels.
+
     Raises
     ------
     InputError
