@@ -62,8 +62,8 @@ def page() -> str:
                     cells.append(show(pg) if pg == dc else f"{show(pg)} / {show(dc)}")
                 else:
                     cells.append(show(getattr(getattr(presets[p], name), f.name)))
-            lines.append(f"| `{name}.{f.name}` | {show(default)} | " + " | ".join(cells)
-                         + f" | {comments.get(f.name, '')} |")
+            meaning = comments.get(f.name, "").replace("|", "\\|")
+            lines.append(f"| `{name}.{f.name}` | {show(default)} | " + " | ".join(cells) + f" | {meaning} |")
         lines.append("")
     lines += [f"Model defaults under the preset (DCGAN, Radford et al. 2016): `{cfgmod.MODEL_DEFAULTS['dcgan']}`.", ""]
     return "\n".join(lines)

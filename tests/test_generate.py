@@ -135,3 +135,47 @@ def test_a_tampered_export_is_refused(run_dir, tmp_path):
     out.write_bytes(out.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="unreadable safetensors file"):
         load_exported_generator(out)
+
+
+def _strings(value):
+    """Every string of a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_shared_files_carry_hashes_but_no_local_path_or_subject_id(run_dir, tmp_path):
+    from brainsynth.shareable import absolute_paths
+
+    out = generate_images(run_dir, tmp_path / "syn", images_per_label=2, seed=0)
+    weights = export_generator(run_dir, tmp_path / "g.safetensors")
+    meta = json.loads((out / "metadata.json").read_text())
+    card = json.loads(card_path(weights).read_text())
+    dataset_subjects = {f"sub-{i}" for i in range(6)}  # the fixture's subject ids
+    for name, doc in (("metadata.json", meta), ("model card", card)):
+        texts = list(_strings(doc))
+        assert texts and not absolute_paths(doc), name
+        for text in texts:
+            assert str(tmp_path) not in text and str(run_dir) not in text and not text.startswith("/"), (name, text)
+            assert not any(s in text for s in dataset_subjects), (name, text)
+    latest = ckpt.latest_checkpoint(run_dir)
+    state = ckpt.load_checkpoint(latest)
+    assert meta["generator"]["checkpoint_sha256"] == sha256_file(latest)
+    assert meta["generator"]["data_fingerprint"] == state["data"]["fingerprint"] == card["data"]["fingerprint"]
+    assert "run_dir" not in meta["generator"] and "run_dir" not in card["checkpoint"] and "dataset" not in card["data"]
+
+
+def test_strip_local_paths_keeps_names_and_drops_folders():
+    from brainsynth.shareable import strip_local_paths, strip_path
+
+    assert strip_path("/data/hospital/study-42/sub-07/run") == "run"
+    assert strip_path("--config /home/ana/patient smith.yaml") == "--config patient smith.yaml"
+    assert strip_path(r"C:\Users\ana\cfg.yaml") == "cfg.yaml" and strip_path("~/runs/x") == "x"
+    assert strip_path("preset 'tiny', --set train.lr=1e-4, 1/2, a/b") == "preset 'tiny', --set train.lr=1e-4, 1/2, a/b"
+    assert strip_local_paths({"/k/a": ["/x/y.yaml", 3, None]}) == {"a": ["y.yaml", 3, None]}

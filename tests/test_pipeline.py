@@ -76,6 +76,22 @@ def test_a_lost_stage_output_is_redone_and_only_it(tiny_run, caplog):
     assert ran == ["[evaluate] running"]
 
 
+def test_a_redone_evaluation_reads_every_feature_from_the_run_folders_cache(tiny_run, monkeypatch):
+    import shutil
+
+    from brainsynth.evaluate import features
+
+    out, _ = tiny_run
+    entries = sorted(p.name for p in (out / "cache" / "features").iterdir())
+    assert len(entries) == 6  # the dataset and both synthetic sets: .npy + .json each
+    calls: list[int] = []
+    monkeypatch.setattr(features.Extractor, "extract", lambda self, images: calls.append(len(images)))
+    shutil.rmtree(out / "report")
+    api.run(out, config="tiny")
+    assert calls == [] and (out / "report" / "report.json").is_file()
+    assert sorted(p.name for p in (out / "cache" / "features").iterdir()) == entries
+
+
 def test_an_interrupted_training_stage_resumes(tmp_path, monkeypatch):
     out = tmp_path / "out"
     from brainsynth.train import loop

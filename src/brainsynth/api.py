@@ -107,24 +107,26 @@ def read_image_set(root: PathLike):
 
 
 def evaluate(real: PathLike, synthetic: dict[str, PathLike], out: PathLike, *, config: ConfigLike = DEFAULT_PRESET,
-             runs: dict[str, PathLike] | None = None, device: str | None = None, force: bool = False,
-             **settings: Any):
+             runs: dict[str, PathLike] | None = None, device: str | None = None,
+             feature_cache: PathLike | None = None, force: bool = False, **settings: Any):
     """GAN-train, GAN-test, fidelity and privacy (``brainsynth evaluate``); keywords are ``evaluate`` keys."""
     from brainsynth.evaluate import evaluate as stage
 
     resolved = _config(config, "evaluate", settings)
     return stage(real, {k: str(v) for k, v in synthetic.items()}, out, resolved.evaluate, resolved.audit,
-                 runs={k: str(v) for k, v in (runs or {}).items()}, device=device, force=force)
+                 runs={k: str(v) for k, v in (runs or {}).items()}, device=device, feature_cache=feature_cache,
+                 force=force)
 
 
 def audit(train: PathLike, synthetic: PathLike, out: PathLike, *, config: ConfigLike = DEFAULT_PRESET,
-          filter_flagged: bool = False, device: str | None = None, force: bool = False, **settings: Any) -> dict:
+          filter_flagged: bool = False, device: str | None = None, feature_cache: PathLike | None = None,
+          force: bool = False, **settings: Any) -> dict:
     """The privacy audit alone (``brainsynth audit``); keywords are ``audit`` keys (percentile)."""
     from brainsynth.evaluate import audit as stage
 
     resolved = _config(config, "audit", settings)
     return stage(train, synthetic, out, resolved.audit, resolved.evaluate, filter_flagged=filter_flagged,
-                 device=device, force=force)
+                 device=device, feature_cache=feature_cache, force=force)
 
 
 def fetch_adhd200(out: PathLike, *, sites: list[str] | None = None, max_subjects: int | None = None,

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from brainsynth import __version__
 from brainsynth.config import DEFAULT_PRESET, MODELS, PRESETS, describe_sections, load_config, overrides_from_set
-from brainsynth.errors import BrainsynthError
+from brainsynth.errors import BrainsynthError, ConfigError
 from brainsynth.logs import setup_logging
 
 
@@ -144,6 +144,10 @@ def _add_feature_flags(p: argparse.ArgumentParser) -> None:
     _key_flag(p, "--input-size", "evaluate.input_size", "extractor input size in px (paper: 224)", type=int,
               metavar="PX")
     _key_flag(p, "--precision", "evaluate.precision", "feature extraction precision", choices=("fp32", "bf16"))
+    # Where features are kept, not what they are: a flag like --device, so it stays out of the
+    # resolved config.yaml and of `brainsynth run`'s stage fingerprints.
+    p.add_argument("--feature-cache", metavar="DIR", default=None,
+                   help="reuse/keep VGG-16 features in DIR (content-addressed; shared by evaluate and audit)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -228,18 +232,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args, "evaluate")
     report = evaluate(args.real, dict(args.synthetic), args.out, config.evaluate, config.audit,
-                      runs=dict(args.run or []), device=args.device, force=args.force)
+                      runs=dict(args.run or []), device=args.device, feature_cache=args.feature_cache,
+                      force=args.force)
     print(format_table1(report))
     print(f"report written to {args.out}")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    config = _config(args, "audit")
+    if args.selftest is not None:
+        given = [flag for flag, value in (("--train", args.train), ("--synthetic", args.synthetic),
+                                          ("--filter", args.filter)) if value]
+        if given:
+            raise ConfigError(f"--selftest DATASET plants its own copies: leave out {', '.join(given)}")
+        from brainsynth.evaluate.selftest import selftest
+
+        selftest(args.selftest, config.audit, config.evaluate, out=args.out, device=args.device, force=args.force)
+        return 0
+    missing = [flag for flag, value in (("--train", args.train), ("--synthetic", args.synthetic),
+                                        ("--out", args.out)) if not value]
+    if missing:
+        raise ConfigError(f"brainsynth audit needs {', '.join(missing)} (or --selftest DATASET to test the audit)")
     from brainsynth.evaluate import audit
 
-    config = _config(args, "audit")
     audit(args.train, args.synthetic, args.out, config.audit, config.evaluate, filter_flagged=args.filter,
-          device=args.device, force=args.force)
+          device=args.device, feature_cache=args.feature_cache, force=args.force)
     return 0
 
 
@@ -369,14 +387,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--force", action="store_true")
 
-    p = add("audit", cmd_audit, "privacy audit: memorisation and membership inference of a synthetic set")
-    p.add_argument("--train", required=True, metavar="DATASET")
-    p.add_argument("--synthetic", required=True, metavar="DIR")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--filter", action="store_true", help="also write the synthetic set minus flagged images")
+    p = add("audit", cmd_audit, "privacy audit: near-copies, false flags and membership inference of a synthetic set",
+            epilog="brainsynth audit --selftest DATASET plants transformed copies of training slices among held-out "
+                   "images and\nreports the share found per transform family (exit status 1 below the target).")
+    p.add_argument("--train", metavar="DATASET", help="prepared DATASET the generator was trained on (train split)")
+    p.add_argument("--synthetic", metavar="DIR", help="the synthetic image set to audit")
+    p.add_argument("--out", metavar="DIR", help="output folder (optional with --selftest)")
+    p.add_argument("--filter", action="store_true", help="also write the synthetic set minus every flagged image")
+    p.add_argument("--selftest", metavar="DATASET", help="test the audit on DATASET with planted copies instead")
     _add_config_options(p, "audit")
     _key_flag(p, "--percentile", "audit.percentile",
-              "held-out distance percentile below which a synthetic image is a near-copy", type=float)
+              "share (%%) of held-out half-A images the near-copy rule may flag, per brain-area band", type=float,
+              metavar="PCT")
+    _key_flag(p, "--bands", "audit.bands", "brain-area bands calibrated separately", type=_positive_int,
+              metavar="N")
+    _key_flag(p, "--seed", "audit.seed", "seed of the half-A/half-B split, bootstrap, permutations and self-test",
+              type=int, metavar="N")
+    _key_flag(p, "--copies", "audit.selftest_copies", "--selftest: planted copies per transform family",
+              type=_positive_int, metavar="N")
     _add_feature_flags(p)
     _add_device(p)
     p.add_argument("--force", action="store_true")

@@ -49,6 +49,8 @@ DEFAULT_PRESET = "demo"
 MODELS = ("pggan", "dcgan")
 PRECISIONS = ("fp32", "bf16")  # no fp16: the WGAN-GP gradient penalty overflows in fp16
 CONDITIONINGS = ("acgan", "projection", "none")
+ADAM_RESETS = ("resolution", "lod")
+EMA_BN_MODES = ("copy", "recompute", "train_mode", "no_ema")
 DEFAULT_TEMPLATE = "mni152-2009"  # the simulated cohort's default anatomy (nilearn's MNI152 2009)
 
 # Official progressive-GAN minibatch per resolution on one GPU (Karras et al. 2018, Table 4 setup).
@@ -180,6 +182,9 @@ class TrainConfig(Section):
     label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
     ema_beta: float = 0.999  # G_ema decay per step
     ema_halflife_images: Optional[int] = None  # if set, G_ema half-life in images (replaces ema_beta)
+    adam_reset: str = field(default="resolution", metadata=choices(*ADAM_RESETS))  # reset Adam at each resolution change, or also at each fade end (lod: official)
+    dcgan_ema_bn: str = field(default="copy", metadata=choices(*EMA_BN_MODES))  # DCGAN G_ema batch norm: copy, recompute, train_mode or no_ema (docs/training.md)
+    dcgan_ema_bn_images: int = 512  # dcgan_ema_bn=recompute: latents per recomputation of G_ema's statistics
 
     # --- augmentation (ADA)
     augment: str = field(default="off", metadata=choices("off", "fixed", "adaptive"))  # off | fixed | adaptive
@@ -197,6 +202,7 @@ class TrainConfig(Section):
 
     # --- observability and checkpoints
     tick_images: int = 10_000  # images between ticks (status, samples, stats, checkpoint)
+    time_budget_s: Optional[float] = None  # stop at the first tick past this many seconds of training; null = no limit
     checkpoint_every_ticks: int = 1  # write a checkpoint every k ticks (and always at the end)
     checkpoint_keep: int = 3  # keep the last K checkpoints
     grid_columns: int = 8  # sample-grid images per class (one row per class)
@@ -233,9 +239,12 @@ class TrainConfig(Section):
             raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
         self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group", "dcgan_width", "tick_images",
                       "checkpoint_every_ticks", "checkpoint_keep", "grid_columns", "grid_cell_px",
-                      "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images")
+                      "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images",
+                      "dcgan_ema_bn_images")
         self.at_least(0, "stable_images", "fade_images", "num_threads", "nan_retries", "label_flip_every", "gp_lambda",
                       "drift", "ac_weight")
+        if self.time_budget_s is not None and not 0.0 < self.time_budget_s < float("inf"):
+            raise self.bad("time_budget_s", "must be a number of seconds > 0, or null for no limit")
         if self.schedule == "fit" and self.total_images is None:
             raise self.bad("schedule", "'fit' derives the schedule from total_images, so set total_images too")
         batches = self.batch_sizes.values() if isinstance(self.batch_sizes, dict) else [self.batch_sizes]
@@ -302,14 +311,40 @@ class EvaluateConfig(Section):
 
 @dataclass
 class AuditConfig(Section):
-    """``audit:`` the privacy audit (it uses the ``evaluate:`` feature extractor)."""
+    """``audit:`` the privacy audit (it uses the ``evaluate:`` feature extractor); see docs/privacy.md."""
 
     name = "audit"
-    percentile: float = 1.0  # held-out distance percentile (%) below which a synthetic image is a near-copy
+    percentile: float = 0.5  # share (%) of calibration images (held-out half A + training) the near-copy rule may flag
+    calibrate_with_training: bool = True  # also calibrate on training images scored against the OTHER training subjects
+    bands: int = 3  # brain-area bands rescaled separately (fewer when a band would hold < 20 calibration images)
+    seed: int = 0  # seeds the half-A / half-B split of held-out subjects, the bootstrap, permutations, self-test
+    max_shift: float = 0.0625  # largest shift forgiven, per axis, as a fraction of the side (4 px at 64 px)
+    max_rotation: float = 10.0  # largest rotation forgiven, degrees
+    max_scale: float = 0.1  # largest change of size forgiven (0.1: 0.9x to 1.1x)
+    flip: bool = True  # forgive a left-right mirror image
+    work_size: int = 32  # side (px) the aligned pixel distance is computed at, after the blur
+    candidates: int = 6  # training images aligned per image (the best by a coarse search), plus 3 other subjects' best
+    bootstrap: int = 1000  # subject-bootstrap resamples for the membership AUC interval (0: none)
+    permutations: int = 2000  # subject relabellings for the membership p-value (all, when fewer exist; 0: none)
+    selftest_copies: int = 40  # planted copies per transform family in `brainsynth audit --selftest`
+    selftest_target: float = 0.95  # least share of planted copies flagged, in every family, for the self-test to pass
+    max_false_flags: float = 0.05  # most false flags on held-out half B for the self-test to pass
 
     def check(self) -> None:
         if not 0.0 < self.percentile <= 50.0:
             raise self.bad("percentile", "must be above 0 and at most 50 (a false-positive rate in %)")
+        self.at_least(1, "bands", "candidates", "selftest_copies")
+        self.at_least(0, "seed", "max_shift", "max_rotation", "max_scale", "bootstrap", "permutations")
+        self.at_least(8, "work_size")
+        if self.max_shift > 0.25:
+            raise self.bad("max_shift", "must be at most 0.25 (a quarter of the image side)")
+        if self.max_rotation > 45:
+            raise self.bad("max_rotation", "must be at most 45 degrees")
+        if self.max_scale >= 0.5:
+            raise self.bad("max_scale", "must be below 0.5")
+        for key in ("selftest_target", "max_false_flags"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise self.bad(key, "must be a share between 0 and 1")
 
 
 @dataclass

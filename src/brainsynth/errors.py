@@ -34,3 +34,9 @@ class FetchError(BrainsynthError):
 
 class TrainingDivergedError(BrainsynthError):
     """The training losses stayed NaN/Inf after every allowed rollback."""
+
+
+class SelfTestFailed(BrainsynthError):
+    """``brainsynth audit --selftest`` found the audit below its detection or false-flag target (exit status 1)."""
+
+    exit_code = 1

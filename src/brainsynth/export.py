@@ -7,8 +7,10 @@ Two files are written, both atomically::
 
 The card says how to rebuild and use the network: model kind and constructor arguments,
 the resolution and fade weight it was trained to, latent size, classes in index order,
-where the config came from (preset or file, overrides), a summary of the training data, images shown, the checkpoint's and the
-weights' SHA-256, and ``RUN_DIR/metrics.json`` when it exists.
+where the config came from (preset or file name, overrides), a summary of the training data with
+its fingerprint, images shown, the checkpoint's and the weights' SHA-256, and
+``RUN_DIR/metrics.json`` when it exists. The card is shared with the weights, so it holds no local
+path (the training data's folder, the run folder) and no subject id (:mod:`brainsynth.shareable`).
 :func:`load_exported_generator` rebuilds the generator from these two files alone.
 """
 
@@ -24,6 +26,7 @@ from torch import nn
 from brainsynth import LABELS, __version__
 from brainsynth.errors import CheckpointError
 from brainsynth.fsio import atomic_output_path, atomic_write_json, check_output_free, sha256_file
+from brainsynth.shareable import strip_local_paths
 from brainsynth.train import checkpoint as ckpt
 
 CARD_FORMAT = "brainsynth-generator-v1"
@@ -82,10 +85,10 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
         "z_dim": cfg.z_dim,
         "classes": list(LABELS),
         "config_source": state.get("launch", {}).get("config"),
-        "data": state["data"],
+        "data": {k: v for k, v in state["data"].items() if k != "dataset"},  # the folder stays home
         "images_shown": int(progress["images_shown"]),
         "target_images": int(progress.get("target_images", progress["images_shown"])),
-        "checkpoint": {"run_dir": str(Path(run_dir).resolve()), "file": path.name, "sha256": sha256_file(path)},
+        "checkpoint": {"file": path.name, "sha256": sha256_file(path)},
         "config": state["config"],
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         "usage": "G, card = brainsynth.export.load_exported_generator(path); "
@@ -94,7 +97,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
         "brainsynth_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(card_file, card)
+    atomic_write_json(card_file, strip_local_paths(card))
     return out
 
 

@@ -12,9 +12,17 @@ stored as ``seed`` in its ``metadata.json`` record, and its latent is::
 fed to G_ema with the label ``c`` at the checkpoint's resolution and fade weight (see
 :func:`latent_for_seed`). Pixels map from G's [-1, 1] to [0, 1], clipped, then to uint8.
 
+One exception: a DCGAN trained with ``train.dcgan_ema_bn: train_mode`` is sampled with batch
+statistics (as in training), so an image also depends on the others in its batch. Batches
+then hold the training batch size, in the order of the records (the last one padded with
+latents seeded from its first image's seed), and the set regenerates as a whole (same
+seeds, same order), not image by image. The other modes sample in eval mode: ``recompute``
+stored G_ema's own statistics in the checkpoint (see :mod:`brainsynth.train.ema`).
+
 Nothing from any source scan is carried into the output: the metadata holds only the
-run's provenance (run folder, checkpoint file and SHA-256, images shown, config), and
-NIfTI output gets a fresh identity affine (:mod:`brainsynth.imageset`).
+run's provenance (checkpoint file name and SHA-256, the training data's fingerprint, images
+shown, config), never a local path or a subject id (:mod:`brainsynth.shareable`), and NIfTI
+output gets a fresh identity affine (:mod:`brainsynth.imageset`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from brainsynth.devices import resolve_device
 from brainsynth.errors import ConfigError
 from brainsynth.fsio import check_output_free, sha256_file
 from brainsynth.imageset import write_image_set
+from brainsynth.shareable import strip_local_paths
 from brainsynth.train import checkpoint as ckpt
 
 log = logging.getLogger("brainsynth.generate")
@@ -57,7 +66,8 @@ def latent_for_seed(image_seed_value: int, z_dim: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def sample_images(G: nn.Module, labels: Sequence[int], seeds: Sequence[int], res: int, alpha: float, z_dim: int,
-                  device: torch.device | str = "cpu", batch_size: int | None = None) -> np.ndarray:
+                  device: torch.device | str = "cpu", batch_size: int | None = None,
+                  batch_stats: bool = False) -> np.ndarray:
     """Images of ``G`` for given labels and per-image seeds.
 
     Parameters
@@ -74,6 +84,9 @@ def sample_images(G: nn.Module, labels: Sequence[int], seeds: Sequence[int], res
         Latent size of ``G``.
     batch_size : int, optional
         Images per forward pass (default :data:`GENERATE_BATCH` of the device type).
+    batch_stats : bool
+        Normalise G's batch norms by each batch's statistics (``dcgan_ema_bn=train_mode``);
+        every batch then holds ``batch_size`` images, the last one padded (module docstring).
 
     Returns
     -------
@@ -87,11 +100,44 @@ def sample_images(G: nn.Module, labels: Sequence[int], seeds: Sequence[int], res
     out = np.empty((len(labels), res, res), dtype=np.float32)
     for start in range(0, len(labels), batch_size):
         stop = min(start + batch_size, len(labels))
-        z = torch.stack([latent_for_seed(s, z_dim) for s in seeds[start:stop]]).to(device)  # [B, z]
-        y = torch.as_tensor(labels[start:stop], dtype=torch.long, device=device)  # [B]
-        x = G(z, y, res, alpha).float()  # [B, 1, res, res] in ~[-1, 1]
-        out[start:stop] = ((x[:, 0] + 1.0) * 0.5).clamp_(0.0, 1.0).cpu().numpy()
+        z = torch.stack([latent_for_seed(s, z_dim) for s in seeds[start:stop]])  # [B, z]
+        y = torch.as_tensor(labels[start:stop], dtype=torch.long)  # [B]
+        if batch_stats and stop - start < batch_size:
+            z, y = _padded(z, y, batch_size, int(seeds[start]))  # [batch_size, z], [batch_size]
+        z, y = z.to(device), y.to(device)
+        if batch_stats:
+            from brainsynth.models.dcgan import batch_statistics
+
+            with batch_statistics(G):
+                x = G(z, y, res, alpha).float()  # [B, 1, res, res] in ~[-1, 1]
+        else:
+            x = G(z, y, res, alpha).float()  # [B, 1, res, res] in ~[-1, 1]
+        out[start:stop] = ((x[: stop - start, 0] + 1.0) * 0.5).clamp_(0.0, 1.0).cpu().numpy()
     return out
+
+
+def _padded(z: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A short last batch filled up to ``size`` with latents and labels seeded by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    extra = size - len(z)
+    z_extra = torch.randn(extra, z.shape[1], generator=g)  # [extra, z]
+    y_extra = y[torch.randint(len(y), (extra,), generator=g)]  # [extra]; labels of the batch itself
+    return torch.cat([z, z_extra]), torch.cat([y, y_extra])
+
+
+def sampling_batch_stats(config: dict[str, Any], res: int) -> int | None:
+    """The batch size to sample a run's G_ema with batch statistics, or None for eval mode.
+
+    Only a DCGAN trained with ``dcgan_ema_bn: train_mode`` is sampled that way, in batches
+    of its training batch size at ``res``.
+    """
+    if config.get("model") != "dcgan" or config.get("dcgan_ema_bn", "copy") != "train_mode":
+        return None
+    sizes = config["batch_sizes"]
+    if isinstance(sizes, dict):
+        sizes = {int(k): int(v) for k, v in sizes.items()}
+        sizes = sizes[max(k for k in sizes if k <= res)] if any(k <= res for k in sizes) else min(sizes.values())
+    return int(sizes)
 
 
 def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
@@ -148,18 +194,21 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
     classes = [LABELS.index(label)] if label != "both" else list(range(len(LABELS)))
     labels = [c for c in classes for _ in range(n)]
     seeds = [image_seed(seed, c, i) for c in classes for i in range(n)]
-    images = sample_images(G, labels, seeds, res, alpha, z_dim, dev)  # [N, res, res]
+    stats_batch = sampling_batch_stats(state["config"], res)
+    images = sample_images(G, labels, seeds, res, alpha, z_dim, dev, batch_size=stats_batch,
+                           batch_stats=stats_batch is not None)  # [N, res, res]
     records = [{"label": LABELS[c], "seed": s} for c, s in zip(labels, seeds)]
     extra = {
         "synthetic": True,
         "generator": {
-            "run_dir": str(Path(run_dir).resolve()),
             "checkpoint": path.name,
             "checkpoint_sha256": sha256_file(path),
+            "data_fingerprint": state["data"].get("fingerprint"),
             "images_shown": int(progress["images_shown"]),
             "model": state["config"]["model"],
             "resolution": res,
             "alpha": alpha,
+            "batch_norm": f"batch statistics, batches of {stats_batch}" if stats_batch else "eval mode",
         },
         "seed": seed,
         "latent": "z = torch.randn(z_dim, generator=torch.Generator().manual_seed(record seed))",
@@ -167,7 +216,7 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
         "brainsynth_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_image_set(out, images, records, synthetic=True, fmt=fmt, extra_meta=extra, force=force,
+    write_image_set(out, images, records, synthetic=True, fmt=fmt, extra_meta=strip_local_paths(extra), force=force,
                     extra_files={"config.yaml": sections_yaml(cfg, what="synthetic image set")})
     log.info("%d images (%s) from %s", len(images), ", ".join(LABELS[c] for c in classes), path)
     return Path(out)

@@ -8,6 +8,7 @@ Stages (each writes one folder under OUT; ``OUT/config.yaml`` is the resolved co
     runs/dcgan/        DCGAN baseline, same image budget    (brainsynth train --model dcgan)
     synthetic/<model>/ balanced synthetic sets              (brainsynth generate)
     report/            GAN-train/GAN-test, fidelity, privacy (brainsynth evaluate)
+    cache/features/    VGG-16 features by content, reused by every later evaluation of the same images
 
 ``OUT/pipeline.json`` records, per stage, a fingerprint of everything the stage depends on
 (its parameters and the fingerprints of the stages before it) and its wall time. A rerun
@@ -43,6 +44,7 @@ log = logging.getLogger("brainsynth.pipeline")
 
 STATE_FILE = "pipeline.json"
 CONFIG_FILE = "config.yaml"
+FEATURE_CACHE = "cache/features"  # inside OUT: the run folder holds everything the run computed
 
 
 @dataclass
@@ -316,7 +318,8 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
     timings["evaluate"] = pipe.stage(
         "evaluate", fp_eval, report_dir,
         lambda restart: evaluate(dataset, synthetic, report_dir, config.evaluate, config.audit, runs=run_dirs,
-                                 device=device, timings=stage_times, force=True),
+                                 device=device, timings=stage_times, feature_cache=out / FEATURE_CACHE,
+                                 force=True),
     )
     report = read_report(report_dir)
     report.timings.other_stages.update(timings)

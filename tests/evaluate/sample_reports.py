@@ -9,6 +9,8 @@ from __future__ import annotations
 from brainsynth.evaluate.schema import (
     AuditInputs,
     AuditReport,
+    Calibration,
+    CalibrationBand,
     ClassifierResult,
     DataSummary,
     FeaturesInfo,
@@ -16,9 +18,13 @@ from brainsynth.evaluate.schema import (
     FlaggedImage,
     Intervals,
     LevelScores,
+    Membership,
+    MembershipAttack,
     MsSsim,
+    NearestPair,
     PrivacyRules,
     PrivacySummary,
+    Rate,
     RealData,
     Report,
     SpaceComparison,
@@ -28,6 +34,7 @@ from brainsynth.evaluate.schema import (
     SynthVsHoldout,
     SyntheticData,
     Timings,
+    Transform,
 )
 
 FEATURES = FeaturesInfo(name="vgg16-random", layer="fc7", input_size=224,
@@ -64,30 +71,66 @@ def fidelity(fid: float = 41.234) -> FidelityResult:
     )
 
 
+def transform(shift: float = 2.0) -> Transform:
+    return Transform(mirrored=True, rotation_deg=-3.25, scale=1.04, shift_px=[shift, -1.0], brightness=[0.02, 0.95, 0.01])
+
+
+def attack(space: str, level: str, auc: float) -> MembershipAttack:
+    n = (120, 40) if level == "slice" else (4, 2)
+    return MembershipAttack(space=space, level=level, auc=auc, ci=(auc - 0.11, auc + 0.09), p_value=0.0667,
+                            p_value_exact=True, n_members=n[0], n_nonmembers=n[1], n_member_subjects=4,
+                            n_nonmember_subjects=2)
+
+
+def band(k: int) -> CalibrationBand:
+    return CalibrationBand(area_low=0.05 if k == 0 else 0.21, area_high=0.21 if k == 0 else 0.52,
+                           median=SpaceValues(pixel=0.81 + k / 100, feature=0.83), threshold=SpaceValues(
+                               pixel=0.612 + k / 100, feature=0.645), n_calibration=50, n_half_a=10, n_half_b=10,
+                           half_b_flagged=k,
+                           n_synthetic=100, synthetic_flagged=1 - k)
+
+
 def privacy(rate: float, flagged: tuple[str, ...] = (), mia: float = 0.521, percentile: float = 1.0) -> PrivacySummary:
+    k = round(rate * 200)
     return PrivacySummary(
         memorization_rate=rate,
+        memorization=Rate(rate=rate, ci=(max(0.0, rate - 0.004), rate + 0.027), k=k, n=200),
         memorization_rate_by_space=SpaceValues(pixel=rate, feature=rate / 2),
-        holdout_flag_rate=0.0075,
+        false_flags=Rate(rate=0.025, ci=(0.0069, 0.0868), k=1, n=40),
+        excess_memorization=rate - 0.025,
         percentile=percentile,
-        threshold=SpaceValues(pixel=0.0314, feature=0.0815),
-        calibration_quantile=0.0068,
+        calibration=Calibration(percentile=percentile, seed=0, half_a_subjects=["s5"], half_b_subjects=["s6"],
+                                half_a_flag_rate=0.0, n_calibration=100, training_images=80,
+                                relative_threshold=SpaceValues(pixel=0.755, feature=0.777),
+                                quantile_level=0.0068, bands=[band(0), band(1)]),
+        transforms="mirrored left-right or not, rotated by up to +/-10 degrees",
         mia_auc=mia,
-        mia_auc_by_space=SpaceValues(pixel=mia, feature=mia - 0.1),
-        mia_auc_subject=0.583,
+        mia_ci=(mia - 0.11, mia + 0.09),
+        mia_p_value=0.0667,
+        membership=Membership(headline="pixel/slice", attacks={
+            "pixel/slice": attack("pixel", "slice", mia), "pixel/subject": attack("pixel", "subject", 0.583),
+            "feature/slice": attack("feature", "slice", mia - 0.1), "feature/subject": attack("feature", "subject", 0.5)}),
         authenticity=0.551,
         authenticity_by_space=SpaceComparison(pixel=SynthVsHoldout(synthetic=0.551, holdout=0.604),
                                               feature=SynthVsHoldout(synthetic=0.502, holdout=0.533)),
         nearest_distance_median=SpaceComparison(pixel=SynthVsHoldout(synthetic=0.05, holdout=0.06),
                                                 feature=SynthVsHoldout(synthetic=0.2, holdout=0.21)),
-        flagged=[FlaggedImage(file=f, train_id="sub-01:40", distance=0.0123 + i, feature_train_id="sub-02:41",
-                              feature_distance=0.0456, spaces=["pixel"]) for i, f in enumerate(flagged)],
+        ratio_median=SpaceComparison(pixel=SynthVsHoldout(synthetic=0.88, holdout=0.89),
+                                     feature=SynthVsHoldout(synthetic=0.9, holdout=0.91)),
+        flagged=[FlaggedImage(file=f, train_id="sub-01:40", distance=0.0123 + i, other_distance=0.0987, ratio=0.125,
+                              threshold=0.612, band=0, transform=transform(), feature_train_id="sub-02:41",
+                              feature_distance=0.0456, feature_ratio=0.543, spaces=["pixel"])
+                 for i, f in enumerate(flagged)],
+        nearest_pairs=[NearestPair(synthetic_file=f"adhd/00000{i}.png", train_id=f"sub-01:4{i}", distance=0.0123 + i,
+                                   ratio=0.125 + i / 10, threshold=0.612, flagged=i == 0, transform=transform(i))
+                       for i in range(2)],
         n_synthetic=200,
         n_train=80,
         n_holdout=40,
-        distances=SpaceTexts(pixel="RMS difference", feature="cosine distance"),
-        rules=PrivacyRules(flagged="below a threshold", authenticity="not closer", mia_auc="AUC"),
-        mia_auc_subject_by_space=SpaceValues(pixel=0.583, feature=0.5),
+        distances=SpaceTexts(pixel="sqrt(1 - R^2) after alignment", feature="cosine distance"),
+        rules=PrivacyRules(flagged="ratio below a threshold", calibration="half A", false_flags="half B",
+                           authenticity="not closer", membership="AUC"),
+        limits=["It is not differential privacy.", "Small regions are not checked."],
     )
 
 

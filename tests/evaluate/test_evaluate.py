@@ -104,17 +104,18 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     assert set(fid["swd"]) == {"32", "16", "avg"} and set(fid["ms_ssim"]["synthetic"]) == {"control", "adhd"}
     assert on_disk["gan_train"]["pggan"]["n_train"] == 16 and on_disk["gan_train"]["real"]["n_train"] is None
     assert "memorization_rate" in on_disk["privacy"]["pggan"] and on_disk["privacy"]["pggan"]["percentile"] == 5.0
+    assert on_disk["privacy"]["pggan"]["false_flags"]["n"] == 5  # held-out half B: one of the two test subjects
     assert on_disk["timings"]["train_pggan"] == 12.5 and on_disk["timings"]["evaluate_features"] > 0
     assert list(on_disk["timings"])[0] == "train_pggan"  # earlier stages first
     config = (out / "config.yaml").read_text()
-    assert "feature_layer: pool5" in config and "bootstrap: 20" in config and "audit: {percentile: 5.0}" in config
+    assert "feature_layer: pool5" in config and "bootstrap: 20" in config and "audit: {percentile: 5.0," in config
     with pytest.raises(OutputExistsError):
         evaluate(dataset, {"pggan": str(synthetic)}, out, TINY)
 
     # What `brainsynth evaluate` prints: ours beside the paper's numbers, then the targets.
     printed = format_table1(report)
     assert "PGGAN" in printed and "0.736" in printed and "Real data" in printed
-    assert "memorisation rate <= 1%" in printed
+    assert "near-copies <= held-out half-B false flags" in printed
 
 
 def test_refuses_subjects_on_both_sides_of_the_split(tmp_path, synthetic):
@@ -164,7 +165,7 @@ def test_cli_evaluate_prints_table1_and_maps_flags_to_config_keys(dataset, synth
     printed = capsys.readouterr().out
     assert code == 0 and "PGGAN" in printed and "0.736" in printed and "Real data" in printed
     config = (out / "config.yaml").read_text()
-    assert "input_size: 32" in config and "feature_layer: pool5" in config and "audit: {percentile: 5.0}" in config
+    assert "input_size: 32" in config and "feature_layer: pool5" in config and "audit: {percentile: 5.0," in config
 
 
 def test_cli_audit_bad_percentile_is_one_line_and_exit_2(dataset, synthetic, tmp_path, capsys):

@@ -11,6 +11,7 @@ import torch
 from brainsynth.config import EvaluateConfig
 from brainsynth.errors import CheckpointError, ConfigError, InputError
 from brainsynth.evaluate import features as feat
+from brainsynth.evaluate import vgg16
 
 
 def extractor(name: str = "vgg16-random", *, device: str | None = None, batch_size: int = 64, **settings):
@@ -84,7 +85,7 @@ def test_bad_options_name_the_option(kwargs, match):
 @pytest.fixture(scope="module")
 def torchvision_file(tmp_path_factory):
     """A torchvision-format VGG-16 file: a plain state dict with torchvision's key names."""
-    path = tmp_path_factory.mktemp("weights") / feat.VGG16_FILE
+    path = tmp_path_factory.mktemp("weights") / vgg16.VGG16_FILE
     state = feat._cached_random_vgg16().state_dict()
     assert "features.28.bias" in state and "classifier.6.weight" in state
     torch.save(state, path)
@@ -101,11 +102,11 @@ def test_vgg16_loads_a_torchvision_format_file(torchvision_file, images):
 
 def test_vgg16_uses_the_hub_cache(torchvision_file, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    cached = tmp_path / "hub" / "checkpoints" / feat.VGG16_FILE
+    cached = tmp_path / "hub" / "checkpoints" / vgg16.VGG16_FILE
     cached.parent.mkdir(parents=True)
     cached.symlink_to(torchvision_file)  # the 500 MB file once, seen from the cache
-    monkeypatch.setattr(feat, "_download", lambda url, dest: pytest.fail("must not download when cached"))
-    assert feat.resolve_vgg16_weights(None) == cached
+    monkeypatch.setattr(vgg16, "_download", lambda url, dest: pytest.fail("must not download when cached"))
+    assert vgg16.resolve_vgg16_weights(None) == cached
 
 
 def test_vgg16_offline_without_weights_says_how_to_provide_them(tmp_path, monkeypatch):
@@ -114,13 +115,13 @@ def test_vgg16_offline_without_weights_says_how_to_provide_them(tmp_path, monkey
     def offline(url, dest):
         raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(feat, "_download", offline)
+    monkeypatch.setattr(vgg16, "_download", offline)
     with pytest.raises(InputError) as err:
         extractor("vgg16")
     msg = str(err.value)
     assert "\n" not in msg
     assert "--weights FILE" in msg and "--features vgg16-random" in msg
-    assert str(tmp_path / "hub" / "checkpoints" / feat.VGG16_FILE) in msg
+    assert str(tmp_path / "hub" / "checkpoints" / vgg16.VGG16_FILE) in msg
 
 
 def test_vgg16_missing_or_foreign_weights_file(tmp_path):
@@ -152,5 +153,94 @@ def test_random_init_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    feat.init_random_vgg16(seed=0, classifier=False)  # a fresh draw, not the cached one
+    vgg16.init_random_vgg16(seed=0, classifier=False)  # a fresh draw, not the cached one
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+
+
+# --- speed paths: folded fc6, bf16, batch size ----------------------------------------------
+
+@pytest.mark.parametrize("input_size", [32, 64, 96])
+def test_folded_fc6_equals_torchvisions_pool_and_fc6(input_size):
+    # Below 224 px the adaptive pool is folded into fc6 (conv5 is 1x1, 2x2, 3x3 here).
+    images = np.random.default_rng(1).random((3, 20, 24)).astype(np.float32)
+    ext = extractor("vgg16-random", input_size=input_size, batch_size=3)
+    with torch.inference_mode():
+        x = ext._to_network_input(torch.from_numpy(images))  # [3, 3, S, S]
+        reference = ext.model.embed(x, "fc7").numpy()  # the unfolded torchvision path
+    got = ext.extract(images)
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
+    assert np.abs(reference).max() > 0
+
+
+def test_bf16_falls_back_to_fp32_with_a_note_where_it_is_not_native(images, monkeypatch, caplog):
+    monkeypatch.setattr(feat, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    with caplog.at_level("WARNING", logger="brainsynth.evaluate.features"):
+        ext = extractor("vgg16-random", input_size=32, precision="bf16", device="cpu")
+    assert ext.precision == "fp32" and ext.describe()["precision"] == "fp32"
+    assert next(p.dtype for p in ext.model.parameters()) == torch.float32
+    assert any("precision bf16 requested" in r.message and "computed in fp32" in r.message for r in caplog.records)
+    monkeypatch.setattr(feat, "_cpu_flags", lambda: {"avx512_bf16"})
+    ext = extractor("vgg16-random", input_size=32, precision="bf16", device="cpu")
+    assert ext.precision == "bf16" and next(p.dtype for p in ext.model.parameters()) == torch.bfloat16
+    # The cached fp32 network is not converted in place.
+    assert next(p.dtype for p in feat._cached_random_vgg16().parameters()) == torch.float32
+
+
+@pytest.mark.parametrize("cache_mb, size, precision, expected", [
+    (32, 224, "bf16", 5), (32, 224, "fp32", 4), (32, 64, "bf16", 64), (32, 96, "fp32", 14), (1, 64, "bf16", 4),
+])
+def test_batch_is_sized_to_the_last_level_cache(monkeypatch, cache_mb, size, precision, expected):
+    monkeypatch.setattr(feat, "last_level_cache_bytes", lambda: cache_mb << 20)
+    assert feat.auto_batch_size(size, precision, torch.device("cpu")) == expected
+    assert feat.auto_batch_size(size, precision, torch.device("cuda")) == feat.MAX_BATCH
+
+
+def test_bf16_keeps_the_svm_decisions_of_fp32():
+    """bf16 features change < 1% of GAN-train's test decisions and its HM by <= 0.01.
+
+    The demo's measurement (docs/evaluation-speed.md) at a small size: 240 training and 400
+    test slices whose classes overlap (disc radii drawn from overlapping ranges), so the SVM
+    reaches an HM near the demo's (~0.93) and some test slices lie near its boundary, where a
+    feature error would flip them. (On a harder task, HM ~0.87, bf16 flips 1-2 %: see the docs.)
+    """
+    from brainsynth.evaluate.gan_train import confusion_metrics, fit_and_score
+
+    if not feat.bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    rng = np.random.default_rng(0)
+
+    def slices(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 2, size=n)
+        radius = rng.uniform(6, 10, size=n) + 3.5 * labels  # [n] px; the classes overlap on 9.5-10
+        yy, xx = np.mgrid[:28, :28] - 13.5
+        discs = (np.hypot(yy, xx)[None] < radius[:, None, None]).astype(np.float32)  # [n, 28, 28]
+        return np.clip(0.6 * discs + 0.4 * rng.random((n, 28, 28)), 0, 1).astype(np.float32), labels
+
+    train_x, train_y = slices(240)
+    test_x, test_y = slices(400)
+    decisions, hm, feats = {}, {}, {}
+    for precision in ("fp32", "bf16"):
+        ext = extractor("vgg16-random", input_size=32, precision=precision, device="cpu")
+        feats[precision] = ext.extract(test_x)
+        scores = fit_and_score(ext.extract(train_x), train_y, feats[precision], seed=0)
+        decisions[precision] = scores > 0
+        hm[precision] = confusion_metrics(test_y, decisions[precision])["hm"]
+    assert 0.85 < hm["fp32"] < 0.98  # a task with errors, so decisions near the boundary exist
+    assert not np.array_equal(feats["bf16"], feats["fp32"])  # bf16 really ran
+    assert np.mean(decisions["fp32"] == decisions["bf16"]) >= 0.99
+    assert abs(hm["bf16"] - hm["fp32"]) <= 0.01
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_conv_relu_equals_conv_then_relu(precision, monkeypatch):
+    monkeypatch.setattr(feat, "bf16_supported", lambda device: True)  # compare the paths, native or not
+    ext = extractor("vgg16-random", input_size=32, precision=precision, device="cpu", batch_size=2)
+    x = ext._to_network_input(torch.from_numpy(np.random.default_rng(2).random((2, 32, 32)).astype(np.float32)))
+    with torch.inference_mode():
+        plain = ext.model.features(x.to(ext.dtype))  # [2, 512, 1, 1]
+        fused = ext._conv_stack(x.to(ext.dtype))
+    assert feat._fused_conv_relu_available()
+    assert torch.equal(fused, plain) and plain.abs().max() > 0
+    monkeypatch.setattr(feat, "_fused_conv_relu_available", lambda: False)
+    with torch.inference_mode():
+        assert torch.equal(ext._conv_stack(x.to(ext.dtype)), plain)

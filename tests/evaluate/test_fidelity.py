@@ -153,3 +153,112 @@ def test_fidelity_report_keys():
     assert abs(r["fid"]) < 1e-6 and r["swd"]["avg"] > 0 and set(r["swd_per_class"]) == {"control", "adhd"}
     assert r["ms_ssim"]["scales"] == 3 and set(r["ms_ssim"]["real"]) == {"control", "adhd"}
     assert r["precision"] == r["recall"] == r["coverage"] == 1.0
+
+
+# --- the fast paths give the numbers of the straightforward ones ------------------------------
+
+def _reference_sliced_wasserstein(a, b, rng, repeats=4, directions=128):
+    """The sort-per-call version this module used before its speed-up (issue 14)."""
+    dists = []
+    for _ in range(repeats):
+        dirs = rng.standard_normal((directions, a.shape[1]))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        dirs = dirs.astype(a.dtype)
+        pa, pb = np.sort(dirs @ a.T, axis=1), np.sort(dirs @ b.T, axis=1)
+        dists.append(np.abs(pa - pb).mean(dtype=np.float64))
+    return float(np.mean(dists))
+
+
+def test_sliced_wasserstein_equals_the_reference_on_any_number_of_threads():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(300, 49)).astype(np.float32)
+    b = (rng.normal(size=(300, 49)) * 1.2 + 0.1).astype(np.float32)
+    before, got = torch.get_num_threads(), {}
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            got[threads] = fd.sliced_wasserstein(a, b, np.random.default_rng(5), directions=40)
+    finally:
+        torch.set_num_threads(before)
+    assert got[1] == got[3] > 0  # every block's partial sum is added in the same order
+    # Equal but for the order of the float64 sum (per block of rows) and GEMM blocking.
+    assert got[1] == pytest.approx(_reference_sliced_wasserstein(a, b, np.random.default_rng(5), directions=40),
+                                   rel=1e-6)
+
+
+def test_swd_many_gives_each_set_its_own_swd():
+    real = _blobby_images(10, (32, 32), seed=1)
+    fakes = {"more": _blobby_images(14, (32, 32), seed=2), "fewer": _blobby_images(6, (32, 32), seed=3),
+             "same": real.copy()}
+    pyramids = {name: fd.laplacian_pyramid(x) for name, x in fakes.items()}
+    together = fd.swd_many(fd.laplacian_pyramid(real), pyramids, seed=4)
+    for name, x in fakes.items():
+        assert together[name] == fd.swd(real, x, seed=4)
+    assert together["same"]["avg"] == 0.0 and together["fewer"]["avg"] > 0
+
+
+@pytest.mark.parametrize("size, n", [(64, 12), (48, 6), (256, 3)])
+def test_ms_ssim_equals_torchmetrics(size, n):
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as reference
+
+    x = _blobby_images(2 * n, (size, size), seed=size)
+    x[n:] = gaussian_filter(x[n:] + 0.3 * x[:n], sigma=(0, 0.7, 0.7))  # related pairs: positive terms
+    x[0] = 1.0 - x[0]  # an inverted pair: negative contrast terms, clipped to 0 by torchmetrics' relu
+    scales, kernel = fd.ms_ssim_settings(size)
+    betas = tuple(float(b) for b in np.array(fd.MS_SSIM_BETAS[:scales]) / np.sum(fd.MS_SSIM_BETAS[:scales]))
+    t = torch.from_numpy(x)
+    expected = reference(t[:n, None], t[n:, None], data_range=1.0, kernel_size=kernel, sigma=1.5, betas=betas,
+                         reduction="none")
+    from brainsynth.evaluate.image_fidelity import ms_ssim_pairs
+
+    got = ms_ssim_pairs(t[:n], t[n:], betas)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert float(expected[0]) == 0.0 and int((expected > 0.05).sum()) >= n // 2  # both cases are covered
+
+
+def _reference_fid_low_rank(real, fake):
+    """The SVD form used before the speed-up."""
+    a, b = real - real.mean(axis=0), fake - fake.mean(axis=0)
+    na, nb = len(a) - 1, len(b) - 1
+    tr_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt(na * nb)
+    return float(np.sum((real.mean(0) - fake.mean(0)) ** 2) + np.sum(a * a) / na + np.sum(b * b) / nb - 2 * tr_sqrt)
+
+
+@pytest.mark.parametrize("rank", [None, 7])
+def test_low_rank_fid_equals_the_svd_form(rank):
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(40, 90)), rng.normal(size=(55, 90)) * 1.1 + 0.2
+    if rank:  # features in a 7-d subspace: most singular values are 0 and only round-off remains
+        basis = rng.normal(size=(rank, 90))
+        a, b = rng.normal(size=(40, rank)) @ basis, (rng.normal(size=(55, rank)) + 0.5) @ basis
+    assert fd._fid_low_rank(a, b) == pytest.approx(_reference_fid_low_rank(a, b), rel=1e-10)
+    assert fd._fid_low_rank(b, a) == pytest.approx(_reference_fid_low_rank(b, a), rel=1e-10)
+
+
+def test_prdc_equals_brute_force():
+    rng = np.random.default_rng(11)
+    real, fake = rng.normal(size=(50, 6)), rng.normal(size=(40, 6)) * 1.3 + 0.4
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
+    d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=-1)
+    d_fr = np.linalg.norm(fake[:, None] - real[None], axis=-1)
+    r3, r5 = np.sort(d_rr, axis=1)[:, 3], np.sort(d_rr, axis=1)[:, 5]
+    f3 = np.sort(d_ff, axis=1)[:, 3]
+    expected = {"precision": np.mean((d_fr <= r3).any(axis=1)), "recall": np.mean((d_fr <= f3[:, None]).any(axis=0)),
+                "density": (d_fr <= r5).sum() / (5 * 40), "coverage": np.mean(d_fr.min(axis=0) <= r5)}
+    got = fd.prdc(real, fake)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got == fd.prdc(real, fake, real_radii=fd.knn_radii_many(real, (3, 5)))
+
+
+def test_fidelity_reports_give_each_set_its_own_report():
+    rng = np.random.default_rng(6)
+    real = _blobby_images(16, (32, 32), seed=7)
+    labels = np.array(["control", "adhd"] * 8)
+    feats = rng.normal(size=(16, 10))
+    sets = {"a": (_blobby_images(12, (32, 32), seed=8), labels[:12], rng.normal(size=(12, 10))),
+            "b": (_blobby_images(20, (32, 32), seed=9), np.array(["control", "adhd"] * 10), rng.normal(size=(20, 10)))}
+    together = fd.fidelity_reports(real, labels, feats, sets, labels=("control", "adhd"), seed=3, ms_ssim_pairs=8)
+    for name, (images, image_labels, f) in sets.items():
+        alone = fd.fidelity_report(real, labels, feats, images, image_labels, f, labels=("control", "adhd"), seed=3,
+                                   ms_ssim_pairs=8)
+        assert together[name] == alone

@@ -1,4 +1,4 @@
-"""The files: report.json/.md/.html from a typed Report, privacy.md from an AuditReport."""
+"""The files: report.json/.md/.html from a typed Report (privacy.md: test_privacy_writers.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sample_reports import audit_report, full_report
 
 from brainsynth.evaluate.schema import Report, read_report
 from brainsynth.evaluate.tables import PAPER_TABLE1
-from brainsynth.evaluate.writers import privacy_markdown, render_markdown, summary_paragraph, write_report
+from brainsynth.evaluate.writers import render_markdown, write_report
 from brainsynth.imageset import ImageSet
 
 
@@ -28,9 +28,12 @@ def test_write_report_writes_three_self_contained_files(tmp_path):
     ticks = [{"images_shown": 1000 * i, "res": 4 * 2 ** (i // 3), "alpha": 1.0, "loss_d": -1.0 / (i + 1),
               "loss_g": 0.5 + 0.1 * i, "img_per_s": 50.0} for i in range(6)]
     (run / "stats.jsonl").write_text("\n".join(json.dumps(t) for t in ticks) + "\n{\"images_shown\": 7000, \"lo")
+    transform = {"mirrored": False, "rotation_deg": 2.0, "scale": 1.0, "shift_px": [1.0, 0.0], "brightness": [0, 1, 0]}
     pairs = [{"synthetic_image": rng.random((12, 12), dtype=np.float32),
-              "train_image": rng.random((12, 12), dtype=np.float32), "distance": 0.01 * i,
-              "synthetic_file": f"adhd/{i:06d}.png", "train_id": f"sub-0{i}:45", "flagged": i == 0} for i in range(3)]
+              "train_image": rng.random((12, 12), dtype=np.float32),
+              "aligned_image": rng.random((12, 12), dtype=np.float32), "distance": 0.01 * i, "ratio": 0.1 * i,
+              "threshold": 0.6, "transform": transform, "synthetic_file": f"adhd/{i:06d}.png",
+              "train_id": f"sub-0{i}:45", "flagged": i == 0} for i in range(3)]
     report = full_report()
     report.gan_train["<script>"] = report.gan_train["dcgan"]  # a set name must be escaped in HTML
     report.fidelity["pggan"] = dataclasses.replace(report.fidelity["pggan"], coverage=None)
@@ -40,7 +43,7 @@ def test_write_report_writes_three_self_contained_files(tmp_path):
 
     saved = json.loads((out / "report.json").read_text())  # strict JSON: an absent number is null
     assert saved["fidelity"]["pggan"]["coverage"] is None
-    assert saved["gan_train"]["pggan"]["hm"] == 0.75 and saved["schema_version"] == 2
+    assert saved["gan_train"]["pggan"]["hm"] == 0.75 and saved["schema_version"] == 3
     assert read_report(out) == report
 
     md = (out / "report.md").read_text()
@@ -81,28 +84,7 @@ def test_render_markdown_shows_the_numbers_of_every_section():
     md = render_markdown(full_report())
     for text in ("brainsynth 0.1.0, created 2025-01-01T00:00:00+00:00", "real HM >= PGGAN HM > DCGAN HM: met",
                  "### GAN-test", "0.925 [0.885, 0.965]", "87.65", "0.0123 +/- 0.0021", "12.50",
-                 "| 0.5% | 1 of 200 | 0.0314 / 0.0815 | 55.1% (60.4%) | 0.521 | 0.583 |", "| train_pggan | 1234.5 |"):
+                 "| PGGAN | 0.5% [0.1%, 3.2%] | 1 of 200 | 2.5% [0.7%, 8.7%] (1 of 40) | -2.0% | 0.521 [0.411, 0.611] p=0.067 |",
+                 "### Closest pairs after alignment", "_What the privacy audit does not prove: It is not differential",
+                 "| train_pggan | 1234.5 |"):
         assert text in md, text
-
-
-def test_privacy_markdown_and_summary_read_the_typed_audit():
-    document = audit_report()
-    md = privacy_markdown(document, "`filtered/` holds 198 images")
-    for text in ("SIMULATED cohort", "trained on 80 real training images", "each of the 200 synthetic images",
-                 "we used 40 real images", "all but 1% of the held-out images", "shift of up to 2 pixels",
-                 "features: vgg16-random (weights random(seed=0)), layer fc7", "| 2 of 200 (1.0%) |",
-                 "flagged by the same rule: 0.8%", "| authentic share | 55.1% | held-out real images score 60.4%",
-                 "| membership-inference AUC | 0.521 |", "| subject-level AUC | 0.583 |",
-                 "- `adhd/000003.png`: nearest training image `sub-01:40`, pixel distance 0.0123",
-                 "- `control/000007.png`: nearest training image `sub-01:40`, pixel distance 1.0123",
-                 "`filtered/` holds 198 images", "does **not** prove"):
-        assert text in md, text
-    many = audit_report(tuple(f"adhd/{i:06d}.png" for i in range(23)))
-    assert "- ... and 3 more (see privacy.json)" in privacy_markdown(many)
-    no_subject = dataclasses.replace(document, privacy=dataclasses.replace(document.privacy, mia_auc_subject=None))
-    assert "| subject-level AUC | n/a |" in privacy_markdown(no_subject)
-    line = summary_paragraph(document.privacy, "out")
-    assert line.startswith("Privacy audit of 200 synthetic images against 80 training and 40 held-out real images: "
-                           "2 flagged as near-copies (memorisation rate 1.0%; threshold = percentile 1 ")
-    assert "Authentic share 55.1% (held-out reference 60.4%); membership-inference AUC 0.521" in line
-    assert line.endswith("Details in out.")

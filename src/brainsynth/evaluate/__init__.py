@@ -2,12 +2,15 @@
 
 Layers, each importing only the ones above it:
 
-- maths (arrays in, numbers out): :mod:`.features`, :mod:`.gan_train`, :mod:`.fidelity`,
-  :mod:`.distances`, :mod:`.privacy`;
-- :mod:`.schema` (on :mod:`.typed_json`): the typed ``report.json`` and ``privacy.json``;
+- maths (arrays in, numbers out): :mod:`.features`, :mod:`.gan_train`, :mod:`.fidelity`, and the
+  privacy audit: :mod:`.registration` (aligning a training slice onto a synthetic image),
+  :mod:`.distances`, :mod:`.calibration`, :mod:`.membership`, :mod:`.planting`, :mod:`.privacy`;
+- :mod:`.schema` (on :mod:`.typed_json`, privacy keys in :mod:`.schema_privacy`): the typed
+  ``report.json``, ``privacy.json`` and ``selftest.json``;
 - :mod:`.figures` (PNG bytes), :mod:`.tables` (tables, target verdicts, three renderers),
-  :mod:`.writers` (the files);
-- :mod:`.commands`: ``evaluate`` and ``audit``.
+  :mod:`.writers` and :mod:`.privacy_writers` (the files);
+- commands: :mod:`.commands` (``evaluate``), :mod:`.audit_command` (``audit``) and
+  :mod:`.selftest` (``audit --selftest``).
 
 The two commands are loaded on first use: they bring torch and scikit-learn, which a tool that
 only reads ``report.json`` (:func:`brainsynth.evaluate.schema.read_report`) does not need.
@@ -21,8 +24,12 @@ __all__ = ["audit", "evaluate"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name == "evaluate":
         from brainsynth.evaluate import commands
 
-        return getattr(commands, name)
+        return commands.evaluate
+    if name == "audit":
+        from brainsynth.evaluate import audit_command
+
+        return audit_command.audit
     raise AttributeError(f"module 'brainsynth.evaluate' has no attribute {name!r}")

@@ -1,19 +1,21 @@
-"""The two commands of this package: ``brainsynth evaluate`` and ``brainsynth audit``.
+"""The ``brainsynth evaluate`` command, and the input helpers it shares with ``brainsynth audit``.
 
 ``evaluate``: GAN-train, GAN-test, fidelity and privacy of synthetic sets, one report. Stages,
 each logged and timed:
 
 1. read the real DATASET and every synthetic image set, and refuse inputs that would make the
    numbers meaningless (subjects on both sides of the split, a missing class, other sizes);
-2. extract features once per set (real train, real test, each synthetic set);
+2. features: the real DATASET's once for all its rows, then each synthetic set's, through a
+   :class:`~brainsynth.evaluate.feature_cache.FeatureStore` (shared with later commands when
+   given a ``feature_cache`` folder);
 3. the real baseline, then per synthetic set GAN-train, GAN-test, fidelity (against the real
    TRAIN split, the distribution the generator learned) and the privacy audit (held-out = the
    real TEST split);
 4. write REPORT_DIR (report.json/.md/.html, figures, config.yaml) through a staged folder.
 
-``audit``: the privacy audit of one synthetic set on its own (OUT/privacy.json/.md, ...).
-
-Both check their options first, so a typo fails before minutes of feature extraction.
+``audit`` (the privacy audit of one synthetic set on its own) is :mod:`.audit_command`; it shares
+the input helpers of this module. Both check their options first, so a typo fails before minutes
+of feature extraction.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from brainsynth.errors import ConfigError, InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate import fidelity as fidelity_metrics
 from brainsynth.evaluate import gan_train as classifiers
-from brainsynth.evaluate.privacy import compute_privacy, privacy_audit, summarise_privacy
+from brainsynth.evaluate.feature_cache import FeatureStore
+from brainsynth.evaluate.privacy import FoldReference, fold_reference
+from brainsynth.evaluate.privacy_summary import privacy_audit
 from brainsynth.evaluate.schema import (
-    AuditInputs,
-    AuditReport,
     ClassifierResult,
     DataSummary,
     FeaturesInfo,
@@ -49,7 +51,7 @@ from brainsynth.evaluate.schema import (
     Timings,
 )
 from brainsynth.evaluate.tables import REAL_KEY
-from brainsynth.evaluate.writers import summary_paragraph, write_audit, write_filtered_set, write_report
+from brainsynth.evaluate.writers import write_report
 from brainsynth.fsio import atomic_write_text, check_output_free, staged_output_dir
 from brainsynth.imageset import ImageSet, read_image_set
 from brainsynth.timing import Stopwatch
@@ -191,6 +193,7 @@ def evaluate(
     runs: dict[str, str] | None = None,
     device: str | None = None,
     timings: dict[str, float] | None = None,
+    feature_cache: str | Path | None = None,
     force: bool = False,
 ) -> Report:
     """Evaluate synthetic image sets against a prepared real DATASET and write REPORT_DIR.
@@ -216,6 +219,9 @@ def evaluate(
     timings : dict, optional
         Wall seconds of earlier stages (e.g. from ``brainsynth run``), stored in the report
         beside this command's own ``evaluate_*`` timings.
+    feature_cache : path, optional
+        Folder of the content-addressed feature cache (:mod:`brainsynth.evaluate.feature_cache`)
+        shared with other commands on the same images; None computes features in memory only.
     force : bool
         Replace an existing ``out``.
 
@@ -236,18 +242,19 @@ def evaluate(
         inputs = _load_inputs(real, synthetic)
     with watch.time("features"):
         extractor = extractors.get_extractor(cfg, device=device)
-        feats = _extract(extractor, inputs, cfg.input_size)
+        feats = _extract(FeatureStore(extractor, feature_cache), inputs, cfg.input_size)
     log.info("features: %d images in %.1f s (%.1f img/s)", feats.count(), watch.seconds["features"],
              feats.count() / max(watch.seconds["features"], 1e-9))
     with watch.time("gan_train"):
         gan_train, gan_test = _classifiers(inputs, feats, cfg)
     with watch.time("fidelity"):
-        fidelity = {name: _fidelity(inputs, feats, name, cfg.seed) for name in inputs.sets}
+        fidelity = _fidelity(inputs, feats, cfg.seed)
     pairs: dict[str, list[dict]] = {}
     privacy: dict[str, PrivacySummary] = {}
     with watch.time("privacy"):
+        reference = None  # the real images' side of the audit, shared by every synthetic set
         for name in inputs.sets:
-            privacy[name], pairs[name] = _privacy(inputs, feats, name, audit_cfg.percentile)
+            privacy[name], pairs[name], reference = _privacy(inputs, feats, name, audit_cfg, reference)
 
     with watch.time("write"):
         with staged_output_dir(out, force=force) as stage:
@@ -282,14 +289,16 @@ def _load_inputs(real: str | Path, synthetic: Mapping[str, str]) -> _Inputs:
                    sets=sets)
 
 
-def _extract(extractor, inputs: _Inputs, input_size: int) -> _Features:
+def _extract(store: FeatureStore, inputs: _Inputs, input_size: int) -> _Features:
     n_total = len(inputs.real_train) + len(inputs.test_images) + sum(len(x) for x in inputs.sets.values())
-    if extractor.device.type == "cpu" and input_size > CPU_FRIENDLY_INPUT and n_total > 1000:
-        # VGG-16 costs ~15 GFLOP per image at 224 px against ~1.3 at 64 px.
-        log.warning("VGG-16 at %d px on the CPU for %d images may take a long while; --input-size %d is "
+    if store.extractor.device.type == "cpu" and input_size > CPU_FRIENDLY_INPUT and n_total > 1000:
+        # VGG-16 costs ~31 GFLOP per image at 224 px against ~2.6 at 64 px.
+        log.warning("VGG-16 at %d px on the CPU for %d images may take a few minutes; --input-size %d is "
                     "~10x faster (recorded in the report either way)", input_size, n_total, CPU_FRIENDLY_INPUT)
-    return _Features(train=extractor.extract(inputs.real_train.images), test=extractor.extract(inputs.test_images),
-                     synthetic={name: extractor.extract(s.images) for name, s in inputs.sets.items()})
+    real = store.dataset(inputs.dataset)  # [rows, D]: every split and fold selects rows of one extraction
+    synthetic = {name: store.images(s.images, what=f"synthetic set {name!r}") for name, s in inputs.sets.items()}
+    log.info("features: %d images computed, %d reused", store.computed, store.reused)
+    return _Features(train=real[inputs.train_idx], test=real[inputs.test_idx], synthetic=synthetic)
 
 
 def _classifiers(inputs: _Inputs, feats: _Features,
@@ -312,24 +321,28 @@ def _classifiers(inputs: _Inputs, feats: _Features,
     return gan_train, gan_test
 
 
-def _fidelity(inputs: _Inputs, feats: _Features, name: str, seed: int) -> FidelityResult:
-    real, synth = inputs.real_train, inputs.sets[name]
-    numbers = fidelity_metrics.fidelity_report(real.images, real.labels, feats.train, synth.images, synth.labels,
-                                               feats.synthetic[name], labels=LABELS, seed=seed,
-                                               ms_ssim_pairs=fidelity_metrics.MS_SSIM_PAIRS)
-    return FidelityResult.from_dict(numbers, source=f"fidelity of {name}")
+def _fidelity(inputs: _Inputs, feats: _Features, seed: int) -> dict[str, FidelityResult]:
+    """Every synthetic set against the real train split (its real side computed once for all sets)."""
+    real = inputs.real_train
+    sets = {name: (s.images, s.labels, feats.synthetic[name]) for name, s in inputs.sets.items()}
+    numbers = fidelity_metrics.fidelity_reports(real.images, real.labels, feats.train, sets, labels=LABELS, seed=seed,
+                                                ms_ssim_pairs=fidelity_metrics.MS_SSIM_PAIRS)
+    return {name: FidelityResult.from_dict(numbers[name], source=f"fidelity of {name}") for name in inputs.sets}
 
 
-def _privacy(inputs: _Inputs, feats: _Features, name: str, percentile: float) -> tuple[PrivacySummary, list[dict]]:
+def _privacy(inputs: _Inputs, feats: _Features, name: str, cfg: AuditConfig,
+             reference: FoldReference | None) -> tuple[PrivacySummary, list[dict], FoldReference]:
+    if reference is None:
+        dataset, test_idx = inputs.dataset, inputs.test_idx
+        reference = fold_reference(
+            inputs.real_train.images, inputs.test_images, train_features=feats.train, holdout_features=feats.test,
+            train_ids=image_ids(dataset, inputs.train_idx), holdout_ids=image_ids(dataset, test_idx),
+            holdout_labels=dataset.table["label"].to_numpy()[test_idx].astype(str), cfg=cfg)
     synth = inputs.sets[name]
-    summary, pairs = privacy_audit(
-        inputs.real_train.images, inputs.test_images, synth.images,
-        train_features=feats.train, holdout_features=feats.test, synth_features=feats.synthetic[name],
-        synth_files=[record_name(r, i) for i, r in enumerate(synth.records)],
-        train_ids=image_ids(inputs.dataset, inputs.train_idx), holdout_ids=image_ids(inputs.dataset, inputs.test_idx),
-        percentile=percentile,
-    )
-    return PrivacySummary.from_dict(summary, source=f"privacy audit of {name}"), pairs
+    summary, pairs, _ = privacy_audit(inputs.real_train.images, None, synth.images,
+                                      synth_features=feats.synthetic[name], reference=reference,
+                                      synth_files=[record_name(r, i) for i, r in enumerate(synth.records)])
+    return PrivacySummary.from_dict(summary, source=f"privacy audit of {name}"), pairs, reference
 
 
 def _data_summary(inputs: _Inputs) -> DataSummary:
@@ -370,97 +383,3 @@ def _timings(watch: Stopwatch, n_images: int, earlier: Mapping[str, float] | Non
         evaluate_images_per_s_features=round(n_images / max(seconds["features"], 1e-9), 2),
         evaluate_total=round(watch.total(), 3),
     )
-
-
-# --- brainsynth audit -------------------------------------------------------------------------
-
-def audit(
-    train: str | Path,
-    synthetic: str | Path,
-    out: str | Path,
-    cfg: AuditConfig,
-    features: EvaluateConfig,
-    *,
-    filter_flagged: bool = False,
-    device: str | None = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Audit a synthetic image set for copies of a prepared dataset's training images.
-
-    Parameters
-    ----------
-    train : path
-        Prepared DATASET; its ``train`` split is what the generator saw, its ``test`` split the
-        held-out reference.
-    synthetic : path
-        Image-set folder (``brainsynth generate``).
-    out : path
-        Output folder: ``privacy.json``, ``privacy.md``, ``distances.tsv``, ``nearest_pairs.png``,
-        ``distance_histogram.png``, ``config.yaml`` and, with ``filter_flagged``, ``filtered/``.
-    cfg : AuditConfig
-        ``percentile``: the held-out percentile (in %) defining a near-copy.
-    features : EvaluateConfig
-        The feature extractor (see :func:`brainsynth.evaluate.features.get_extractor`); its
-        ``bootstrap`` and ``seed`` are not used here.
-    filter_flagged : bool
-        Also write the synthetic set minus the flagged images to ``OUT/filtered``.
-    device : str, optional
-        Where features are extracted.
-    force : bool
-        Replace an existing ``out``.
-
-    Returns
-    -------
-    dict
-        The privacy summary (as in ``privacy.json["privacy"]``) plus ``out``.
-    """
-    cfg.check()
-    features.check()
-    extractors.check_extractor_name(features.features)
-    check_output_free(out, force)  # fail before the expensive part
-    dataset = load_dataset(train)
-    train_idx, hold_idx = dataset.indices("train"), dataset.indices("test")
-    _check_audit_split(dataset, train_idx, hold_idx)
-    synth = read_image_set(synthetic)
-    check_same_size(Path(synthetic).name, synthetic, synth, dataset)
-    train_images, hold_images = dataset.float_images(train_idx), dataset.float_images(hold_idx)
-    train_ids, hold_ids = image_ids(dataset, train_idx), image_ids(dataset, hold_idx)
-    synth_files = [record_name(r, i) for i, r in enumerate(synth.records)]
-
-    extractor = extractors.get_extractor(features, device=device)
-    log.info("extracting features of %d training, %d held-out and %d synthetic images",
-             len(train_images), len(hold_images), len(synth))
-    train_f, hold_f, synth_f = (extractor.extract(x) for x in (train_images, hold_images, synth.images))
-
-    result = compute_privacy(train_images, hold_images, synth.images, train_features=train_f,
-                             holdout_features=hold_f, synth_features=synth_f, train_ids=train_ids,
-                             percentile=cfg.percentile)
-    summary, pairs = summarise_privacy(result, train_images=train_images, synth_images=synth.images,
-                                       synth_files=synth_files, train_ids=train_ids, holdout_ids=hold_ids)
-    document = AuditReport(
-        brainsynth_version=__version__,
-        created=_created(),
-        simulated=bool(dataset.manifest.get("simulated", False)),
-        privacy=PrivacySummary.from_dict(summary, source="privacy audit"),
-        features=_features_info(extractor),
-        inputs=AuditInputs(train=str(Path(train)), synthetic=str(Path(synthetic)),
-                           synthetic_provenance={k: v for k, v in synth.meta.items() if k != "images"}),
-    )
-    with staged_output_dir(out, force=force) as stage:
-        note = None
-        if filter_flagged:
-            note = write_filtered_set(stage, synth, result.flagged, synth_files, synthetic, cfg.percentile)
-        write_audit(stage, document, result, pairs, synth_files, train_ids, filtered_note=note)
-        atomic_write_text(stage / "config.yaml", sections_yaml(features, cfg, what="privacy audit"))
-    print(summary_paragraph(document.privacy, out))
-    return {**document.privacy.to_dict(), "out": str(out)}
-
-
-def _check_audit_split(dataset, train_idx: np.ndarray, hold_idx: np.ndarray) -> None:
-    if len(train_idx) < 2:
-        raise InputError(f"{dataset.root}: the train split has {len(train_idx)} images; the audit needs at least 2")
-    if len(hold_idx) == 0:
-        raise InputError(
-            f"{dataset.root}: no test split, so there are no held-out real images to calibrate against; "
-            "re-run 'brainsynth prepare' with --test-fraction above 0"
-        )

@@ -1,10 +1,7 @@
-"""Feature extractors for the evaluation: VGG-16 (the paper's) in plain torch, keyed by name.
+"""Feature extractors for the evaluation: VGG-16 (the paper's), keyed by name.
 
-The paper (Alam, Hossain & Kobashi) classifies features of VGG-16 (Simonyan & Zisserman 2015)
-with ImageNet-pretrained weights by an SVM. torchvision
-is not available beside the CPU torch build, so the network is defined here with the same
-module names as torchvision's ``vgg16`` (``features.0.weight`` ... ``classifier.6.bias``);
-a torchvision weights file (``vgg16-397923af.pth``) therefore loads with ``strict=True``.
+The paper (Alam, Hossain & Kobashi) classifies VGG-16 features (Simonyan & Zisserman 2015) by
+an SVM. The network and its weights files live in :mod:`brainsynth.evaluate.vgg16`.
 
 Two extractors are registered:
 
@@ -17,17 +14,27 @@ Two extractors are registered:
 How a 1-channel MRI slice becomes a network input changes every feature-based number, so it
 is recorded with them: the gray channel is replicated to RGB, normalised with the ImageNet
 mean/std, and resized bilinearly (antialiased) to ``input_size``.
+
+Speed (``benchmarks/evaluate_speed.py``; figures in ``benchmarks/README.md``):
+
+- ``precision="bf16"`` runs the network on a bf16 copy of its weights (what ``torch.autocast``
+  computes, without recasting 138M weights every batch), on CPUs with native bf16
+  (AVX512-BF16/AMX) and on CUDA; elsewhere it falls back to fp32 with a logged note, and
+  :meth:`Extractor.describe` records the precision actually used.
+- channels_last activations, ``torch.inference_mode``, and a batch size chosen so that one
+  batch's largest activation map fits in the last-level cache (:func:`auto_batch_size`).
+- Below 224 px the conv5 map is smaller than 7x7 and torchvision's adaptive average pool
+  only replicates/averages it; that linear map is folded into fc6's weights once
+  (:func:`folded_fc6`), so fc6 reads 512*h*w inputs instead of 25,088 (an exact identity;
+  float rounding aside).
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import logging
-import os
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -39,178 +46,31 @@ from torch import nn
 
 from brainsynth.config import PRECISIONS, EvaluateConfig
 from brainsynth.devices import resolve_device
-from brainsynth.errors import CheckpointError, ConfigError, InputError
-from brainsynth.fsio import atomic_output_path
+from brainsynth.errors import ConfigError
+from brainsynth.evaluate.vgg16 import (
+    RANDOM_SEED,
+    VGG16,
+    bf16_copy,
+    folded_fc6,
+    init_random_vgg16,
+    load_vgg16,
+    resolve_vgg16_weights,
+    without_classifier,
+)
 
 log = logging.getLogger("brainsynth.evaluate.features")
 
-VGG16_FILE = "vgg16-397923af.pth"
-VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
-DOWNLOAD_TIMEOUT_S = 20.0
-RANDOM_SEED = 0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHANNEL_MAPPING = "gray->rgb replicate, ImageNet mean/std"
 RESIZE_MODE = "bilinear"
 LAYERS = {"fc7": 4096, "pool5": 512}
-
-# torchvision's configuration "D": channel widths, "M" = 2x2 max pool.
-_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-
-
-# --- the network ------------------------------------------------------------------------
-
-class VGG16(nn.Module):
-    """VGG-16 with torchvision's module names, so its state dicts are interchangeable."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        in_ch = 3
-        for width in _VGG16_CFG:
-            if width == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                layers += [nn.Conv2d(in_ch, int(width), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-                in_ch = int(width)
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(),
-            nn.Linear(4096, 1000),
-        )
-
-    def embed(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        """Features of a normalised RGB batch ``x`` [N, 3, S, S] at ``layer`` ("fc7" or "pool5")."""
-        conv5 = self.features(x)  # [N, 512, S/32, S/32]
-        if layer == "pool5":
-            return conv5.mean(dim=(2, 3))  # [N, 512]
-        # Below 224 px the adaptive pool replicates the small conv5 map to 7x7, as torchvision does.
-        flat = torch.flatten(self.avgpool(conv5), 1)  # [N, 25088]
-        return self.classifier[:5](flat)  # [N, 4096]: fc6, ReLU, dropout (off in eval), fc7, ReLU
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # the classifier's logits, for completeness
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))  # [N, 1000]
-
-
-def _uninitialised_vgg16() -> VGG16:
-    # Built on the meta device: torch's default layer init would spend seconds and consume the
-    # global RNG drawing weights that are overwritten anyway.
-    with torch.device("meta"):
-        return VGG16()
-
-
-def init_random_vgg16(seed: int = RANDOM_SEED, classifier: bool = True) -> VGG16:
-    """VGG-16 with torchvision's initialisation scheme drawn from a private seeded generator.
-
-    A private generator keeps the global torch RNG (and so everything seeded after) untouched.
-    The conv layers are drawn first, so ``classifier=False`` (pool5 only; skips drawing 120M
-    weights) gives exactly the same conv weights as the full network.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    model = _uninitialised_vgg16()
-    if not classifier:
-        model = _without_classifier(model)
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=gen)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01, generator=gen)
-                nn.init.zeros_(m.bias)
-    return model
-
-
-# --- weights ----------------------------------------------------------------------------
-
-def cache_path() -> Path:
-    """Where torch hub keeps torchvision's VGG-16 file (honours ``$TORCH_HOME``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
-
-
-def _download(url: str, dest: Path) -> None:
-    """Fetch ``url`` into ``dest`` atomically and check the sha256 prefix in its name."""
-    expected = dest.name.split("-")[-1].split(".")[0]
-    log.info("downloading VGG-16 ImageNet weights from %s", url)
-    with atomic_output_path(dest) as tmp:
-        h = hashlib.sha256()
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as f:
-            while block := resp.read(1 << 20):
-                h.update(block)
-                f.write(block)
-        if not h.hexdigest().startswith(expected):
-            raise CheckpointError(f"{url}: downloaded file has sha256 {h.hexdigest()[:8]}, expected {expected}; try again")
-
-
-def resolve_vgg16_weights(weights: str | os.PathLike | None) -> Path:
-    """The VGG-16 weights file to use: ``weights``, else the hub cache, else a download.
-
-    Raises
-    ------
-    InputError
-        When ``weights`` does not exist, or no file is cached and the download fails.
-    """
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise InputError(f"--weights {path}: file not found; give a torchvision-format VGG-16 file ({VGG16_FILE})")
-        return path
-    cached = cache_path()
-    if cached.is_file():
-        return cached
-    try:
-        _download(VGG16_URL, cached)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise InputError(
-            f"VGG-16 ImageNet weights unavailable offline ({exc}); pass --weights FILE, put {VGG16_FILE} at "
-            f"{cached}, or use --features vgg16-random"
-        ) from None
-    return cached
-
-
-def load_vgg16(path: Path) -> VGG16:
-    """Read a torchvision-format VGG-16 state dict without executing pickled code.
-
-    Raises
-    ------
-    CheckpointError
-        When the file is not a state dict with exactly torchvision's VGG-16 keys and shapes.
-    """
-    model = _uninitialised_vgg16()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure means the same thing to the user
-        raise CheckpointError(f"{path}: unreadable weights file ({type(exc).__name__}); expected {VGG16_FILE}") from None
-    problem = _state_dict_problem(state, model)
-    if problem:
-        raise CheckpointError(f"{path}: not a torchvision-format VGG-16 state dict ({problem}); expected {VGG16_FILE}")
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
-
-
-def _state_dict_problem(state: object, model: VGG16) -> str | None:
-    """Why ``state`` cannot load into ``model`` strictly, or None."""
-    if not isinstance(state, dict):
-        return f"holds a {type(state).__name__}, not a dict of tensors"
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys, e.g. {missing[0]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[0]}")
-        return "; ".join(parts)
-    for key, ref in expected.items():
-        value = state[key]
-        if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            return f"{key} is {got}, expected {tuple(ref.shape)}"
-    return None
+# Changes whenever the extraction code changes what it computes (even by rounding), so feature
+# caches written by an older version are not reused (evaluate/feature_cache.py).
+EXTRACTOR_VERSION = 2
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")  # x86 and Arm names of native bf16
+DEFAULT_CACHE_BYTES = 32 << 20  # last-level cache assumed when the OS does not say (this dev machine's L3)
+MAX_BATCH = 64
 
 
 # --- registry ---------------------------------------------------------------------------
@@ -235,7 +95,7 @@ def register_extractor(name: str) -> Callable[[_Factory], _Factory]:
 def _vgg16_imagenet(weights: str | None, layer: str) -> tuple[VGG16, str]:
     path = resolve_vgg16_weights(weights)
     model = load_vgg16(path)
-    return (_without_classifier(model) if layer == "pool5" else model), str(path)
+    return (without_classifier(model) if layer == "pool5" else model), str(path)
 
 
 @lru_cache(maxsize=2)
@@ -260,7 +120,89 @@ def check_extractor_name(name: str) -> str:
     raise ConfigError(f"--features {name!r} is unknown; {hint}choose one of {', '.join(sorted(EXTRACTORS))}")
 
 
+# --- precision and batch size -----------------------------------------------------------
+
+def _cpu_flags() -> set[str]:
+    """Instruction-set flags of this CPU: torch's own probe, else /proc/cpuinfo."""
+    probe = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.3
+    if probe is not None:
+        try:
+            return {name for name, present in probe().items() if present}
+        except Exception:  # an unknown CPU must not stop an evaluation; fall through to cpuinfo
+            pass
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True when ``device`` runs bf16 convolutions natively.
+
+    On a CPU without AVX512-BF16/AMX-BF16 (x86) or BF16 (Arm), oneDNN emulates bf16 and is
+    slower than fp32, so bf16 would cost accuracy and buy nothing.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and bool(_cpu_flags() & set(BF16_CPU_FLAGS))
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """The precision features are computed in: ``requested``, or fp32 where bf16 is not native."""
+    if requested == "bf16" and not bf16_supported(device):
+        log.warning("note: precision bf16 requested, but this %s has no native bf16 (%s); features are computed "
+                    "in fp32 and recorded as such", device.type, "/".join(BF16_CPU_FLAGS))
+        return "fp32"
+    return requested
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the CPU's largest cache (Linux sysfs), else :data:`DEFAULT_CACHE_BYTES`."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        match = re.fullmatch(r"(\d+)([KMG]?)", entry.read_text().strip())
+        if match:
+            sizes.append(int(match[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[match[2]])
+    return max(sizes, default=DEFAULT_CACHE_BYTES)
+
+
+def auto_batch_size(input_size: int, precision: str, device: torch.device) -> int:
+    """Images per forward pass: as many as keep one batch's largest activation in cache.
+
+    VGG-16's largest activation is conv1's 64 x S x S map. While it stays in the last-level
+    cache, the ReLU/pool passes between convolutions do not go to DRAM; larger batches
+    only add DRAM traffic, smaller ones starve the deep, small layers (14x14 at 224 px).
+    At least 4 (so conv5 keeps enough rows per GEMM), at most :data:`MAX_BATCH`. GPUs get
+    :data:`MAX_BATCH`.
+    """
+    if device.type != "cpu":
+        return MAX_BATCH
+    per_image = 64 * input_size * input_size * (2 if precision == "bf16" else 4)  # bytes of conv1's output
+    return int(min(MAX_BATCH, max(4, last_level_cache_bytes() // per_image)))
+
+
 # --- the extractor ----------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _fused_conv_relu_available() -> bool:
+    """Whether this torch has oneDNN's fused convolution + ReLU (the op torch.compile uses on CPUs)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x = torch.ones(1, 1, 3, 3).contiguous(memory_format=torch.channels_last)
+        w = -torch.ones(1, 1, 1, 1).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            y = torch.ops.mkldnn._convolution_pointwise(x, w, None, [0, 0], [1, 1], [1, 1], 1, "relu", [], "")
+        return bool(y.shape == x.shape and float(y.abs().max()) == 0.0)
+    except (AttributeError, RuntimeError):  # an older or newer torch without this private op
+        return False
+
 
 @dataclass
 class Extractor:
@@ -271,14 +213,19 @@ class Extractor:
     name : str
         Registry name ("vgg16", "vgg16-random").
     model : VGG16
+        In the compute precision (bf16 weights when ``precision`` is "bf16").
     weights : str
         Weights file path, or "random(seed=0)".
     layer : {"fc7", "pool5"}
     input_size : int
         Side in pixels of the square network input.
     precision : {"fp32", "bf16"}
+        The precision actually used (a requested bf16 may have fallen back to fp32).
     device : torch.device
     batch_size : int
+    fuse : bool
+        Run each conv + ReLU as one oneDNN call on the CPU (same numbers; False for FLOP
+        counting, which sees only the unfused ops, and for comparisons).
     """
 
     name: str
@@ -289,11 +236,17 @@ class Extractor:
     precision: str
     device: torch.device
     batch_size: int
+    fuse: bool = True
+    _folded: dict = field(default_factory=dict, repr=False)  # conv5 (h, w) -> folded fc6 (weight, bias)
 
     @property
     def dim(self) -> int:
         """Length of one feature vector."""
         return LAYERS[self.layer]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     def describe(self) -> dict[str, object]:
         """Everything that determines the features; stored beside every number they produce."""
@@ -308,7 +261,7 @@ class Extractor:
         }
 
     def _to_network_input(self, batch: torch.Tensor) -> torch.Tensor:
-        """float [B, H, W] in [0, 1] -> normalised RGB [B, 3, S, S]."""
+        """float [B, H, W] in [0, 1] -> normalised RGB [B, 3, S, S], channels_last, fp32."""
         x = batch.unsqueeze(1)  # [B, 1, H, W]
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
@@ -317,6 +270,47 @@ class Extractor:
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         rgb = (x.expand(-1, 3, -1, -1) - mean) / std  # [B, 3, S, S]
         return rgb.contiguous(memory_format=torch.channels_last)
+
+    def _fc6(self, conv5: torch.Tensor) -> torch.Tensor:
+        """fc6 [B, 4096] of conv5 [B, 512, h, w]; the pool is folded into the weights below 7x7."""
+        h, w = conv5.shape[-2:]
+        if h * w >= 49:  # 224 px and up: torchvision's own pool and fc6
+            return self.model.classifier[0](torch.flatten(self.model.avgpool(conv5), 1))  # [B, 4096]
+        if (h, w) not in self._folded:
+            weight, bias = folded_fc6(self.model, (h, w))  # [4096, 512*h*w], [4096]
+            self._folded[(h, w)] = (weight.to(self.device, self.dtype), bias.to(self.device, self.dtype))
+        weight, bias = self._folded[(h, w)]
+        return F.linear(torch.flatten(conv5, 1), weight, bias)  # [B, 4096] from [B, 512*h*w]
+
+    def _conv_stack(self, x: torch.Tensor) -> torch.Tensor:
+        """VGG-16's conv blocks, each conv and its ReLU as one oneDNN call on the CPU.
+
+        The fused call writes each activation once instead of twice (conv, then the ReLU pass
+        over it); its results equal conv + ReLU bit for bit (tests/evaluate/test_features.py).
+        """
+        if not (self.fuse and self.device.type == "cpu" and _fused_conv_relu_available()):
+            return self.model.features(x)
+        layers = list(self.model.features)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.Conv2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU):
+                x = torch.ops.mkldnn._convolution_pointwise(
+                    x, layer.weight, layer.bias, list(layer.padding), list(layer.stride), list(layer.dilation),
+                    layer.groups, "relu", [], "")  # [B, C_out, H, W], channels_last
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Features [B, D] (fp32) of a normalised batch ``x`` [B, 3, S, S]."""
+        conv5 = self._conv_stack(x.to(self.dtype))  # [B, 512, S/32, S/32]
+        if self.layer == "pool5":
+            return conv5.float().mean(dim=(2, 3))  # [B, 512]
+        # fc6 -> ReLU -> (dropout, off in eval) -> fc7 -> ReLU, as torchvision's classifier[:5].
+        return F.relu(self.model.classifier[3](F.relu(self._fc6(conv5)))).float()  # [B, 4096]
 
     def extract(self, images: np.ndarray) -> np.ndarray:
         """Features of grayscale images.
@@ -336,18 +330,15 @@ class Extractor:
             raise ValueError(f"expected images [N, H, W], got shape {images.shape}")
         out = np.empty((len(images), self.dim), dtype=np.float32)
         self.model.eval()
-        use_bf16 = self.precision == "bf16"
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 batch = torch.from_numpy(images[start:start + self.batch_size]).to(self.device)  # [B, H, W]
-                x = self._to_network_input(batch)  # [B, 3, S, S]
-                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    feats = self.model.embed(x, self.layer)  # [B, D]
-                out[start:start + len(batch)] = feats.float().cpu().numpy()
+                feats = self._embed(self._to_network_input(batch))  # [B, D]
+                out[start:start + len(batch)] = feats.cpu().numpy()
         return out
 
 
-def get_extractor(cfg: EvaluateConfig, device: str | None = None, batch_size: int = 64) -> Extractor:
+def get_extractor(cfg: EvaluateConfig, device: str | None = None, batch_size: int | None = None) -> Extractor:
     """Build the registered feature extractor that ``cfg`` names.
 
     Parameters
@@ -357,12 +348,13 @@ def get_extractor(cfg: EvaluateConfig, device: str | None = None, batch_size: in
         download), ``weights`` (torchvision-format VGG-16 state dict, for "vgg16"),
         ``feature_layer`` (fc7: 4096-d after the second fully connected layer + ReLU; pool5:
         512-d global average of the last conv block), ``input_size`` (network input side in
-        pixels, paper 224; images are resized bilinearly) and ``precision`` (bf16 runs under
-        autocast, CPU or CUDA).
+        pixels, paper 224; images are resized bilinearly) and ``precision`` (bf16 where the
+        device runs it natively, see :func:`resolve_precision`).
     device : str, optional
         "cpu", "cuda", "cuda:N"; default cuda when available.
-    batch_size : int
-        Images per forward pass; does not change the features.
+    batch_size : int, optional
+        Images per forward pass; default :func:`auto_batch_size`. It does not change the
+        features beyond float rounding.
     """
     name, layer, input_size, precision = cfg.features, cfg.feature_layer, cfg.input_size, cfg.precision
     check_extractor_name(name)
@@ -372,24 +364,18 @@ def get_extractor(cfg: EvaluateConfig, device: str | None = None, batch_size: in
         raise ConfigError(f"--precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
     if input_size < 32:
         raise ConfigError(f"--input-size {input_size} is too small for VGG-16's five poolings; use 32 or more")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch size {batch_size} must be >= 1")
     dev = resolve_device(device)
+    used = resolve_precision(precision, dev)
     model, weights_desc = EXTRACTORS[name](None if cfg.weights is None else str(cfg.weights), layer)
-    # channels_last lets oneDNN pick its fastest conv kernels: 1.4x fp32 on a 2-core AVX-512 CPU
-    # (benchmarks/evaluate_speed.py); it changes the layout, not the maths.
+    if used == "bf16":
+        model = bf16_copy(model)  # a copy: the fp32 random network stays cached for fp32 callers
+    # channels_last lets oneDNN pick its fastest conv kernels (1.4x in fp32 on a 2-core AVX-512
+    # CPU, benchmarks/evaluate_speed.py); it changes the layout, not the maths.
     model = model.to(dev, memory_format=torch.channels_last).eval()
-    log.info("feature extractor %s (%s, %d px, %s, weights %s) on %s", name, layer, input_size, precision,
-             weights_desc, dev)
+    batch = batch_size or auto_batch_size(input_size, used, dev)
+    log.info("feature extractor %s (%s, %d px, %s, batch %d, weights %s) on %s", name, layer, input_size, used,
+             batch, weights_desc, dev)
     return Extractor(name=name, model=model, weights=weights_desc, layer=layer, input_size=input_size,
-                     precision=precision, device=dev, batch_size=batch_size)
-
-
-def _without_classifier(model: VGG16) -> VGG16:
-    # pool5 never reaches the 120M-parameter classifier; share the conv weights, drop the rest.
-    slim = VGG16.__new__(VGG16)
-    nn.Module.__init__(slim)
-    slim.features = model.features
-    slim.avgpool = model.avgpool
-    slim.classifier = nn.Sequential()
-    return slim
+                     precision=used, device=dev, batch_size=batch)

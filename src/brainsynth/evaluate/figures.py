@@ -79,44 +79,66 @@ def figure_samples(real, synth, name: str, n: int = N_SAMPLES_PER_CLASS) -> byte
 
 # --- privacy ------------------------------------------------------------------------------
 
-def figure_nearest_pairs(pairs: Sequence[Mapping[str, Any]], title: str = "closest synthetic-training pairs") -> bytes:
-    """PNG bytes: each pair as a column, synthetic on top, its nearest training image below.
+def _short_transform(t: Mapping[str, Any]) -> str:
+    parts = ["mirror"] if t["mirrored"] else []
+    if abs(t["rotation_deg"]) >= 0.05:
+        parts.append(f"{t['rotation_deg']:+.1f}deg")
+    if abs(t["scale"] - 1) >= 0.0005:
+        parts.append(f"x{t['scale']:.2f}")
+    if any(abs(d) >= 0.05 for d in t["shift_px"]):
+        parts.append(f"({t['shift_px'][0]:+.0f},{t['shift_px'][1]:+.0f})px")
+    return " ".join(parts) or "no move"
 
-    ``pairs`` as from :func:`brainsynth.evaluate.privacy.nearest_pairs`.
+
+def figure_nearest_pairs(pairs: Sequence[Mapping[str, Any]], title: str = "closest synthetic-training pairs") -> bytes:
+    """PNG bytes: each pair as a column: synthetic, its training slice as aligned, and their difference.
+
+    ``pairs`` as from :func:`brainsynth.evaluate.privacy.nearest_pairs` (``synthetic_image``,
+    ``aligned_image``, ``transform``, ``distance``, ``threshold``, ...). The difference is
+    synthetic minus aligned, red where the synthetic image is brighter.
     """
     from matplotlib.figure import Figure
 
     n = max(1, len(pairs))
-    fig = Figure(figsize=(1.6 * n, 3.6))
+    fig = Figure(figsize=(1.7 * n, 5.6))
     fig.suptitle(title, fontsize=9)
-    axes = fig.subplots(2, n, squeeze=False)
+    axes = fig.subplots(3, n, squeeze=False)
     for col in range(n):
-        for row in range(2):
+        for row in range(3):
             axes[row, col].set_axis_off()
         if col >= len(pairs):
             continue
         p = pairs[col]
+        diff = np.asarray(p["synthetic_image"]) - np.asarray(p["aligned_image"])  # [H, W]
         axes[0, col].imshow(p["synthetic_image"], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[0, col].set_title(f"{p['synthetic_file']}\nd={p['distance']:.3f}" + (" FLAG" if p["flagged"] else ""),
-                               fontsize=7)
-        axes[1, col].imshow(p["train_image"], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[1, col].set_title(f"train {p['train_id']}", fontsize=7)
+        axes[0, col].set_title(f"{p['synthetic_file']}\nd={p['distance']:.3f} (thr {p['threshold']:.3f})"
+                               + (" FLAG" if p["flagged"] else ""), fontsize=6)
+        axes[1, col].imshow(p["aligned_image"], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[1, col].set_title(f"train {p['train_id']}\n{_short_transform(p['transform'])}", fontsize=6)
+        axes[2, col].imshow(diff, cmap="RdBu_r", vmin=-0.5, vmax=0.5, interpolation="nearest")
+        axes[2, col].set_title(f"difference (max {np.abs(diff).max():.2f})", fontsize=6)
     return png_bytes(fig)
 
 
 def figure_distance_histogram(result: PrivacyResult) -> bytes:
-    """PNG bytes: nearest-training distances of synthetic vs held-out images, per space, threshold marked."""
+    """PNG bytes: distance ratios (nearest training image / nearest of another subject) of synthetic vs
+    held-out half-B images, per space, with each brain-area band's threshold marked."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.4))
+    half_b = result.half_b
     for ax, (space, d) in zip(fig.subplots(1, len(result.spaces)), result.spaces.items()):
-        values = np.r_[d.synth_nearest, d.holdout_nearest]
-        bins = np.linspace(float(values.min()), float(values.max()) + 1e-9, 40)
-        ax.hist(d.holdout_nearest, bins=bins, alpha=0.6, density=True,
-                label=f"held-out real (n={len(d.holdout_nearest)})")
-        ax.hist(d.synth_nearest, bins=bins, alpha=0.6, density=True, label=f"synthetic (n={len(d.synth_nearest)})")
-        ax.axvline(result.thresholds[space], color="red", linestyle="--", label="near-copy threshold")
-        ax.set_xlabel(f"{space} distance to nearest training image")
+        synth, check = d.synth_ratio, d.holdout_ratio[half_b]
+        values = np.r_[synth, check]
+        values = values[np.isfinite(values)]
+        bins = np.linspace(float(values.min()), float(values.max()) + 1e-9, 40) if len(values) else 10
+        ax.hist(check[np.isfinite(check)], bins=bins, alpha=0.6, density=True,
+                label=f"held-out half B (n={len(check)})")
+        ax.hist(synth[np.isfinite(synth)], bins=bins, alpha=0.6, density=True, label=f"synthetic (n={len(synth)})")
+        for b, threshold in enumerate(result.calibration.band_thresholds(space)):
+            ax.axvline(threshold, color="red", linestyle="--", linewidth=0.8,
+                       label="band thresholds" if b == 0 else None)
+        ax.set_xlabel(f"{space} distance ratio: nearest training image / nearest of another subject")
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -1,73 +1,118 @@
-"""Privacy audit: does a synthetic image set copy its training images?
+"""Privacy audit of one fold: does a synthetic image set copy the images its generator trained on?
 
-Three complementary measurements, all against real images the generator never saw
-(the dataset's TEST split, here called *held-out*):
+One call (:func:`audit_fold`) audits one fold: the generator's training images against the real
+images of subjects it never saw (*held-out*); :func:`pool_folds` combines folds.
 
-* **Memorisation rate.** Each synthetic image's distance to its nearest training image is
-  compared with the same distance for held-out real images. A synthetic image closer to the
-  training set than almost every held-out image (below the ``percentile``-th percentile) is a
-  near-copy. Distances are measured twice: in pixel space, tolerant to small translations
-  (catches copies, noisy copies and shifted copies), and in feature space (catches copies that
-  differ in pixels but not in content). An image is flagged when EITHER space says so; the two
-  thresholds are calibrated jointly so that the OR-rule flags at most ``percentile`` % of the
-  held-out images (the false-positive rate stays at the level the user asked for instead of
-  doubling).
-* **Authenticity** (Alaa et al., 2022). A synthetic image is unauthentic when it is closer to
-  its nearest training image than that training image is to its own nearest training neighbour.
-  Slices of one subject are near-duplicates of each other, so the neighbour is searched among
-  OTHER subjects' images (falls back to "any other image" with a single subject). The held-out
-  images' authentic share is reported beside it as the reference a perfect generator would reach.
-* **Membership inference** (GAN-Leaks, Chen et al. 2020, full black-box setting). Each real
-  image is scored by its distance to the nearest SYNTHETIC image; if training members are
-  systematically closer than held-out non-members, the synthetic set leaks membership. AUC 0.5
-  means no leak.
+**Near-copies (memorisation).** A synthetic image is a near-copy when it is much closer to one
+training person's slice than to any slice of every other training person. Distances are measured
+twice: the *aligned pixel distance* (:mod:`.registration`: the training slice may be mirrored,
+rotated, scaled, shifted and given another brightness curve before comparing) and the *feature
+distance* (cosine distance of CNN features). In each space the score is the nearest-neighbour
+distance ratio (:func:`distance_ratio`; Lowe 2004 for matching, NNDR in synthetic-data privacy
+evaluation): the distance to the nearest training image over the distance to the nearest training
+image of another subject. An image is flagged when either space's ratio is below its threshold.
 
-Caveats the numbers cannot escape: training slices of one subject are correlated, so the
-slice-level AUC counts one subject many times (the subject-level AUC, when held-out ids are
-given, has very few samples); held-out and training subjects may differ in ways unrelated to
-the generator (label mix, scanner), which moves the AUC away from 0.5 by itself; and passing
-this audit does not prove that no individual can be re-identified.
+**Calibration that can be checked** (:mod:`.calibration`). The held-out subjects are split in
+two, by subject, seeded and stratified by label. Half A sets the thresholds: the quantile of half
+A's ratios at which the OR-rule flags at most ``percentile`` % of half A, per brain-area band (a
+small low slice would otherwise set the threshold for every slice; synthetic images have no slice
+number, so their own brain area places them in a band). Half B, never used to set them, is then
+flagged by the same rule: its flagged share is the *false-flag rate*, the memorisation rate a
+generator that copies nothing would score, with a 95 % Wilson interval.
 
-This module is the maths only (arrays in, numbers out). The ``brainsynth audit`` command is
-:func:`brainsynth.evaluate.commands.audit`; its figures are in :mod:`.figures` and its files in
-:mod:`.writers`.
+Why a ratio and not the plain distance: people differ in how close they are to everybody (a brain
+near the average is near everyone), so thresholds on plain distances set on two or three held-out
+people do not carry over to others. On the demo cohort they flagged 38 % of half B instead of about
+1 %; the ratio divides that out.
+
+**Authenticity** (Alaa et al. 2022): a synthetic image is unauthentic when it is closer to its
+nearest training image than that training image is to its nearest training image of another
+subject (slices of one subject are near-duplicates of each other).
+
+**Membership inference**: :mod:`.membership`.
+
+This module is the maths (arrays in, numbers out); :mod:`.privacy_summary` turns it into the report's
+numbers and pools folds. The command is :mod:`.audit_command`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from brainsynth.config import AuditConfig
 from brainsynth.errors import InputError
-from brainsynth.evaluate.distances import (
-    DISTANCE_DEFINITIONS,
-    best_shift,
-    feature_distances,
-    shift_tolerant_distances,
-)
+from brainsynth.evaluate import membership as mia
+from brainsynth.evaluate.calibration import Calibration, calibrate, split_holdout, subject_of
+from brainsynth.evaluate import registration as reg
+from brainsynth.evaluate.distances import feature_distances
 
 log = logging.getLogger("brainsynth.privacy")
 
-N_NEAREST_PAIRS = 8
-"""How many of the closest synthetic-training pairs are shown."""
+SUBJECTS_PER_QUERY = 3
+"""Training subjects whose best slice joins every image's candidates (for its distance ratio)."""
 
 SPACES = ("pixel", "feature")
 
+LIMITS = (
+    "It is not differential privacy: it gives no mathematical bound on what any person's data can reveal. Only "
+    "a differentially private training method gives one.",
+    "A low near-copy rate shows that no synthetic image is a (re-acquired) copy of a whole training slice. "
+    "Copying of a small region, of one person's distinctive anatomy inside otherwise new images, or of "
+    "information spread over many images is not measured.",
+    "Transforms outside the searched family (larger rotations, non-rigid warps, other contrasts) are not "
+    "forgiven, so copies made that way are not found by the pixel distance.",
+    "The false-flag rate and the membership test rest on few held-out subjects; slices of one person are "
+    "correlated, so intervals that count slices are too narrow.",
+    "Training and held-out subjects may differ for reasons unrelated to the generator (diagnosis mix, scanner), "
+    "which moves the membership AUC away from 0.5 on its own.",
+)
+"""What the audit does not show, in plain words (written into every privacy report)."""
 
-# --- the audit maths ----------------------------------------------------------------------
+
+# --- one fold -----------------------------------------------------------------------------------------
+
+def distance_ratio(query_to_train: np.ndarray, train_subjects: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's nearest-neighbour distance ratio: nearest training image over nearest image of ANOTHER subject.
+
+    A copy of one person's slice is much closer to that slice than to anybody else's, so its
+    ratio is small (0 for an exact copy); a new image is about as close to several people, so its
+    ratio is near 1. Dividing by the query's own second-person distance removes what makes plain
+    distances differ between people (a brain close to the average is close to everyone), which a
+    threshold set on a few held-out subjects cannot otherwise carry over to others.
+
+    Returns
+    -------
+    ratio : np.ndarray
+        float [Nq] in [0, 1]; NaN where no image of another subject was a candidate (never flagged).
+    other : np.ndarray
+        float [Nq]: the distance to the nearest training image of another subject than the nearest.
+    """
+    subjects = np.asarray([str(x) for x in train_subjects], dtype=object)
+    nearest = query_to_train.argmin(axis=1)  # [Nq]
+    closest = query_to_train[np.arange(len(nearest)), nearest]  # [Nq]
+    others = subjects[None, :] != subjects[nearest][:, None]  # [Nq, M]
+    other = np.where(others, query_to_train, np.inf).min(axis=1)  # [Nq]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(other > 0, closest / other, 1.0)  # 0 / 0: two identical people, no copy of one
+    # No image of another subject among the candidates (only with a single usable subject): undefined.
+    return np.where(np.isfinite(other), np.clip(ratio, 0.0, 1.0), np.nan), other
+
 
 @dataclass
 class SpaceDistances:
-    """Nearest-neighbour facts in one space (pixel or feature)."""
+    """Nearest-neighbour facts in one space; pixel matrices hold ``inf`` where a pair was no candidate."""
 
     synth_to_train: np.ndarray  # [N, M] synthetic (query) vs training (reference)
     holdout_to_train: np.ndarray  # [H, M]
-    synth_to_holdout: np.ndarray  # [N, H]
-    train_neighbour: np.ndarray  # [M] each training image's distance to its nearest other-subject neighbour
+    synth_ratio: np.ndarray  # [N] nearest-neighbour distance ratio (see distance_ratio)
+    holdout_ratio: np.ndarray  # [H]
+    synth_to_holdout: np.ndarray | None = None  # [N, H]; None when membership is not measured
+    train_neighbour: np.ndarray | None = None  # [M] nearest other-subject training image; None likewise
 
     @property
     def synth_nearest(self) -> np.ndarray:
@@ -80,14 +125,22 @@ class SpaceDistances:
 
 @dataclass
 class PrivacyResult:
-    """Everything :func:`privacy_audit` measured, as arrays (the JSON summary drops most)."""
+    """Everything :func:`audit_fold` measured, as arrays (the JSON summary keeps less)."""
 
     spaces: dict[str, SpaceDistances]
-    thresholds: dict[str, float]
-    calibration_level: float  # quantile of the held-out distances used in each space
+    calibration: Calibration
+    synth_area: np.ndarray  # [N] brain-area share
+    holdout_area: np.ndarray  # [H]
     synth_flags: dict[str, np.ndarray]  # space -> bool [N]
     holdout_flags: dict[str, np.ndarray]  # space -> bool [H]
-    percentile: float
+    pixel_matches: reg.Matches  # synthetic vs training: the transforms found
+    train_ids: list[str]
+    holdout_ids: list[str]
+    family: reg.Family
+    side: int  # image side (px)
+    work_size: int
+    seed: int  # of the half-A / half-B split
+    attacks: dict[str, mia.Attack] | None = None
 
     @property
     def flagged(self) -> np.ndarray:
@@ -97,336 +150,209 @@ class PrivacyResult:
     def holdout_flagged(self) -> np.ndarray:
         return np.logical_or.reduce([self.holdout_flags[s] for s in SPACES])  # [H]
 
+    @property
+    def half_b(self) -> np.ndarray:
+        return ~self.calibration.half_a  # [H]
 
-def subject_of(image_id: str) -> str:
-    """``"sub-01:45"`` -> ``"sub-01"`` (the part before the first colon)."""
-    return str(image_id).split(":", 1)[0]
+
+def family_of(cfg: AuditConfig) -> reg.Family:
+    """The search bounds of an ``audit`` section."""
+    return reg.Family(max_shift=cfg.max_shift, max_rotation=cfg.max_rotation, max_scale=cfg.max_scale, flip=cfg.flip)
 
 
 def neighbour_distance_excluding_subject(train_to_train: np.ndarray, subjects: Sequence[str]) -> np.ndarray:
-    """Each training image's distance to its nearest training image of ANOTHER subject.
+    """Each training image's distance to its nearest training image of ANOTHER subject; float32 [M].
 
     Adjacent slices of one subject are nearly identical, so "nearest other image" would be tiny
-    and every synthetic image would pass as authentic. With a single subject we can only exclude
-    the image itself.
-
-    Parameters
-    ----------
-    train_to_train : np.ndarray
-        [M, M] distances, query row vs reference column.
-    subjects : sequence of str
-        [M] subject id per training image.
-
-    Returns
-    -------
-    np.ndarray
-        float32 [M]; ``inf`` only when there is a single training image.
+    and every synthetic image would pass as authentic. With a single subject only the image itself
+    is excluded (``inf`` for a single image).
     """
-    subj = np.asarray(subjects, dtype=object)
-    same = subj[:, None] == subj[None, :]  # [M, M]
+    return np.where(same_subject(subjects), np.inf, train_to_train).min(axis=1).astype(np.float32)
+
+
+def same_subject(subjects: Sequence[str]) -> np.ndarray:
+    """bool [M, M]: pairs of one subject (the diagonal only, when there is a single subject)."""
+    subj = np.asarray([str(s) for s in subjects], dtype=object)
     if len(set(subj.tolist())) < 2:
-        same = np.eye(len(subj), dtype=bool)
-    masked = np.where(same, np.inf, train_to_train)
-    return masked.min(axis=1).astype(np.float32)
+        return np.eye(len(subj), dtype=bool)
+    return subj[:, None] == subj[None, :]
 
 
-def calibrate_thresholds(holdout_nearest: dict[str, np.ndarray], rate: float) -> tuple[dict[str, float], float]:
-    """Per-space thresholds whose OR-rule flags at most ``rate`` of the held-out images.
+@dataclass
+class FoldReference:
+    """The real images' side of one fold, shared by every synthetic set audited against it.
 
-    Every space uses the same quantile level ``t`` of its own held-out distances; ``t`` is the
-    largest level in ``[0, rate]`` at which "below the threshold in ANY space" flags no more
-    than ``rate`` of the held-out set. Fully correlated spaces give ``t = rate``, independent
-    ones about ``rate / 2``.
-
-    Parameters
-    ----------
-    holdout_nearest : dict
-        space -> float [H], held-out images' nearest-training distances.
-    rate : float
-        Target false-positive rate on held-out images, in [0, 1].
-
-    Returns
-    -------
-    thresholds : dict
-        space -> distance; an image is flagged in a space when strictly below it.
-    level : float
-        The quantile level ``t`` used.
+    Built by :func:`fold_reference`: the images prepared for matching, held-out and training
+    images matched against the training set, the half-A / half-B split and the calibrated
+    thresholds. None of it depends on a synthetic set, so ``evaluate`` computes it once per fold.
     """
-    def thresholds_at(t: float) -> dict[str, float]:
-        return {s: float(np.quantile(d, t)) for s, d in holdout_nearest.items()}
 
-    def or_rate(t: float) -> float:
-        thr = thresholds_at(t)
-        below = np.logical_or.reduce([holdout_nearest[s] < thr[s] for s in holdout_nearest])
-        return float(np.mean(below))
+    cfg: AuditConfig
+    family: reg.Family
+    train_p: reg.Prepared
+    hold_p: reg.Prepared
+    train_ids: list[str]
+    holdout_ids: list[str]
+    subjects: list[str]  # [M] subject of each training image
+    groups: np.ndarray  # [M] subject index of each training image
+    centre: np.ndarray  # [D] training features' mean
+    train_features: np.ndarray  # [M, D]
+    holdout_features: np.ndarray  # [H, D]
+    pixel: SpaceDistances  # holdout_to_train, holdout_ratio, train_neighbour (synthetic fields empty)
+    feature: SpaceDistances
+    calibration: Calibration
+    side: int
 
-    if or_rate(rate) <= rate:
-        return thresholds_at(rate), rate
-    lo, hi = 0.0, rate  # or_rate(lo) == 0 <= rate; or_rate is non-decreasing in t
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if or_rate(mid) <= rate else (lo, mid)
-    return thresholds_at(lo), lo
 
-
-def compute_privacy(
-    train_images: np.ndarray,
-    holdout_images: np.ndarray,
-    synth_images: np.ndarray,
-    *,
-    train_features: np.ndarray,
-    holdout_features: np.ndarray,
-    synth_features: np.ndarray,
-    train_ids: Sequence[str],
-    percentile: float = 1.0,
-) -> PrivacyResult:
-    """The distance matrices, thresholds and flags behind :func:`privacy_audit` (see there)."""
-    _check_audit_inputs(train_images, holdout_images, synth_images, train_features, holdout_features,
-                        synth_features, train_ids, percentile)
+def fold_reference(train_images: np.ndarray, holdout_images: np.ndarray, *, train_features: np.ndarray,
+                   holdout_features: np.ndarray, train_ids: Sequence[str], holdout_ids: Sequence[str],
+                   holdout_labels: Sequence[str] | None = None, cfg: AuditConfig | None = None) -> FoldReference:
+    """Match the fold's real images and set its thresholds (see :func:`audit_fold` for the parameters)."""
+    cfg = AuditConfig() if cfg is None else cfg
+    cfg.check()
+    _check_inputs(train_images, holdout_images, train_features, holdout_features, train_ids, holdout_ids)
+    half_a = split_holdout([subject_of(i) for i in holdout_ids], holdout_labels, cfg.seed)
     subjects = [subject_of(i) for i in train_ids]
-    pix_st = shift_tolerant_distances(synth_images, train_images)
-    pix_ht = shift_tolerant_distances(holdout_images, train_images)
-    pix_sh = shift_tolerant_distances(synth_images, holdout_images)
-    pix_tt = shift_tolerant_distances(train_images, train_images)
+    groups = np.unique(np.asarray(subjects), return_inverse=True)[1]  # [M] subject index per training image
+    family, k = family_of(cfg), cfg.candidates
+    train_p, hold_p = reg.prepare(train_images, cfg.work_size), reg.prepare(holdout_images, cfg.work_size)
+    m_ht = reg.match(hold_p, train_p, family, k_rows=k, groups=groups, k_groups=SUBJECTS_PER_QUERY)
     centre = np.asarray(train_features, dtype=np.float32).mean(axis=0)  # [D]
-    feat_st = feature_distances(synth_features, train_features, centre)
-    feat_ht = feature_distances(holdout_features, train_features, centre)
-    feat_sh = feature_distances(synth_features, holdout_features, centre)
-    feat_tt = feature_distances(train_features, train_features, centre)
-    spaces = {
-        "pixel": SpaceDistances(pix_st, pix_ht, pix_sh, neighbour_distance_excluding_subject(pix_tt, subjects)),
-        "feature": SpaceDistances(feat_st, feat_ht, feat_sh, neighbour_distance_excluding_subject(feat_tt, subjects)),
-    }
-    thresholds, level = calibrate_thresholds({s: spaces[s].holdout_nearest for s in SPACES}, percentile / 100.0)
-    _warn_coarse_calibration(len(holdout_images), percentile)
-    return PrivacyResult(
-        spaces=spaces,
-        thresholds=thresholds,
-        calibration_level=level,
-        synth_flags={s: spaces[s].synth_nearest < thresholds[s] for s in SPACES},
-        holdout_flags={s: spaces[s].holdout_nearest < thresholds[s] for s in SPACES},
-        percentile=float(percentile),
-    )
+    f_ht = feature_distances(holdout_features, train_features, centre)
+    # Every training image against the OTHER training subjects: its nearest other-subject neighbour
+    # (authenticity) and, as if it were held out, its distance ratio (calibration).
+    same = same_subject(subjects)
+    m_tt = reg.match(train_p, train_p, family, k_rows=k, exclude=same, groups=groups, k_groups=SUBJECTS_PER_QUERY)
+    f_tt = np.where(same, np.inf, feature_distances(train_features, train_features, centre))
+    none = np.zeros((0, len(train_ids)), np.float32)
+    pixel = SpaceDistances(none, m_ht.dist, np.zeros(0), distance_ratio(m_ht.dist, subjects)[0],
+                           train_neighbour=m_tt.dist.min(axis=1))
+    feature = SpaceDistances(none, f_ht, np.zeros(0), distance_ratio(f_ht, subjects)[0],
+                             train_neighbour=f_tt.min(axis=1).astype(np.float32))
+    extra = None
+    if cfg.calibrate_with_training and len(set(subjects)) >= 3:  # a left-out subject leaves >= 2 to compare
+        extra = {"pixel": distance_ratio(m_tt.dist, subjects)[0], "feature": distance_ratio(f_tt, subjects)[0]}
+    calibration = calibrate({"pixel": pixel.holdout_ratio, "feature": feature.holdout_ratio}, hold_p.area, half_a,
+                            cfg.percentile, cfg.bands, extra, train_p.area if extra else None)
+    _warn_coarse_calibration(calibration.n_calibration, cfg.percentile)
+    return FoldReference(cfg=cfg, family=family, train_p=train_p, hold_p=hold_p,
+                         train_ids=[str(i) for i in train_ids], holdout_ids=[str(i) for i in holdout_ids],
+                         subjects=subjects, groups=groups, centre=centre,
+                         train_features=np.asarray(train_features), holdout_features=np.asarray(holdout_features),
+                         pixel=pixel, feature=feature, calibration=calibration, side=int(train_images.shape[-1]))
 
 
-def check_percentile(percentile: float) -> None:
-    """Refuse a percentile that is not a sensible false-positive rate (in %), as ``audit.percentile`` would be."""
-    AuditConfig(percentile=float(percentile)).check()
-
-
-def _check_audit_inputs(train_images, holdout_images, synth_images, train_features, holdout_features,
-                        synth_features, train_ids, percentile) -> None:
-    check_percentile(percentile)
-    sizes = {"training": train_images.shape[1:], "held-out": holdout_images.shape[1:],
-             "synthetic": synth_images.shape[1:]}
-    if len(set(sizes.values())) != 1:
-        listing = ", ".join(f"{k} {v[1]}x{v[0]}" for k, v in sizes.items())  # width x height, as image sizes are read
-        raise InputError(f"image sizes differ ({listing}); generate synthetic images at the dataset's size")
-    if len(train_images) < 2 or len(holdout_images) < 1 or len(synth_images) < 1:
-        raise InputError(
-            f"the privacy audit needs >= 2 training, >= 1 held-out and >= 1 synthetic images, got "
-            f"{len(train_images)}, {len(holdout_images)} and {len(synth_images)}"
-        )
-    for name, imgs, feats in (("training", train_images, train_features), ("held-out", holdout_images, holdout_features),
-                              ("synthetic", synth_images, synth_features)):
-        if len(feats) != len(imgs):
-            raise ValueError(f"{name}: {len(imgs)} images but {len(feats)} feature rows")
-    if len(train_ids) != len(train_images):
-        raise ValueError(f"{len(train_images)} training images but {len(train_ids)} train_ids")
-
-
-def membership_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float | None:
-    """AUC of telling members from non-members, members predicted by SMALLER distance.
-
-    Returns ``None`` when either group is empty (the AUC is undefined).
-    """
-    from sklearn.metrics import roc_auc_score
-
-    if len(member_scores) == 0 or len(nonmember_scores) == 0:
-        return None
-    y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
-    return float(roc_auc_score(y, -np.r_[member_scores, nonmember_scores]))
-
-
-def _subject_means(scores: np.ndarray, ids: Sequence[str]) -> np.ndarray:
-    subj = np.array([subject_of(i) for i in ids], dtype=object)
-    return np.array([scores[subj == s].mean() for s in sorted(set(subj.tolist()))])
-
-
-def _authentic_share(query_to_train: np.ndarray, train_neighbour: np.ndarray) -> float:
-    nearest = query_to_train.argmin(axis=1)  # [Nq]
-    closest = query_to_train[np.arange(len(nearest)), nearest]  # [Nq]
-    return float(np.mean(closest >= train_neighbour[nearest]))
-
-
-def summarise_privacy(
-    result: PrivacyResult,
-    *,
-    train_images: np.ndarray,
-    synth_images: np.ndarray,
-    synth_files: Sequence[str],
-    train_ids: Sequence[str],
-    holdout_ids: Sequence[str] | None = None,
-    n_pairs: int = N_NEAREST_PAIRS,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The JSON-ready summary and the closest pairs of a :class:`PrivacyResult`."""
-    pix = result.spaces["pixel"]
-    n_synth, n_train, n_hold = pix.synth_to_train.shape[0], pix.synth_to_train.shape[1], pix.holdout_to_train.shape[0]
-    mia = {s: membership_auc(result.spaces[s].synth_to_train.min(axis=0), result.spaces[s].synth_to_holdout.min(axis=0))
-           for s in SPACES}
-    summary: dict[str, Any] = {
-        "memorization_rate": float(result.flagged.mean()),
-        "memorization_rate_by_space": {s: float(result.synth_flags[s].mean()) for s in SPACES},
-        "holdout_flag_rate": float(result.holdout_flagged.mean()),
-        "percentile": result.percentile,
-        "threshold": dict(result.thresholds),
-        "calibration_quantile": result.calibration_level,
-        # The attacker may pick either space, so the headline is the more revealing one.
-        "mia_auc": max(v for v in mia.values() if v is not None),
-        "mia_auc_by_space": mia,
-        "mia_auc_subject": None,  # both subject-level AUCs need the held-out ids (below)
-        "authenticity": _authentic_share(pix.synth_to_train, pix.train_neighbour),
-        "authenticity_by_space": {
-            s: {"synthetic": _authentic_share(result.spaces[s].synth_to_train, result.spaces[s].train_neighbour),
-                "holdout": _authentic_share(result.spaces[s].holdout_to_train, result.spaces[s].train_neighbour)}
-            for s in SPACES
-        },
-        "nearest_distance_median": {
-            s: {"synthetic": float(np.median(result.spaces[s].synth_nearest)),
-                "holdout": float(np.median(result.spaces[s].holdout_nearest))}
-            for s in SPACES
-        },
-        "flagged": _flagged_entries(result, synth_files, train_ids),
-        "n_synthetic": int(n_synth),
-        "n_train": int(n_train),
-        "n_holdout": int(n_hold),
-        "distances": dict(DISTANCE_DEFINITIONS),
-        "rules": {
-            "flagged": "nearest-training distance below the threshold in pixel OR feature space; thresholds are "
-                       "held-out quantiles chosen so that the same rule flags at most `percentile` % of held-out images",
-            "authenticity": "share of synthetic images at least as far from their nearest training image as that "
-                            "image is from its nearest training image of another subject (pixel space)",
-            "mia_auc": "AUC of training vs held-out real images scored by distance to the nearest synthetic image "
-                       "(smaller = member); the larger of the pixel and feature AUCs; 0.5 = no leak",
-        },
-        "mia_auc_subject_by_space": None,
-    }
-    if holdout_ids is not None and len(holdout_ids) == n_hold:
-        mia_subject = {
-            s: membership_auc(_subject_means(result.spaces[s].synth_to_train.min(axis=0), train_ids),
-                              _subject_means(result.spaces[s].synth_to_holdout.min(axis=0), holdout_ids))
-            for s in SPACES
-        }
-        valid = [v for v in mia_subject.values() if v is not None]
-        summary["mia_auc_subject"] = max(valid) if valid else None
-        summary["mia_auc_subject_by_space"] = mia_subject
-    pairs = nearest_pairs(result, train_images, synth_images, synth_files, train_ids, n_pairs)
-    return summary, pairs
-
-
-def _flagged_entries(result: PrivacyResult, synth_files: Sequence[str], train_ids: Sequence[str]) -> list[dict]:
-    pix, feat = result.spaces["pixel"], result.spaces["feature"]
-    entries = []
-    for i in np.flatnonzero(result.flagged):
-        j_pix, j_feat = int(pix.synth_to_train[i].argmin()), int(feat.synth_to_train[i].argmin())
-        entries.append({
-            "file": str(synth_files[i]),
-            "train_id": str(train_ids[j_pix]),
-            "distance": float(pix.synth_to_train[i, j_pix]),
-            "feature_train_id": str(train_ids[j_feat]),
-            "feature_distance": float(feat.synth_to_train[i, j_feat]),
-            "spaces": [s for s in SPACES if result.synth_flags[s][i]],
-        })
-    return sorted(entries, key=lambda e: e["distance"])
-
-
-def nearest_pairs(
-    result: PrivacyResult,
-    train_images: np.ndarray,
-    synth_images: np.ndarray,
-    synth_files: Sequence[str],
-    train_ids: Sequence[str],
-    k: int = N_NEAREST_PAIRS,
-) -> list[dict[str, Any]]:
-    """The ``k`` synthetic images closest (pixel space) to a training image, each with its match.
-
-    Each pair: ``synthetic_image`` and ``train_image`` (float32 [H, W]), ``distance`` (pixel),
-    ``feature_distance``, ``shift`` (``[dy, dx]``, see :func:`best_shift`), ``synthetic_file``,
-    ``train_id``, ``flagged``.
-    """
-    pix, feat = result.spaces["pixel"], result.spaces["feature"]
-    nearest = pix.synth_to_train.argmin(axis=1)  # [N]
-    dist = pix.synth_to_train[np.arange(len(nearest)), nearest]  # [N]
-    pairs = []
-    for i in np.argsort(dist, kind="stable")[:k]:
-        j = int(nearest[i])
-        pairs.append({
-            "synthetic_image": np.asarray(synth_images[i], dtype=np.float32),
-            "train_image": np.asarray(train_images[j], dtype=np.float32),
-            "distance": float(dist[i]),
-            "feature_distance": float(feat.synth_to_train[i, j]),
-            "shift": list(best_shift(synth_images[i], train_images[j])),
-            "synthetic_file": str(synth_files[i]),
-            "train_id": str(train_ids[j]),
-            "flagged": bool(result.flagged[i]),
-        })
-    return pairs
-
-
-def privacy_audit(
-    train_images: np.ndarray,
-    holdout_images: np.ndarray,
+def audit_fold(
+    train_images: np.ndarray | None,
+    holdout_images: np.ndarray | None,
     synth_images: np.ndarray,
     *,
-    train_features: np.ndarray,
-    holdout_features: np.ndarray,
+    train_features: np.ndarray | None = None,
+    holdout_features: np.ndarray | None = None,
     synth_features: np.ndarray,
-    synth_files: Sequence[str],
-    train_ids: Sequence[str],
-    percentile: float = 1.0,
+    train_ids: Sequence[str] | None = None,
     holdout_ids: Sequence[str] | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Memorisation, authenticity and membership inference of one synthetic set.
+    holdout_labels: Sequence[str] | None = None,
+    cfg: AuditConfig | None = None,
+    membership: bool = True,
+    reference: FoldReference | None = None,
+) -> PrivacyResult:
+    """Audit one fold: distances, calibration on half A, flags, authenticity and membership inference.
 
     Parameters
     ----------
     train_images, holdout_images, synth_images : np.ndarray
-        float32 [M, H, W], [Hn, H, W], [N, H, W] in [0, 1]. Held-out images are real images
-        never used in training (the dataset's TEST split).
+        float32 [M, H, W], [Hn, H, W], [N, H, W] in [0, 1]: the generator's training images, real
+        images of subjects it never saw, and the synthetic images.
     train_features, holdout_features, synth_features : np.ndarray
         [M, D], [Hn, D], [N, D] features of the same images, from one extractor.
-    synth_files : sequence of str
-        [N] file names of the synthetic images (reported for flagged images).
-    train_ids : sequence of str
-        [M] ``"<subject>:<slice>"`` per training image.
-    percentile : float
-        Held-out percentile (in %, default 1) below which a synthetic image is a near-copy;
-        it is also the false-positive rate the rule allows on held-out images.
-    holdout_ids : sequence of str, optional
-        [Hn] ids of the held-out images; enables the subject-level membership AUC.
+    train_ids, holdout_ids : sequence of str
+        ``"<subject>:<slice>"`` per image; subjects split the held-out images and group slices.
+    holdout_labels : sequence of str, optional
+        Label per held-out image, to stratify the half-A / half-B split.
+    cfg : AuditConfig
+        Calibration level, bands, search bounds, seed, resamples (default ``AuditConfig()``).
+    membership : bool
+        Also measure membership inference (the self-test does not need it).
+    reference : FoldReference, optional
+        The fold's real side from :func:`fold_reference`, to audit several synthetic sets against
+        one fold without matching the real images again; the real-image arguments and ``cfg``
+        are then taken from it (pass ``None`` for them).
 
     Returns
     -------
-    summary : dict
-        JSON-ready: ``memorization_rate``, ``mia_auc``, ``threshold`` (per space),
-        ``percentile``, ``authenticity``, ``flagged`` (file, nearest train id, distances),
-        ``n_synthetic``, ``n_train``, ``n_holdout``, ``distances`` (definitions) and more.
-    pairs : list of dict
-        The closest synthetic-training pairs (see :func:`nearest_pairs`).
+    PrivacyResult
     """
-    result = compute_privacy(
-        train_images, holdout_images, synth_images, train_features=train_features,
-        holdout_features=holdout_features, synth_features=synth_features, train_ids=train_ids,
-        percentile=percentile,
+    if reference is None:
+        reference = fold_reference(train_images, holdout_images, train_features=train_features,
+                                   holdout_features=holdout_features, train_ids=train_ids, holdout_ids=holdout_ids,
+                                   holdout_labels=holdout_labels, cfg=cfg)
+    ref, cfg = reference, reference.cfg
+    _check_synthetic(synth_images, synth_features, ref)
+    k = cfg.candidates
+    synth_p = reg.prepare(synth_images, cfg.work_size)
+    m_st = reg.match(synth_p, ref.train_p, ref.family, k_rows=k, k_cols=k if membership else 0, groups=ref.groups,
+                     k_groups=SUBJECTS_PER_QUERY)
+    f_st = feature_distances(synth_features, ref.train_features, ref.centre)
+    spaces = {
+        "pixel": dataclasses.replace(ref.pixel, synth_to_train=m_st.dist,
+                                     synth_ratio=distance_ratio(m_st.dist, ref.subjects)[0]),
+        "feature": dataclasses.replace(ref.feature, synth_to_train=f_st,
+                                       synth_ratio=distance_ratio(f_st, ref.subjects)[0]),
+    }
+    if membership:
+        spaces["pixel"].synth_to_holdout = reg.match(synth_p, ref.hold_p, ref.family, k_rows=0, k_cols=k).dist
+        spaces["feature"].synth_to_holdout = feature_distances(synth_features, ref.holdout_features, ref.centre)
+    calibration = ref.calibration
+    result = PrivacyResult(
+        spaces=spaces, calibration=calibration, synth_area=synth_p.area, holdout_area=ref.hold_p.area,
+        synth_flags=calibration.flags({s: spaces[s].synth_ratio for s in SPACES}, synth_p.area),
+        holdout_flags=calibration.flags({s: spaces[s].holdout_ratio for s in SPACES}, ref.hold_p.area),
+        pixel_matches=m_st, train_ids=ref.train_ids, holdout_ids=ref.holdout_ids,
+        family=ref.family, side=ref.side, work_size=ref.train_p.size, seed=cfg.seed,
     )
-    return summarise_privacy(result, train_images=train_images, synth_images=synth_images, synth_files=synth_files,
-                             train_ids=train_ids, holdout_ids=holdout_ids)
+    if membership:
+        scores = {s: (spaces[s].synth_to_train.min(axis=0), spaces[s].synth_to_holdout.min(axis=0)) for s in SPACES}
+        result.attacks = mia.membership_inference(scores, ref.subjects, [subject_of(i) for i in ref.holdout_ids],
+                                                  n_boot=cfg.bootstrap, n_perm=cfg.permutations, seed=cfg.seed)
+    return result
 
 
-def _warn_coarse_calibration(n_holdout: int, percentile: float) -> None:
-    if n_holdout * percentile / 100.0 < 1.0:
+def _check_synthetic(synth_images: np.ndarray, synth_features: np.ndarray, ref: FoldReference) -> None:
+    if tuple(synth_images.shape[1:]) != (ref.side, ref.side):
+        raise InputError(f"image sizes differ (training {ref.side}x{ref.side}, synthetic "
+                         f"{synth_images.shape[2]}x{synth_images.shape[1]}); generate synthetic images at the "
+                         "dataset's size")
+    if len(synth_images) < 1:
+        raise InputError("the privacy audit needs >= 1 synthetic image, got 0")
+    if len(synth_features) != len(synth_images):
+        raise ValueError(f"synthetic: {len(synth_images)} images but {len(synth_features)} feature rows")
+
+
+def _check_inputs(train_images, holdout_images, train_features, holdout_features, train_ids, holdout_ids) -> None:
+    if train_images.shape[1:] != holdout_images.shape[1:]:
+        raise InputError(f"image sizes differ (training {train_images.shape[2]}x{train_images.shape[1]}, held-out "
+                         f"{holdout_images.shape[2]}x{holdout_images.shape[1]}); prepare both at one size")
+    if len(train_images) < 2 or len(holdout_images) < 2:
+        raise InputError(f"the privacy audit needs >= 2 training and >= 2 held-out images, got {len(train_images)} "
+                         f"and {len(holdout_images)}")
+    if train_images.shape[-1] != train_images.shape[-2]:
+        raise InputError(f"the audit compares square images; got {train_images.shape[-1]}x{train_images.shape[-2]} px")
+    for name, imgs, feats in (("training", train_images, train_features),
+                              ("held-out", holdout_images, holdout_features)):
+        if len(feats) != len(imgs):
+            raise ValueError(f"{name}: {len(imgs)} images but {len(feats)} feature rows")
+    for name, imgs, ids in (("training", train_images, train_ids), ("held-out", holdout_images, holdout_ids)):
+        if len(ids) != len(imgs):
+            raise ValueError(f"{len(imgs)} {name} images but {len(ids)} ids")
+    if len({subject_of(i) for i in train_ids}) < 2:
+        raise InputError("the training images come from 1 subject; a near-copy is an image much closer to one "
+                         "person's slice than to any other person's, so the audit needs at least 2 training subjects")
+
+
+def _warn_coarse_calibration(n_calibration: int, percentile: float) -> None:
+    if n_calibration * percentile / 100.0 < 1.0:
         log.warning(
-            "only %d held-out images: the %.3g%% threshold is the smallest held-out distance; "
-            "more held-out images make the memorisation threshold finer", n_holdout, percentile,
+            "only %d calibration images: the %.3g%% threshold is their smallest rescaled ratio; more held-out "
+            "images make the near-copy threshold finer", n_calibration, percentile,
         )
-

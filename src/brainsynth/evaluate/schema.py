@@ -16,8 +16,9 @@ interval without bootstrap, an MS-SSIM of a class with fewer than two images. Bu
 maths turns a NaN into ``None`` for those fields. A plain ``float`` field read as ``null`` (a NaN
 that was not expected) becomes NaN again, so every file written here reads back.
 
-Versions: ``schema_version`` 2 is the first typed report. Files without it are the untyped
-schema 1 of earlier brainsynth versions, refused with a message saying so.
+Versions: ``schema_version`` 2 is the first typed report, 3 the privacy audit with a checked
+calibration (:mod:`.schema_privacy`). Files without it are the untyped schema 1 of earlier
+brainsynth versions, refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -28,10 +29,29 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
 from brainsynth.errors import InputError
+from brainsynth.evaluate.schema_privacy import (  # noqa: F401  (re-exported: the privacy keys live there)
+    Calibration,
+    CalibrationBand,
+    FlaggedImage,
+    FoldPrivacy,
+    Membership,
+    MembershipAttack,
+    NearestPair,
+    PooledPrivacy,
+    PrivacyRules,
+    PrivacySummary,
+    Rate,
+    SpaceComparison,
+    SpaceTexts,
+    SpaceValues,
+    SynthVsHoldout,
+    Transform,
+)
 from brainsynth.evaluate.typed_json import Record, json_key
 
-SCHEMA_VERSION = 2
-"""Version of the report files written by this module (1 = the untyped report before it)."""
+SCHEMA_VERSION = 3
+"""Version of the report files written by this module (1 = the untyped report before it; 3 = the privacy
+audit with half-A/half-B calibration, aligned distances and membership intervals)."""
 
 
 # --- GAN-train and GAN-test --------------------------------------------------------------------
@@ -154,94 +174,7 @@ class FidelityResult(Record):
                                          "feature, in [0, 1]")
 
 
-# --- privacy -----------------------------------------------------------------------------------
-
-@dataclass
-class SpaceValues(Record):
-    """One number per distance space."""
-
-    pixel: float = json_key("in pixel space (shift-tolerant RMS difference of blurred images in [0, 1])")
-    feature: float = json_key("in feature space (cosine distance of features centred on the training mean)")
-
-
-@dataclass
-class SynthVsHoldout(Record):
-    """One measure of the synthetic images beside the same measure of held-out real images."""
-
-    synthetic: float = json_key("of the synthetic images")
-    holdout: float = json_key("of the held-out real images (the reference a generator that copies nothing "
-                              "would reach)")
-
-
-@dataclass
-class SpaceComparison(Record):
-    """:class:`SynthVsHoldout` per distance space."""
-
-    pixel: SynthVsHoldout = json_key("in pixel space")
-    feature: SynthVsHoldout = json_key("in feature space")
-
-
-@dataclass
-class SpaceTexts(Record):
-    """How each distance is computed, in words."""
-
-    pixel: str = json_key("definition of the pixel distance")
-    feature: str = json_key("definition of the feature distance")
-
-
-@dataclass
-class PrivacyRules(Record):
-    """The decision rules behind the headline privacy numbers, in words."""
-
-    flagged: str = json_key("when a synthetic image is flagged as a near-copy")
-    authenticity: str = json_key("what counts as authentic")
-    mia_auc: str = json_key("how the membership-inference AUC is computed")
-
-
-@dataclass
-class FlaggedImage(Record):
-    """A synthetic image flagged as a near-copy of a training image."""
-
-    file: str = json_key("the synthetic image ('adhd/000003.png', or 'images.npz#3' inside a stacked file)")
-    train_id: str = json_key("its nearest training image in pixel space, '<subject>:<slice>' (':p<k>' for patch k)")
-    distance: float = json_key("pixel distance to that image")
-    feature_train_id: str = json_key("its nearest training image in feature space")
-    feature_distance: float = json_key("feature distance to that image")
-    spaces: list[str] = json_key("the spaces ('pixel', 'feature') whose threshold it fell below")
-
-
-@dataclass
-class PrivacySummary(Record):
-    """The privacy audit of one synthetic set (Alaa et al. 2022 authenticity; GAN-Leaks-style membership)."""
-
-    memorization_rate: float = json_key("share of synthetic images flagged as near-copies, in [0, 1]")
-    memorization_rate_by_space: SpaceValues = json_key("share flagged by each space alone")
-    holdout_flag_rate: float = json_key("share of held-out real images the same rule flags (the false-positive "
-                                        "rate; at most percentile / 100)")
-    percentile: float = json_key("held-out percentile (%) defining a near-copy, in (0, 50]")
-    threshold: SpaceValues = json_key("near-copy threshold per space: a nearest-training distance strictly below "
-                                      "it flags the image")
-    calibration_quantile: float = json_key("held-out quantile level (0-1) used for both thresholds, chosen so "
-                                           "that the OR-rule flags at most percentile % of held-out images")
-    mia_auc: float = json_key("membership-inference AUC, training vs held-out real images scored by distance to "
-                              "the nearest synthetic image, the larger of the two spaces; 0.5 = no leak, 1 = full "
-                              "leak")
-    mia_auc_by_space: SpaceValues = json_key("the AUC in each space")
-    mia_auc_subject: Optional[float] = json_key("the AUC over subjects (mean distance of their slices); few "
-                                                "subjects, so coarse; null without held-out ids")
-    authenticity: float = json_key("share of synthetic images at least as far from their nearest training image "
-                                   "as that image is from its nearest other-subject training image (pixel space)")
-    authenticity_by_space: SpaceComparison = json_key("authentic share per space, synthetic beside held-out")
-    nearest_distance_median: SpaceComparison = json_key("median distance to the nearest training image")
-    flagged: list[FlaggedImage] = json_key("every flagged synthetic image, closest first")
-    n_synthetic: int = json_key("synthetic images audited")
-    n_train: int = json_key("real training images they were compared with")
-    n_holdout: int = json_key("held-out real images (the dataset's test split) used for calibration")
-    distances: SpaceTexts = json_key("how the two distances are computed")
-    rules: PrivacyRules = json_key("the rules in words")
-    mia_auc_subject_by_space: Optional[SpaceValues] = json_key("the subject-level AUC per space; null without "
-                                                               "held-out ids")
-
+# --- privacy: in schema_privacy (re-exported here) --------------------------------------------
 
 # --- provenance --------------------------------------------------------------------------------
 
@@ -323,7 +256,7 @@ def _check_version(data: Any, source: str) -> None:
 class Report(Record):
     """``report.json``: the results of ``brainsynth evaluate``."""
 
-    schema_version: int = json_key("version of this layout (2)", default=SCHEMA_VERSION)
+    schema_version: int = json_key(f"version of this layout ({SCHEMA_VERSION})", default=SCHEMA_VERSION)
     brainsynth_version: str = json_key("brainsynth version that wrote the report")
     created: str = json_key("when, ISO 8601 UTC")
     simulated: bool = json_key("true when the real data is the SIMULATED cohort (brainsynth phantom), not patients")
@@ -359,7 +292,7 @@ class AuditInputs(Record):
 class AuditReport(Record):
     """``privacy.json``: the results of ``brainsynth audit``."""
 
-    schema_version: int = json_key("version of this layout (2)", default=SCHEMA_VERSION)
+    schema_version: int = json_key(f"version of this layout ({SCHEMA_VERSION})", default=SCHEMA_VERSION)
     brainsynth_version: str = json_key("brainsynth version that wrote the file")
     created: str = json_key("when, ISO 8601 UTC")
     simulated: bool = json_key("true when the real data is the SIMULATED cohort")
@@ -370,6 +303,45 @@ class AuditReport(Record):
     @classmethod
     def from_dict(cls, data: Any, source: str = "privacy.json") -> AuditReport:
         _check_version(data, source)
+        return super().from_dict(data, source)
+
+
+@dataclass
+class PlantedFamily(Record):
+    """Detection of one family of planted copies in the self-test."""
+
+    family: str = json_key("the transform family (exact, shift, flip, rotate, scale, intensity, gamma, noise, combined)")
+    description: str = json_key("what a copy of this family went through, with the ranges drawn from")
+    detection: Rate = json_key("planted copies flagged (by either space)")
+    source_found: float = json_key("share of copies whose nearest training image (pixel space) is the slice they "
+                                   "were made from")
+    median_distance: float = json_key("median aligned pixel distance of the copies to their nearest training image")
+    median_ratio: float = json_key("median pixel distance ratio (nearest / nearest of another subject) of the copies")
+
+
+@dataclass(kw_only=True)
+class SelfTestReport(Record):
+    """``selftest.json``: the results of ``brainsynth audit --selftest``."""
+
+    schema_version: int = json_key(f"version of this layout ({SCHEMA_VERSION})", default=SCHEMA_VERSION)
+    brainsynth_version: str = json_key("brainsynth version that wrote the file")
+    created: str = json_key("when, ISO 8601 UTC")
+    simulated: bool = json_key("true when the real data is the SIMULATED cohort")
+    dataset: str = json_key("the prepared DATASET tested")
+    target: float = json_key("least share of planted copies flagged in every family (audit.selftest_target)")
+    max_false_flags: float = json_key("most half-B false flags allowed (audit.max_false_flags)")
+    passed: bool = json_key("every family reached the target and the false flags stayed within their maximum")
+    families: list[PlantedFamily] = json_key("one entry per transform family, in table order")
+    false_flags: Rate = json_key("held-out half-B images (real, not planted) flagged")
+    calibration: Calibration = json_key("the thresholds and the held-out split (as in privacy.json)")
+    transforms: str = json_key("the re-acquisitions the pixel distance forgives")
+    distances: SpaceTexts = json_key("how the two distances are computed")
+    features: FeaturesInfo = json_key("the feature extractor behind the feature distances")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "selftest.json") -> SelfTestReport:
+        if isinstance(data, Mapping) and "schema_version" in data:
+            _check_version(data, source)
         return super().from_dict(data, source)
 
 

@@ -12,7 +12,9 @@ exist so that the training loop drives both model kinds the same way.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -122,3 +124,69 @@ class Discriminator(nn.Module):
         planes = F.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None]  # [N, K, 1, 1]
         planes = planes.expand(-1, -1, x.shape[2], x.shape[3])  # [N, K, R, R]
         return self.net(torch.cat([x, planes], dim=1)).view(-1), None
+
+
+# --- batch-norm statistics of an averaged generator ----------------------------------------------
+# G_ema's weights are an average of G's, so the running statistics G collected belong to other
+# weights; these two helpers give G_ema statistics of its own (see TrainConfig.dcgan_ema_bn).
+
+def _batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recompute_batch_norm(G: nn.Module, latents: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Replace G's batch-norm running statistics by those of its own train-mode batches.
+
+    The "precise BN" of Wu & Johnson (2021, "Rethinking 'Batch' in BatchNorm"): every batch
+    runs in train mode (each layer normalised by the batch's own statistics, as in training)
+    and each layer's running mean and variance become the plain average over the batches of
+    the batch mean and (unbiased) batch variance, PyTorch's cumulative average
+    (``momentum=None``). G's weights are not touched; G comes back in eval mode.
+
+    Parameters
+    ----------
+    G : nn.Module
+        A generator with the ``G(z, labels)`` signature (G_ema).
+    latents : iterable of (Tensor, LongTensor)
+        Batches ``(z [B, z_dim], labels [B])``; use the training batch size, so the batch
+        statistics are those the layers saw in training.
+
+    Returns
+    -------
+    int
+        Number of batches used (0 leaves the statistics reset to mean 0, variance 1).
+    """
+    norms = _batch_norms(G)
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches
+    G.train()
+    n = 0
+    try:
+        for z, labels in latents:
+            G(z, labels)  # [B, 1, R, R]; only the running statistics are kept
+            n += 1
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+        G.eval()
+    return n
+
+
+@contextlib.contextmanager
+def batch_statistics(G: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, G's batch norms normalise by the batch's own statistics (train mode)
+    and leave their running statistics untouched; G's other layers stay as they were."""
+    norms = _batch_norms(G)
+    saved = [(bn.training, bn.track_running_stats) for bn in norms]
+    for bn in norms:
+        bn.train()
+        bn.track_running_stats = False  # train mode without updating the buffers
+    try:
+        yield G
+    finally:
+        for bn, (training, track) in zip(norms, saved):
+            bn.train(training)
+            bn.track_running_stats = track

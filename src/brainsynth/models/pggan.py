@@ -21,11 +21,12 @@ Speed notes (a 2-core CPU trains this):
 - the equalised-lr scale is folded into the weight once per forward
   (``conv2d(x, w * scale)``) instead of scaling activations;
 - G's "upsample then 3x3 conv" is computed as ONE stride-2 transposed 4x4 convolution
-  whose kernel is the sum of the four shifted 3x3 kernels. This is the same function
-  (exact up to float rounding; the official release fuses the same way at every
-  resolution, its default ``fused_scale=True``)
-  at 16/36 of the multiply-adds. D's "conv, LReLU, pool" is NOT fused, because the
-  official fused D moves the activation after the pool, which changes the function.
+  whose kernel is the sum of the four shifted 3x3 kernels: the same function (exact up to
+  float rounding) at 16/36 of the multiply-adds. The official PGGAN release fuses the same
+  way at EVERY resolution (``G_paper``'s default ``fused_scale=True``); fusing only from
+  128 px up ("above 64 px") is StyleGAN's later ``fused_scale='auto'`` rule, not PGGAN's.
+  D's "conv, LReLU, pool" is NOT fused, because the official fused D moves the activation
+  after the pool, which changes the function.
 - modules run in any memory format; ``channels_last`` is the fast one with oneDNN;
 - under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the convolutions run in bf16,
   while the pixel norm statistics and the minibatch stddev are computed in fp32

@@ -11,7 +11,7 @@ one dict of tensors and plain Python values:
 ``G``/``D``/``G_ema``  state dicts
 ``opt_G``/``opt_D``    Adam state dicts (of the current growth phase)
 ``augment``         augmentation state dict (or ``None``)
-``progress``        images_shown, step, phase index/resolution/alpha, tick counters, ...
+``progress``        images_shown, step, phase index/resolution/alpha, Adam reset segment, ticks, ...
 ``rng``             torch CPU (+ CUDA), numpy, python ``random`` and the loop's generators
 ==================  ==========================================================
 

@@ -54,6 +54,8 @@ from brainsynth.options import as_dict
 from brainsynth.timing import Stopwatch
 from brainsynth.train import checkpoint as ckpt
 from brainsynth.train import distributed as ddp
+from brainsynth.train.ema import ema_beta, ema_bn_mode, recompute_statistics, update_ema
+from brainsynth.train.ema import sample as sample_ema
 from brainsynth.train.observe import Observer, truncate_stats, write_progress
 
 log = logging.getLogger("brainsynth.train.loop")
@@ -332,6 +334,8 @@ class Trainer:
         self.images_shown = 0
         self.step = 0
         self.phase_index = -1
+        self.adam_segment = -1
+        self.out_of_time = False
         self.last_tick_images = 0
         self.tick_index = 0
         self.lr_scale = 1.0
@@ -342,6 +346,7 @@ class Trainer:
         else:
             self._new_optimisers()
             self.phase_index = self.schedule.at(0).index
+            self.adam_segment = self._adam_segment(self.schedule.at(0))
         for net in (self.G, self.D, self.G_ema):
             ddp.broadcast_module(net, info)  # every rank starts from rank 0's weights, whatever happened above
         self.clock = Stopwatch(wall_offset)
@@ -359,6 +364,7 @@ class Trainer:
         self.observer = Observer(run_dir, self.target, self.images_shown, enabled=self.main,
                                  progress_bar=cfg.progress_bar, tensorboard=cfg.tensorboard, cell_px=cfg.grid_cell_px)
         if not state:
+            self._prepare_ema_for_sampling()
             self._save_checkpoint()  # images 0: a rollback target from the very start
 
     # --- setup helpers
@@ -379,6 +385,7 @@ class Trainer:
         self.G = G.to(self.device, memory_format=memory_format).train()
         self.D = D.to(self.device, memory_format=memory_format).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.ema_bn = ema_bn_mode(cfg)
         self.G_fwd = self._maybe_compile(self.G)
 
     def _maybe_compile(self, G: nn.Module) -> nn.Module:
@@ -416,8 +423,19 @@ class Trainer:
         else:
             self.loss = DCGANLoss(self.G_fwd, self.D, augment=augment, label_flip_every=cfg.label_flip_every)
 
+    def _adam_segment(self, phase) -> int:
+        """Adam is reset whenever this number changes (``train.adam_reset``).
+
+        ``resolution``: the growth step (it changes when a fade starts). ``lod``: the official
+        rule, a reset whenever floor or ceil of the level of detail changes, i.e. when a fade
+        starts AND when it ends: 0 stable, 1 fade, 2 stable, 3 fade, ...
+        """
+        if self.cfg.adam_reset == "lod":
+            return 2 * phase.index - int(phase.fading)
+        return phase.index
+
     def _new_optimisers(self) -> None:
-        # Fresh Adam state at every resolution step (official), and at the start.
+        # Fresh Adam state at the start and at every reset point of train.adam_reset.
         cfg = self.cfg
         kwargs = {"lr": 0.0, "betas": (cfg.betas[0], cfg.betas[1]), "eps": cfg.eps}
         self.opt_G = torch.optim.Adam(self.G.parameters(), **kwargs)
@@ -441,6 +459,8 @@ class Trainer:
         self.images_shown = int(p["images_shown"])
         self.step = int(p["step"])
         self.phase_index = int(p["phase_index"])
+        # Checkpoints older than train.adam_reset were written under the resolution rule.
+        self.adam_segment = int(p.get("adam_segment", self.phase_index))
         self.last_tick_images = int(p["last_tick_images"])
         self.tick_index = int(p["tick"])
         self.lr_scale = float(p["lr_scale"])
@@ -466,25 +486,52 @@ class Trainer:
                 self.observer.message(f"{self.run_dir}: already trained to {self.images_shown} images")
                 self._write_progress(finished=True)
                 return
+            if cfg.time_budget_s is not None and self.clock.offset_s >= cfg.time_budget_s:  # the checkpoint's wall time
+                self.observer.message(f"{self.run_dir}: already trained for its time budget "
+                                      f"({cfg.time_budget_s:g} s, {self.images_shown} images)")
+                self._write_progress(finished=True)
+                return
             self.observer.message(f"training {cfg.model} on {self.data.n} images ({self.device}, "
                                   f"{self.info.world_size} process(es)) to {self.target} images: {self.schedule!r}")
             self._reset_tick_accumulators()
-            while self.images_shown < self.target:
+            while not self._finished():
                 phase = self.schedule.at(self.images_shown)
                 self._train_step(phase)
                 if self.images_shown >= self.last_tick_images + cfg.tick_images or self.images_shown >= self.target:
                     saved = self._tick(phase)
                     if saved and stop_after_images is not None and self.images_shown >= stop_after_images:
                         return
+            if self.out_of_time:
+                self.observer.message(f"time budget of {cfg.time_budget_s:g} s reached after {self.images_shown} "
+                                      f"of {self.target} images")
+                if self.schedule.at(self.images_shown).res < cfg.resolution:
+                    log.warning("%s stopped by its time budget below its final resolution (%d px); generation "
+                                "and evaluation need the final one", self.run_dir, cfg.resolution)
         finally:
             self.observer.close()
 
+    def _finished(self) -> bool:
+        return self.images_shown >= self.target or self.out_of_time
+
+    def _over_time_budget(self) -> bool:
+        """True once the run's wall time (resumed runs included) reaches ``train.time_budget_s``.
+
+        Every rank stops together: the decision is the same everywhere (any rank over).
+        """
+        budget = self.cfg.time_budget_s
+        if budget is None:
+            return False
+        over = torch.tensor(0.0 if self.clock.total() >= budget else 1.0, device=self.device)
+        return bool(ddp.all_min(over, self.info).item() == 0.0)
+
     def _train_step(self, phase) -> None:
         cfg = self.cfg
-        # New growth phase: fresh Adam state; new resolution: reals pooled down once.
-        if phase.index != self.phase_index:
+        # Adam reset point (train.adam_reset): fresh state; new resolution: reals pooled down once.
+        segment = self._adam_segment(phase)
+        if segment != self.adam_segment:
             self._new_optimisers()
-            self.phase_index = phase.index
+            self.adam_segment = segment
+        self.phase_index = phase.index
         self.data.set_resolution(phase.res)
         lr = phase.lr * self.lr_scale
         for opt in (self.opt_G, self.opt_D):
@@ -497,21 +544,22 @@ class Trainer:
         g = self.gen
         idx = torch.randint(self.data.n, (gb,), generator=g)  # [B]
         z_d = torch.randn(gb, cfg.z_dim, generator=g)  # [B, z]
-        labels_d = torch.multinomial(self.data.class_probs, gb, replacement=True, generator=g)  # [B]
         z_g = torch.randn(gb, cfg.z_dim, generator=g)  # [B, z]
+        # The G step's labels follow the data's label distribution (official).
         labels_g = torch.multinomial(self.data.class_probs, gb, replacement=True, generator=g)  # [B]
         reals, real_labels = self.data.batch(ddp.shard(idx, self.info))  # [b, 1, res, res], [b]
         if phase.fading:
             from brainsynth.train.schedule import blend_reals
 
             reals = blend_reals(reals, phase.alpha)
-        z_d, labels_d, z_g, labels_g = (ddp.shard(t, self.info).to(self.device) for t in (z_d, labels_d, z_g, labels_g))
+        z_d, z_g, labels_g = (ddp.shard(t, self.info).to(self.device) for t in (z_d, z_g, labels_g))
 
-        # --- D step
+        # --- D step. The fakes take the REAL batch's labels (official D_wgangp_acgan): each
+        # gradient-penalty interpolate then blends a real and a fake of one class, and is scored as it.
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
         with self._autocast():
-            loss_d, stats_d = self.loss.d_loss(reals, real_labels, z_d, labels_d, phase.res, phase.alpha, self.step)
+            loss_d, stats_d = self.loss.d_loss(reals, real_labels, z_d, real_labels, phase.res, phase.alpha, self.step)
         loss_d.backward()
         ddp.average_gradients(self.D, self.info)
         self.opt_D.step()
@@ -544,13 +592,13 @@ class Trainer:
         self.observer.step(gb)
 
     def _update_ema(self, batch: int) -> None:
-        cfg = self.cfg
-        beta = 0.5 ** (batch / cfg.ema_halflife_images) if cfg.ema_halflife_images else cfg.ema_beta
-        with torch.no_grad():
-            # One multi-tensor kernel instead of one lerp per parameter tensor.
-            torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - beta)
-            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-                b_ema.copy_(b)  # batch-norm statistics (DCGAN) are taken as they are
+        update_ema(self.G_ema, self.G, ema_beta(self.cfg, batch), self.ema_bn)
+
+    def _prepare_ema_for_sampling(self) -> None:
+        """``dcgan_ema_bn=recompute``: G_ema's own batch-norm statistics, before it is sampled or saved."""
+        if self.ema_bn == "recompute":
+            recompute_statistics(self.G_ema, self.cfg, self.data.class_probs,
+                                 self.schedule.at(self.images_shown).batch_size, self.images_shown, self.device)
 
     def _reset_tick_accumulators(self) -> None:
         self._acc: dict[str, torch.Tensor] = {}
@@ -576,6 +624,7 @@ class Trainer:
         keys = sorted(self._acc)
         values = ddp.all_mean(torch.stack([self._acc[k] for k in keys]), self.info) / max(1, self._acc_steps)
         means = dict(zip(keys, values.tolist()))  # the tick's one host sync
+        self.out_of_time = self._over_time_budget()
         self.tick_index += 1
         self.last_tick_images = self.images_shown
         elapsed = max(1e-9, self.clock.total() - self._tick_t0)
@@ -586,9 +635,9 @@ class Trainer:
             "img_per_s": (self.images_shown - self._tick_images0) / elapsed, "sec_per_tick": elapsed,
             "augment_p": float(self.augment.p), "wall_s": self.clock.total(),
         }
+        self._prepare_ema_for_sampling()  # tick work, after the training throughput was taken
         self.observer.tick(record, self._samples(phase) if self.main else None)
-        done = self.images_shown >= self.target
-        saved = done or self.tick_index % cfg.checkpoint_every_ticks == 0
+        saved = self._finished() or self.tick_index % cfg.checkpoint_every_ticks == 0
         if saved:
             self._save_checkpoint()
         self._reset_tick_accumulators()
@@ -600,14 +649,15 @@ class Trainer:
         n_classes, cols = len(LABELS), self.cfg.grid_columns
         z = self.grid_z.repeat(n_classes, 1).to(self.device)  # [C*cols, z]; same z in every row
         labels = torch.arange(n_classes, device=self.device).repeat_interleave(cols)  # [C*cols]
-        images = self.G_ema(z, labels, phase.res, phase.alpha)  # [C*cols, 1, res, res]
+        images = sample_ema(self.G_ema, z, labels, phase.res, phase.alpha, self.ema_bn)  # [C*cols, 1, res, res]
         return images.float().view(n_classes, cols, phase.res, phase.res)
 
     def _progress(self) -> dict[str, Any]:
         phase = self.schedule.at(self.images_shown)
         return {"images_shown": self.images_shown, "target_images": self.target, "step": self.step,
                 "phase_index": self.phase_index, "resolution": phase.res, "alpha": phase.alpha,
-                "last_tick_images": self.last_tick_images, "tick": self.tick_index, "lr_scale": self.lr_scale,
+                "adam_segment": self.adam_segment, "last_tick_images": self.last_tick_images,
+                "tick": self.tick_index, "lr_scale": self.lr_scale,
                 "rollbacks": self.rollbacks, "wall_s": self.clock.total()}
 
     def _save_checkpoint(self) -> None:
@@ -620,7 +670,7 @@ class Trainer:
                 "rng": ckpt.capture_rng({"data": self.gen}),
             }
             ckpt.save_checkpoint(self.run_dir, state, keep=self.cfg.checkpoint_keep)
-            self._write_progress(finished=self.images_shown >= self.target)
+            self._write_progress(finished=self._finished())
         ddp.barrier(self.info)  # a later rollback on any rank reads this file
 
     def _write_progress(self, finished: bool) -> None:

@@ -112,7 +112,9 @@ class WGANGPLoss:
             ``[N, 1, res, res]`` real images in [-1, 1], already faded (see
             :func:`brainsynth.train.schedule.blend_reals`).
         real_labels, fake_labels : LongTensor
-            ``[N]`` labels of the reals and of the fakes to draw.
+            ``[N]`` labels of the reals and of the fakes to draw. The training loop passes
+            the real batch's labels as both (official ``D_wgangp_acgan``), so that each
+            gradient-penalty interpolate blends a real and a fake of one class.
         z : Tensor
             ``[N, z_dim]`` latents for the fakes.
         res, alpha

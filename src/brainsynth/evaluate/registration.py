@@ -1,0 +1,411 @@
+"""Aligning a training slice onto a synthetic image: the search behind the aligned pixel distance.
+
+A synthetic image is a near-copy of a training slice when some plausible re-acquisition of that
+slice reproduces it: mirrored left-right, rotated by a few degrees, scaled by a few per cent,
+shifted by a few pixels, with another brightness curve and some noise. This module finds, for a
+pair (synthetic image ``q``, training slice ``t``), the re-acquisition that brings ``t`` closest to
+``q`` and reports how close that is.
+
+The distance
+------------
+Both images are blurred by a Gaussian of :data:`BLUR_SIGMA_AT_64` px (per 64 px of image side;
+this is what forgives noise) and reduced by area averaging to ``work_size`` px (default 32: after
+the blur, a 64 px image has almost nothing above that resolution's Nyquist frequency, and the
+cost no longer depends on the dataset's image size). ``t`` is warped by
+
+    y = s R(theta) M x + d        (x: pixel of t, y: pixel of the copy, both from the image centre)
+
+with ``M`` an optional left-right mirror, ``|theta| <= max_rotation`` degrees, ``|log s| <= log(1 +
+max_scale)`` and ``|d| <= max_shift`` (a fraction of the side, per axis). The brightness curve is
+then removed in closed form: ``q`` is regressed on ``1, w, w^2`` (``w`` the warped slice), which
+absorbs ``a x + b`` exactly and a gamma of 0.7-1.4 to within a few thousandths of the variance. The
+distance is ``sqrt(1 - R^2)``: the square root of the share of the synthetic image's variance that
+the aligned slice cannot explain (0 = identical after alignment, 1 = unrelated).
+
+The search
+----------
+Exhaustive search over every pair and every transform costs too much, so it is done coarse to
+fine (Lucas & Kanade 1981; Baker & Matthews 2004 for the Gauss-Newton form):
+
+1. *Coarse candidates* (:func:`coarse_similarity`, :func:`candidate_pairs`). Each image is moved
+   so that the centroid of its brain mask sits at the image centre (this removes translation in
+   closed form) and reduced to :data:`COARSE_SIZE` px. Every query is correlated with every
+   reference under a grid of mirror x rotation (5 degree steps) x scale (5 % steps). A query's
+   candidates are its ``k`` best references, plus the best reference of each of its most similar
+   subjects (so its nearest image of another subject is measured too), and, for questions asked
+   the other way round, each reference's ``k`` best queries.
+2. *Refinement* (:func:`refine`, :mod:`.gauss_newton`). For each candidate pair, the best grid
+   transform of each mirror state (plus the shift implied by the two centroids) starts
+   Levenberg-Marquardt steps over rotation, scale and shift at ``work_size``, the brightness
+   fitted in closed form at every step (variable projection, Golub & Pereyra 2003), each
+   parameter kept inside its bound. A brain is nearly symmetric, so both mirror states get two
+   steps and the better one continues. Pairs that are not candidates get distance ``inf``.
+
+Resampling uses torch's ``affine_grid``/``grid_sample`` (:mod:`.transforms`; border padding,
+bicubic for the distance, bilinear for the steps): it is already a dependency, it warps thousands
+of image pairs in one batched call, each with its own transform, and sampling the gradient images
+at the same points gives the Jacobian the Gauss-Newton step needs. SimpleITK, the obvious
+alternative, registers one pair per call (a Python loop over the ~30,000 candidate pairs of a
+2,000-image audit) and would be a new compiled dependency; scikit-image's ``warp`` likewise works
+one image at a time. Border padding repeats the background of a skull-stripped slice instead of
+inventing a black frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from brainsynth.evaluate.gauss_newton import ITERATIONS, final_distance, gauss_newton, readable
+from brainsynth.evaluate.transforms import Family, affine, matrix, sample
+
+BLUR_SIGMA_AT_64 = 1.0
+"""Gaussian blur (px per 64 px of image side) applied before matching. Independent pixel noise
+shrinks by about 3.5x at sigma 1 px while anatomy several pixels wide survives."""
+
+COARSE_SIZE = 16
+"""Side (px) of the centroid-centred images the candidates are ranked on."""
+
+COARSE_ROTATION_STEP = 5.0  # degrees between the coarse grid's rotations
+COARSE_SCALE_STEP = 0.05  # relative scale between the coarse grid's scales
+MASK_LEVEL = 0.3  # brain mask: brighter than background + 0.3 x (bright - background)
+PROBE_ITERATIONS = 2  # steps each mirror state gets before the better one is kept
+PAIR_CHUNK = 4096  # candidate pairs warped per call: bounds memory at [4096, 3, S, S] floats
+
+
+@dataclass
+class Prepared:
+    """Images made ready for matching (see :func:`prepare`)."""
+
+    work: torch.Tensor  # [N, 1, S, S] blurred, at the working size
+    grad: torch.Tensor  # [N, 2, S, S] d/dx and d/dy of ``work`` (per working pixel)
+    centred: torch.Tensor  # [N, C*C] centroid-centred, at the coarse size
+    offset: torch.Tensor  # [N, 2] (x, y) brain centroid minus image centre, working px
+    area: np.ndarray  # [N] share of the image inside the brain mask
+    side: int  # the original image side (px)
+
+    def __len__(self) -> int:
+        return len(self.work)
+
+    @property
+    def size(self) -> int:
+        return int(self.work.shape[-1])
+
+
+@dataclass
+class Matches:
+    """Aligned distances of candidate pairs (queries x references).
+
+    ``dist[i, j]`` is the aligned distance of query ``i`` to reference ``j`` where the pair was a
+    candidate and ``inf`` elsewhere; ``pairs`` and ``params`` hold the transform found for each
+    candidate (see :func:`refine`).
+    """
+
+    dist: np.ndarray  # [Nq, Nr] float32
+    pairs: np.ndarray  # [Np, 2] int (query, reference)
+    params: np.ndarray  # [Np, 5] float (mirror 0/1, rotation deg, scale, dx px, dy px of the original image)
+    coeffs: np.ndarray  # [Np, 3] brightness curve c0 + c1 w + c2 w^2 (w: aligned slice at the working size)
+
+    def transform(self, i: int, j: int) -> dict[str, float | bool | list[float]]:
+        """The re-acquisition found for pair ``(i, j)``, in words-ready units."""
+        hit = np.flatnonzero((self.pairs[:, 0] == i) & (self.pairs[:, 1] == j))
+        if not len(hit):
+            raise KeyError(f"pair ({i}, {j}) was not a candidate")
+        p, c = self.params[hit[0]], self.coeffs[hit[0]]
+        return {"mirrored": bool(p[0] > 0.5), "rotation_deg": float(p[1]), "scale": float(p[2]),
+                "shift_px": [float(p[3]), float(p[4])], "brightness": [float(x) for x in c]}
+
+
+# --- preparation ------------------------------------------------------------------------------
+
+def prepare(images: np.ndarray, work_size: int) -> Prepared:
+    """Blur, reduce and centre images for :func:`match`.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        float [N, H, H] in [0, 1] (square, as every brainsynth dataset).
+    work_size : int
+        Side (px) the distances are computed at; images smaller than that keep their size.
+
+    Returns
+    -------
+    Prepared
+    """
+    from scipy.ndimage import gaussian_filter
+
+    images = np.asarray(images, dtype=np.float32)
+    n, side = len(images), int(images.shape[-1])
+    sigma = BLUR_SIGMA_AT_64 * side / 64.0
+    blurred = gaussian_filter(images, sigma=(0, sigma, sigma), mode="nearest") if sigma > 0 else images
+    work = torch.from_numpy(np.ascontiguousarray(blurred))[:, None]  # [N, 1, H, H]
+    size = min(int(work_size), side)
+    if size != side:
+        work = F.interpolate(work, size=(size, size), mode="area")  # [N, 1, S, S]
+    pad = F.pad(work, (1, 1, 1, 1), mode="replicate")  # [N, 1, S+2, S+2]
+    grad = torch.cat([(pad[..., 1:-1, 2:] - pad[..., 1:-1, :-2]) / 2,
+                      (pad[..., 2:, 1:-1] - pad[..., :-2, 1:-1]) / 2], dim=1)  # [N, 2, S, S]
+    mask = brain_mask(work[:, 0])  # [N, S, S]
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    count = mask.sum((1, 2)).clamp_min(1.0)  # [N]
+    offset = torch.stack([(mask * coords[None, None, :]).sum((1, 2)) / count,
+                          (mask * coords[None, :, None]).sum((1, 2)) / count], dim=1)  # [N, 2] (x, y)
+    shift = torch.zeros(n, 2, 3)
+    shift[:, 0, 0] = shift[:, 1, 1] = 1.0
+    shift[:, :, 2] = 2 * offset / size  # sample at centroid + y: the centroid lands on the centre
+    centred = sample(work, shift)  # [N, 1, S, S]
+    coarse = min(COARSE_SIZE, size)
+    if coarse != size:
+        centred = F.interpolate(centred, size=(coarse, coarse), mode="area")  # [N, 1, C, C]
+    return Prepared(work=work.contiguous(), grad=grad.contiguous(), centred=centred.flatten(1).contiguous(),
+                    offset=offset, area=mask.mean((1, 2)).numpy().astype(np.float32), side=side)
+
+
+def brain_mask(images: torch.Tensor) -> torch.Tensor:
+    """float {0, 1} [N, H, W]: brighter than background + :data:`MASK_LEVEL` x (bright - background).
+
+    Background and bright are each image's 1st and 99th percentiles, so the mask does not move
+    with a brightness change ``a x + b`` (a > 0).
+    """
+    flat = images.flatten(1)  # [N, H*W]
+    low = torch.quantile(flat, 0.01, dim=1)[:, None, None]  # [N, 1, 1]
+    high = torch.quantile(flat, 0.99, dim=1)[:, None, None]
+    return ((images - low) > MASK_LEVEL * (high - low).clamp_min(1e-6)).float()
+
+
+def brain_area(images: np.ndarray) -> np.ndarray:
+    """Share of each image [N, H, W] inside its brain mask (after the matching blur); float32 [N]."""
+    return prepare(images, work_size=32).area
+
+
+# --- transforms -------------------------------------------------------------------------------
+
+def coarse_grid(family: Family) -> torch.Tensor:
+    """[T, 3] (mirror 0/1, rotation rad, log scale) of the coarse search."""
+    n_rot = 2 * math.ceil(family.max_rotation / COARSE_ROTATION_STEP) + 1 if family.max_rotation > 0 else 1
+    n_scale = 2 * math.ceil(family.max_scale / COARSE_SCALE_STEP) + 1 if family.max_scale > 0 else 1
+    rotations = torch.linspace(-family.max_rotation, family.max_rotation, n_rot) * math.pi / 180
+    log_scales = torch.linspace(-math.log1p(family.max_scale), math.log1p(family.max_scale), n_scale)
+    flips = (0.0, 1.0) if family.flip else (0.0,)
+    return torch.tensor([(f, float(r), float(s)) for f in flips for r in rotations for s in log_scales])
+
+
+# --- coarse candidates ------------------------------------------------------------------------
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def _coarse_bank(refs: Prepared, grid: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """[stop - start, Nr, C*C] unit rows: every reference under grid transforms start..stop."""
+    c = int(math.isqrt(refs.centred.shape[1]))
+    images = refs.centred.view(-1, 1, c, c)
+    out = []
+    for f, r, s in grid[start:stop]:
+        a = matrix(f[None], r[None], s[None]).expand(len(images), 2, 2)
+        theta = affine(a, torch.zeros(len(images), 2), c)
+        out.append(_unit_rows(sample(images, theta).flatten(1)))  # [Nr, C*C]
+    return torch.stack(out)
+
+
+def coarse_similarity(queries: Prepared, refs: Prepared, family: Family, chunk: int = 10) -> torch.Tensor:
+    """Best correlation of each centred query with each centred reference over the coarse grid.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 [Nq, Nr] in [-1, 1].
+    """
+    grid = coarse_grid(family)
+    q = _unit_rows(queries.centred)  # [Nq, C*C]
+    best = torch.full((len(queries), len(refs)), -1.0)
+    with torch.no_grad():
+        for start in range(0, len(grid), chunk):
+            bank = _coarse_bank(refs, grid, start, start + chunk)  # [T, Nr, P]
+            sim = torch.einsum("qp,trp->qtr", q, bank)  # [Nq, T, Nr]
+            torch.maximum(best, sim.amax(dim=1), out=best)
+    return best
+
+
+def candidate_pairs(similarity: torch.Tensor, k_rows: int, k_cols: int, exclude: np.ndarray | None = None,
+                    groups: np.ndarray | None = None, k_groups: int = 0) -> np.ndarray:
+    """[Np, 2] (query, reference) candidate pairs, ``exclude`` [Nq, Nr] (bool) left out.
+
+    A query's candidates are its ``k_rows`` most similar references, plus the most similar
+    reference of each of its ``k_groups`` most similar ``groups`` (subjects: int [Nr]), so that
+    its nearest image of ANOTHER subject is among them too; a reference's candidates are its
+    ``k_cols`` most similar queries.
+    """
+    sim = similarity.clone()
+    if exclude is not None:
+        sim[torch.from_numpy(np.asarray(exclude, dtype=bool))] = -math.inf
+    nq, nr = sim.shape
+    found = []
+    if k_rows > 0 and nr:
+        top = sim.topk(min(k_rows, nr), dim=1).indices  # [Nq, k]
+        found.append(torch.stack([torch.arange(nq)[:, None].expand_as(top), top], -1).reshape(-1, 2))
+    if k_cols > 0 and nq:
+        top = sim.topk(min(k_cols, nq), dim=0).indices  # [k, Nr]
+        found.append(torch.stack([top, torch.arange(nr)[None, :].expand_as(top)], -1).reshape(-1, 2))
+    if groups is not None and k_groups > 0 and nr:
+        labels = np.asarray(groups)
+        names = np.unique(labels)
+        best = torch.full((nq, len(names)), -math.inf)  # [Nq, G] best similarity per group
+        arg = torch.zeros((nq, len(names)), dtype=torch.long)
+        for g, name in enumerate(names):
+            members = torch.from_numpy(np.flatnonzero(labels == name))
+            value, index = sim[:, members].max(dim=1)
+            best[:, g], arg[:, g] = value, members[index]
+        top = best.topk(min(k_groups, len(names)), dim=1).indices  # [Nq, kg]
+        chosen = torch.gather(arg, 1, top)
+        found.append(torch.stack([torch.arange(nq)[:, None].expand_as(chosen), chosen], -1).reshape(-1, 2))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = torch.unique(torch.cat(found), dim=0)
+    keep = torch.isfinite(sim[pairs[:, 0], pairs[:, 1]])
+    return pairs[keep].numpy().astype(np.int64)
+
+
+def _starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family, chunk: int = 10) -> torch.Tensor:
+    """``[M, Np, 5]``: the best coarse transform of each pair in each mirror state M (mirror, rotation
+    rad, log scale, dx, dy working px; the shift implied by the two centroids, kept in its bound)."""
+    grid = coarse_grid(family)
+    qi, rj = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+    q = _unit_rows(queries.centred)[qi]  # [Np, P]
+    mirrors = torch.unique(grid[:, 0])
+    best = torch.full((len(mirrors), len(pairs)), -2.0)
+    arg = torch.zeros((len(mirrors), len(pairs)), dtype=torch.long)
+    with torch.no_grad():
+        for start in range(0, len(grid), chunk):
+            bank = _coarse_bank(refs, grid, start, start + chunk)  # [T, Nr, P]
+            sim = (bank[:, rj] * q[None]).sum(-1)  # [T, Np]
+            for m, mirror in enumerate(mirrors):
+                rows = torch.nonzero(grid[start:start + chunk, 0] == mirror).flatten()
+                if not len(rows):
+                    continue
+                value, index = sim[rows].max(dim=0)
+                better = value > best[m]
+                best[m, better], arg[m, better] = value[better], rows[index[better]] + start
+    out = []
+    limit = family.max_shift * queries.size
+    for m in range(len(mirrors)):
+        f, r, s = grid[arg[m]].unbind(1)
+        a = matrix(f, r, s)  # [Np, 2, 2]
+        # q(y + o_q) ~ t(A y + o_t)  =>  q(z) ~ t(A (z - d)) with d = o_q - A^-1 o_t
+        d = queries.offset[qi] - torch.linalg.solve(a, refs.offset[rj][:, :, None])[:, :, 0]  # [Np, 2]
+        out.append(torch.cat([grid[arg[m]], d.clamp(-limit, limit)], dim=1))
+    return torch.stack(out)
+
+
+# --- refinement -------------------------------------------------------------------------------
+
+def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
+           iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gauss-Newton alignment of each candidate pair, from its best coarse transform.
+
+    A brain is nearly symmetric, so at the coarse level a mirror image plus a rotation can beat
+    the true rotation. Both mirror states are therefore probed for :data:`PROBE_ITERATIONS` steps
+    and the better one is refined to the end.
+
+    Parameters
+    ----------
+    queries, refs : Prepared
+        Same working size.
+    pairs : np.ndarray
+        int [Np, 2] (query, reference).
+
+    Returns
+    -------
+    dist : np.ndarray
+        float32 [Np], ``sqrt(1 - R^2)`` at the best transform found.
+    params : np.ndarray
+        float [Np, 5]: mirror (0/1), rotation (degrees), scale, dx and dy in px of the ORIGINAL
+        image (the slice is mirrored, rotated and scaled about the centre, then shifted).
+    coeffs : np.ndarray
+        float [Np, 3]: the brightness curve ``c0 + c1 w + c2 w^2`` (on the working-size images).
+    """
+    if queries.size != refs.size:
+        raise ValueError(f"working sizes differ: {queries.size} vs {refs.size}")
+    dist, params, coeffs = (np.zeros(len(pairs), np.float32), np.zeros((len(pairs), 5)), np.zeros((len(pairs), 3)))
+    if not len(pairs):
+        return dist, params, coeffs
+    starts = _starts(queries, refs, pairs, family)  # [M, Np, 5]
+    for lo in range(0, len(pairs), PAIR_CHUNK):
+        hi = min(lo + PAIR_CHUNK, len(pairs))
+        q, source = _pair_tensors(queries, refs, pairs[lo:hi])
+        probe = min(PROBE_ITERATIONS, iterations) if len(starts) > 1 else 0
+        found = [gauss_newton(q, source, start[lo:hi], family, probe) for start in starts] if probe else []
+        if found:
+            r2 = torch.stack([r for _, r in found])  # [M, P]
+            chosen = r2.argmax(dim=0)
+            begin = torch.stack([p for p, _ in found])[chosen, torch.arange(hi - lo)]  # [P, 5]
+        else:
+            begin = starts[0, lo:hi]
+        best, _ = gauss_newton(q, source, begin, family, iterations - probe)
+        d, c = final_distance(q, source[:, :1], best, queries.size)
+        dist[lo:hi], params[lo:hi], coeffs[lo:hi] = d, readable(best), c
+    params[:, 3:] *= refs.side / refs.size  # working px -> px of the original image
+    return dist, params, coeffs
+
+
+def _pair_tensors(queries: Prepared, refs: Prepared, pairs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The queries [P, N] and the references with their gradients [P, 3, S, S] of some pairs."""
+    qi, rj = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+    return queries.work[qi].flatten(1), torch.cat([refs.work[rj], refs.grad[rj]], dim=1)
+
+
+# --- the whole search ----------------------------------------------------------------------------
+
+def match(queries: Prepared, refs: Prepared, family: Family, *, k_rows: int, k_cols: int = 0,
+          exclude: np.ndarray | None = None, groups: np.ndarray | None = None, k_groups: int = 0,
+          iterations: int = ITERATIONS) -> Matches:
+    """Aligned distances between queries and references, for the candidate pairs only.
+
+    Parameters
+    ----------
+    queries, refs : Prepared
+        From :func:`prepare`, same working size.
+    family : Family
+        The bounds of the search.
+    k_rows : int
+        Candidates per query (its nearest references are among them).
+    k_cols : int
+        Candidates per reference (for "nearest query of each reference").
+    exclude : np.ndarray, optional
+        bool [Nq, Nr]: pairs never matched (e.g. slices of the same subject).
+    groups, k_groups : np.ndarray, int
+        Subject of each reference, and how many of the most similar subjects contribute their
+        best reference to every query's candidates (see :func:`candidate_pairs`).
+
+    Returns
+    -------
+    Matches
+    """
+    sim = coarse_similarity(queries, refs, family)
+    pairs = candidate_pairs(sim, k_rows, k_cols, exclude, groups, k_groups)
+    dist, params, coeffs = refine(queries, refs, pairs, family, iterations)
+    dense = np.full((len(queries), len(refs)), np.inf, dtype=np.float32)
+    dense[pairs[:, 0], pairs[:, 1]] = dist
+    return Matches(dist=dense, pairs=pairs, params=params, coeffs=coeffs)
+
+
+def align_image(ref: np.ndarray, transform: dict, side: int | None = None) -> np.ndarray:
+    """A training slice [H, W] re-acquired by ``transform`` (from :meth:`Matches.transform`), in [0, 1].
+
+    The brightness curve is applied to the unblurred slice, so the image shown is the slice as the
+    audit aligned it, at the original resolution.
+    """
+    ref = np.asarray(ref, dtype=np.float32)
+    side = side or ref.shape[-1]
+    t = torch.from_numpy(ref)[None, None]  # [1, 1, H, W]
+    f = torch.tensor([1.0 if transform["mirrored"] else 0.0])
+    a = matrix(f, torch.tensor([transform["rotation_deg"] * math.pi / 180]),
+                torch.tensor([math.log(transform["scale"])]))
+    w = sample(t, affine(a, torch.tensor([transform["shift_px"]], dtype=torch.float32), side))[0, 0].numpy()
+    c0, c1, c2 = transform["brightness"]
+    return np.clip(c0 + c1 * w + c2 * w * w, 0.0, 1.0).astype(np.float32)

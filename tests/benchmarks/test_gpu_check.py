@@ -1,0 +1,80 @@
+"""benchmarks/gpu_check.py at tiny scale on the CPU, so that the GPU check cannot rot."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainsynth.errors import OutputExistsError
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_dataset(root: Path, size: int = 16, per_subject: int = 8) -> Path:
+    """A prepared DATASET: 6 subjects (the last two held out), bright discs, larger for adhd."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    rows, images = [], []
+    for s in range(6):
+        label = ("control", "adhd")[s % 2]
+        disk = (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size / 4 + s % 2) ** 2) * 180.0
+        for k in range(per_subject):
+            images.append(np.clip(disk + rng.normal(30, 15, (size, size)), 0, 255).astype(np.uint8))
+            rows.append({"index": len(rows), "subject": f"sub-{s:02d}", "label": label,
+                         "split": "test" if s >= 4 else "train", "slice": 30 + k, "patch": 0})
+    np.save(root / "images.npy", np.stack(images))
+    pd.DataFrame(rows).to_csv(root / "images.tsv", sep="\t", index=False)
+    (root / "manifest.json").write_text(json.dumps({"simulated": True}))
+    return root
+
+
+def test_tiny_run_on_the_cpu_writes_every_figure(gpu_check, tmp_path, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    out = tmp_path / "check"
+    assert gpu_check.main(["--tiny", "--out", str(out), "--dataset", str(dataset), "--device", "cpu"]) == 0
+    result = json.loads((out / "gpu_check.json").read_text())
+    assert json.loads(capsys.readouterr().out) == result
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "report.md", "samples.png", "train_stats.jsonl"]
+    train = result["train"]
+    assert train["images"] == 256 and train["tick_images"] == 16  # 4 growth phases of 32 images, 2 ticks each
+    assert sorted(train["img_per_s_by_resolution"], key=int) == ["4", "8", "16"]
+    assert [v["images"] for v in train["img_per_s_by_resolution"].values()] == [32, 64, 160]
+    assert all(v["steady_img_per_s"] > 0 for v in train["img_per_s_by_resolution"].values())
+    assert result["generate"]["images"] == 24 and result["generate"]["img_per_s_sampling"] > 0
+    assert result["evaluate"]["input_size"] == 32 and result["evaluate"]["features_img_per_s"] > 0
+    assert result["peak_gpu_memory_gib"] is None and set(result["stages"]) == {"train", "generate", "sample", "evaluate"}
+    projection = result["projection"]  # the tiny preset's own full budget: 16 px, stable/fade 64 images
+    assert projection["images_by_resolution"] == {"4": 64, "8": 128, "16": 128}
+    assert projection["total_s"] > 0
+    with pytest.raises(OutputExistsError, match="pass --force to replace it"):
+        gpu_check.main(["--tiny", "--out", str(out), "--dataset", str(dataset), "--device", "cpu"])
+
+
+def test_paper_settings_and_the_80k_projection(gpu_check):
+    config = gpu_check.with_aligned_ticks(gpu_check.check_config("paper", 9600, 500, 100, 6, []), 256)
+    cfg = config.train["pggan"]
+    assert (cfg.precision, cfg.channels_last, cfg.schedule, cfg.total_images) == ("bf16", True, "fit", 9600)
+    assert cfg.tick_images == 200  # 4,800 growth images / 12 phases / 2 ticks
+    assert (config.prepare.size, config.evaluate.input_size, config.cohort.subjects) == (256, 224, 6)
+    assert config.run.models == ["pggan"]
+    rates = {r: {"steady_img_per_s": 100.0} for r in (4, 8, 16, 32, 64, 128, 256)}
+    projection = gpu_check.project("paper", 256, rates, {"with_checkpoint_s": 2.0, "without_checkpoint_s": 1.0})
+    # The paper's 80,000 images: 3,333 per growth phase, the rest (43,337 with its fade) at 256 px.
+    assert projection["images_by_resolution"] == {"4": 3333, "8": 6666, "16": 6666, "32": 6666, "64": 6666,
+                                                  "128": 6666, "256": 43337}
+    assert projection["ticks"] == 20  # tick_images 4,000, a checkpoint at every tick
+    assert projection["total_s"] == pytest.approx(800 + 20 * 2.0, abs=0.1)  # steps at 100 img/s, 20 checkpoints
+    preset = gpu_check.load_config("paper")
+    assert preset.train["pggan"].tick_images == 4000 and preset.train["pggan"].checkpoint_every_ticks == 1
