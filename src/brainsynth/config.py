@@ -126,8 +126,10 @@ class PrepareConfig(Section):
     patch: int = 256  # side of the patch cut from the slice, px (paper: 256)
     patch_stride: Optional[int] = None  # cut several overlapping patches this many px apart; null = one centred patch
     size: int = 64  # final image side, px: the size every later stage works at (paper: 256)
-    test_fraction: float = 1 / 3  # share of subjects per label held out for testing
-    seed: int = 0  # seed of the subject split
+    folds: int = 3  # K stratified subject folds, each subject tested once per repeat; 1 = one hold-out split
+    repeats: int = 1  # fold assignments drawn, each from its own seed (repeated cross-validation)
+    test_fraction: float = 1 / 3  # with folds 1 only: share of subjects per label held out for testing
+    seed: int = 0  # seed of the subject folds (repeat r draws from [seed, r])
     workers: int = 1  # volumes processed in parallel (processes)
 
     def check(self) -> None:
@@ -138,7 +140,7 @@ class PrepareConfig(Section):
             if len(rel) != 2 or not 0.0 <= rel[0] <= rel[1] <= 1.0:
                 raise self.bad("relative_slices", "must be two fractions 0 <= FA <= FB <= 1 of the brain's extent")
         self.at_least(0, "inplane", "seed")
-        self.at_least(1, "patch", "size", "patch_stride", "workers")
+        self.at_least(1, "patch", "size", "patch_stride", "workers", "folds", "repeats")
         if self.inplane and self.patch > self.inplane:
             raise self.bad("patch", f"is larger than inplane ({self.inplane}); choose a patch <= inplane")
         if not 0.0 <= self.test_fraction < 1.0:
@@ -353,7 +355,7 @@ class RunOptions(Section):
 
     name = "run"
     models: list[str] = field(default_factory=lambda: list(MODELS))  # generators trained, generated and compared
-    parallel_training: bool = False  # train the models side by side, one CPU thread each (the 2-core CPU demo)
+    parallel_training: bool = False  # two training runs at a time (every fold x model), one CPU thread each (2-core CPU demo)
 
     def check(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]

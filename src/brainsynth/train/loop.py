@@ -70,7 +70,7 @@ ROLLBACK_SEED_STRIDE = 1_000_003  # a rollback reseeds the batch stream away fro
 
 def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
           changes: Iterable[Override] = (), launch: Iterable[str] = (), dry_run: bool = False,
-          device: str | None = None, force: bool = False) -> Path:
+          device: str | None = None, force: bool = False, fold: int = 0, repeat: int = 0) -> Path:
     """Train a PGGAN or DCGAN on a prepared DATASET's train split (``brainsynth train``).
 
     Parameters
@@ -96,6 +96,9 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
         ``cpu``, ``cuda`` or ``cuda:N``; default CUDA when present.
     force : bool
         Delete an existing run in ``out`` and start over (ignored with ``resume``).
+    fold, repeat : int
+        Train on the training subjects of this fold of the dataset's cross-validation
+        (:meth:`brainsynth.data.dataset.PreparedDataset.fold`); repeat 0, fold 0 by default.
 
     Returns
     -------
@@ -103,12 +106,13 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
         The run folder.
     """
     return run_training(dataset, out, cfg, resume=resume, changes=changes, launch=launch, dry_run=dry_run,
-                        device=device, force=force)
+                        device=device, force=force, fold=fold, repeat=repeat)
 
 
 def run_training(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
                  changes: Iterable[Override] = (), launch: Iterable[str] = (), dry_run: bool = False,
-                 device: str | None = None, force: bool = False, stop_after_images: int | None = None) -> Path:
+                 device: str | None = None, force: bool = False, stop_after_images: int | None = None,
+                 fold: int = 0, repeat: int = 0) -> Path:
     """:func:`train` plus a test hook: ``stop_after_images`` returns after the first
     checkpoint at or beyond that many images, as if the process had been killed there."""
     changes, run_dir = list(changes), Path(out)
@@ -119,7 +123,7 @@ def run_training(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resu
     info = ddp.init_distributed(device)
     try:
         trainer = Trainer(dataset, run_dir, cfg, changes=changes, launch=list(launch), resume=resume, force=force,
-                          info=info)
+                          info=info, fold=(repeat, fold))
         trainer.run(stop_after_images=stop_after_images)
     finally:
         ddp.shutdown(info)
@@ -225,12 +229,15 @@ class RealImages:
     resolution : int or None
         The config's final resolution; None takes the dataset's image size.
     device : torch.device
+    fold : (int, int)
+        ``(repeat, fold)`` of the dataset's cross-validation whose train split is used.
     """
 
-    def __init__(self, dataset: str | Path, resolution: int | None, device: torch.device):
+    def __init__(self, dataset: str | Path, resolution: int | None, device: torch.device,
+                 fold: tuple[int, int] = (0, 0)):
         from brainsynth.data.dataset import load_dataset
 
-        ds = load_dataset(dataset)
+        ds = load_dataset(dataset, fold=fold[1], repeat=fold[0])
         idx = ds.indices(split="train")
         if len(idx) == 0:
             raise InputError(f"{ds.root}: the dataset has no 'train' images; re-run 'brainsynth prepare'")
@@ -253,12 +260,16 @@ class RealImages:
             "dataset": str(Path(ds.root).resolve()),
             "simulated": bool(ds.manifest.get("simulated", False)),
             "split": "train",
+            "repeat": int(fold[0]),
+            "fold": int(fold[1]),
             "image_size": int(ds.image_size),
             "resolution": int(resolution),
             "n_images": int(self.n),
             "n_images_per_label": {lbl: int(c) for lbl, c in zip(LABELS, counts)},
             "n_subjects_per_label": {lbl: int(table.loc[table["label"] == lbl, "subject"].nunique()) for lbl in LABELS},
-            "fingerprint": hashlib.sha256(self.base.numpy().tobytes() + labels.tobytes()).hexdigest(),
+            # The subjects too: the fingerprint of each fold's training data differs.
+            "fingerprint": hashlib.sha256(self.base.numpy().tobytes() + labels.tobytes()
+                                          + ",".join(sorted(set(table["subject"]))).encode()).hexdigest(),
         }
 
     @staticmethod
@@ -301,7 +312,7 @@ class Trainer:
     """One training run; see the module docstring. Use :func:`train`."""
 
     def __init__(self, dataset: str | Path, run_dir: Path, cfg: TrainConfig, *, changes: list[Override],
-                 launch: list[str], resume: bool, force: bool, info: ddp.DistInfo):
+                 launch: list[str], resume: bool, force: bool, info: ddp.DistInfo, fold: tuple[int, int] = (0, 0)):
         # --- setup: run folder, config, data, networks, loss, optimisers
         self.run_dir = run_dir
         self.info = info
@@ -315,15 +326,17 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = info.device
-        self.data = RealImages(dataset, cfg.resolution, self.device)
+        self.data = RealImages(dataset, cfg.resolution, self.device, fold)
         if cfg.resolution is None:  # the dataset's image size, fixed from now on (and in the checkpoints)
             cfg.resolution = self.data.resolution
             cfg.check()
         self.schedule = build_schedule(cfg)
         self.target = self.schedule.total_images
         if state and state["data"].get("fingerprint") != self.data.summary["fingerprint"]:
-            raise ConfigError(f"{dataset} is not the dataset {run_dir} was trained on "
-                              f"({state['data'].get('dataset')}); resume with that DATASET")
+            was = state["data"]
+            raise ConfigError(f"{dataset} (repeat {fold[0]}, fold {fold[1]}) is not the training data {run_dir} was "
+                              f"trained on ({was.get('dataset')}, repeat {was.get('repeat', 0)}, fold "
+                              f"{was.get('fold', 0)}); resume with that DATASET, --fold and --repeat")
         self._seed_all(cfg.seed)
         self._build_networks()
         # From here on the global RNG (gradient-penalty mixing) is per rank; batches, latents
