@@ -15,10 +15,12 @@ shortcut
     the same SVM on :func:`brainsynth.evaluate.shortcut.global_slice_features` (brain area,
     mean and SD of brain intensity, slice position).
 
-The test predictions of the K folds are pooled and scored at slice level (sensitivity,
-specificity, HM, ADHD positive; :func:`brainsynth.evaluate.gan_train.confusion_metrics`). The
-table gives the mean, min and max of each HM over the cohort seeds. The folds are drawn per
-cohort seed (``--fold-seed`` + cohort seed), so a seed sees the same folds at every effect.
+The folds are the prepared dataset's own (``folds.tsv``, repeat 0, dealt by ``prepare`` with
+the config's ``prepare.folds`` and ``prepare.seed``), and the SVM is seeded by ``evaluate.seed``,
+as in the report's cross-validated protocol (:mod:`brainsynth.evaluate.folds`). The test
+predictions of the K folds are pooled and scored at slice level (sensitivity, specificity, HM,
+ADHD positive; :func:`brainsynth.evaluate.gan_train.confusion_metrics`). The table gives the
+mean, min and max of each HM over the cohort seeds.
 
 Control subjects do not change with ``effect`` (byte-identical volumes), so their features are
 computed once per seed and reused. Every cohort is written under a temporary folder (removed).
@@ -48,17 +50,6 @@ from brainsynth.evaluate.gan_train import confusion_metrics, fit_and_score
 from brainsynth.evaluate.shortcut import global_slice_features, relative_slice_positions
 
 LABEL_INDEX = {"control": 0, "adhd": 1}
-
-
-def stratified_subject_folds(labels: dict[str, str], k: int, seed: int) -> dict[str, int]:
-    """Subject -> fold (0..k-1): each label's subjects shuffled by ``seed`` and dealt round-robin."""
-    rng = np.random.default_rng(seed)
-    folds = {}
-    for label in sorted(set(labels.values())):
-        members = sorted(s for s, lab in labels.items() if lab == label)
-        for i, subject in enumerate(rng.permutation(members)):
-            folds[str(subject)] = i % k
-    return folds
 
 
 class FeatureCache:
@@ -115,7 +106,13 @@ def group_ranges(cohort: Path, dataset: Path) -> dict[str, dict[str, list[float]
     return out
 
 
-def score_cohort(dataset: Path, cache: FeatureCache, k: int, fold_seed: int) -> dict[str, dict[str, float]]:
+def dataset_folds(ds) -> tuple[dict[str, int], int]:
+    """Subject -> its test fold in repeat 0 of the dataset's ``folds.tsv``, and K."""
+    tests = ds.folds[(ds.folds["repeat"] == 0) & (ds.folds["split"] == "test")]
+    return dict(zip(tests["subject"].astype(str), tests["fold"].astype(int))), ds.n_folds
+
+
+def score_cohort(dataset: Path, cache: FeatureCache, seed: int) -> dict[str, dict[str, float]]:
     ds = load_dataset(dataset)
     table = ds.table
     subjects = table["subject"].astype(str).to_numpy()
@@ -127,13 +124,12 @@ def score_cohort(dataset: Path, cache: FeatureCache, k: int, fold_seed: int) -> 
         deep[rows] = cache(images[rows])
     position = relative_slice_positions(subjects, table["slice"].to_numpy())
     shallow = global_slice_features(images, position)  # [N, 4]
-    folds = stratified_subject_folds(dict(zip(subjects, table["label"])), k, fold_seed)
-    return {"real": cross_validate(deep, labels, subjects, folds, k, fold_seed),
-            "shortcut": cross_validate(shallow, labels, subjects, folds, k, fold_seed)}
+    folds, k = dataset_folds(ds)
+    return {"real": cross_validate(deep, labels, subjects, folds, k, seed),
+            "shortcut": cross_validate(shallow, labels, subjects, folds, k, seed)}
 
 
-def run_one(effect: float, seed: int, subjects: int, k: int, fold_seed: int, cache: FeatureCache,
-            config, overlap: bool = False) -> dict:
+def run_one(effect: float, seed: int, subjects: int, cache: FeatureCache, config, overlap: bool = False) -> dict:
     cohort_cfg = load_config(config, [("cohort.effect", effect, "--effect"), ("cohort.seed", seed, "--seeds"),
                                       ("cohort.subjects", subjects, "--subjects")]).cohort
     # An ADHD-200 site folder lists subjects without a usable diagnosis: drop them, as a user would.
@@ -142,7 +138,7 @@ def run_one(effect: float, seed: int, subjects: int, k: int, fold_seed: int, cac
     with tempfile.TemporaryDirectory(prefix="phantom-effect-") as tmp:
         cohort = make_cohort(Path(tmp) / "cohort", cohort_cfg)
         dataset = prepare_dataset(cohort, Path(tmp) / "dataset", config.prepare, source)
-        scores = score_cohort(dataset, cache, k, fold_seed + seed)
+        scores = score_cohort(dataset, cache, config.evaluate.seed)
         if overlap:
             scores["groups"] = group_ranges(cohort, dataset)
     return {"effect": effect, "seed": seed, **scores, "seconds": round(time.perf_counter() - start, 1)}
@@ -168,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cohort.effect values (default 0 0.5 1 1.5 2 3)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="cohort seeds (default 0 1 2)")
     parser.add_argument("--subjects", type=int, default=12, help="subjects per cohort (default 12)")
-    parser.add_argument("--folds", type=int, default=3, help="subject folds K (default 3)")
-    parser.add_argument("--fold-seed", type=int, default=0, help="added to the cohort seed to draw the folds")
+    parser.add_argument("--folds", type=int, help="prepare.folds: subject folds K (default: the config's, 3)")
     parser.add_argument("--config", default="demo", help="preset or YAML whose cohort/prepare/evaluate "
                         "sections are used (default demo)")
     parser.add_argument("--template", help="cohort.template: a skull-stripped T1 NIfTI in MNI space "
@@ -179,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         "mean brain intensity and brain volume")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args(argv)
-    overrides = [(f"cohort.{key}", getattr(args, key), f"--{key}") for key in ("template", "layout")
+    overrides = [(f"{'prepare' if key == 'folds' else 'cohort'}.{key}", getattr(args, key), f"--{key}") for key in ("template", "layout", "folds")
                  if getattr(args, key) is not None]
     config = load_config(args.config, overrides)
     extractor = get_extractor(config.evaluate, device="cpu")
@@ -187,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         cache = FeatureCache(extractor)  # one seed's controls at a time
         for effect in args.effect:
-            row = run_one(effect, seed, args.subjects, args.folds, args.fold_seed, cache, config, args.overlap)
+            row = run_one(effect, seed, args.subjects, cache, config, args.overlap)
             rows.append(row)
             print(f"effect {effect:<4g} seed {seed}: real HM {row['real']['hm']:.3f} "
                   f"(sen {row['real']['sensitivity']:.3f}, spe {row['real']['specificity']:.3f}), "
@@ -197,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     table = summarise(rows, args.effect)
     print(f"\n{args.subjects} subjects, template {config.cohort.template}, layout {config.cohort.layout}, "
-          f"{args.folds}-fold subject CV, seeds {args.seeds}, pooled slice-level HM")
+          f"{config.prepare.folds}-fold subject CV, seeds {args.seeds}, pooled slice-level HM")
     print("| effect | real HM mean (SD) | real min..max | shortcut HM mean (SD) | shortcut min..max |")
     print("|---:|---:|---:|---:|---:|")
     for t in table:
@@ -205,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {t['effect']:g} | {r['hm_mean']:.3f} ({r['hm_sd']:.3f}) | {r['hm_min']:.3f}..{r['hm_max']:.3f} | "
               f"{s['hm_mean']:.3f} ({s['hm_sd']:.3f}) | {s['hm_min']:.3f}..{s['hm_max']:.3f} |")
     if args.json:
-        print(json.dumps({"subjects": args.subjects, "folds": args.folds, "seeds": args.seeds,
+        print(json.dumps({"subjects": args.subjects, "folds": config.prepare.folds, "seeds": args.seeds,
                           "template": config.cohort.template, "layout": config.cohort.layout,
                           "features": extractor.describe(), "rows": rows, "table": table}))
     return 0
