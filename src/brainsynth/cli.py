@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler, key_flags=[])
         return p
 
-    p = add("phantom", cmd_phantom, "write a SIMULATED neonatal ADHD/control cohort (BIDS) from the MNI152 template")
+    p = add("phantom", cmd_phantom, "write a SIMULATED neonatal ADHD/control cohort (BIDS or ADHD-200 layout) from a "
+            "brain template")
     p.add_argument("out_dir", metavar="OUT_DIR")
     _add_config_options(p, "cohort")
     _key_flag(p, "--subjects", "cohort.subjects", "number of subjects", type=_positive_int)
@@ -344,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
               "default, 0 removes it", type=float)
     _key_flag(p, "--contrast", "cohort.contrast", "T1 contrast: neonatal (white matter darker than grey) or adult",
               choices=("neonatal", "adult"))
+    _key_flag(p, "--template", "cohort.template", "anatomy: mni152-2009 (nilearn's, the default) or a skull-stripped "
+              "T1 NIfTI template in MNI space", metavar="FILE")
+    _key_flag(p, "--layout", "cohort.layout", "bids (sub-01, diagnosis column) or adhd200 (an ADHD-200 site folder: "
+              "sub-<7 digits>/ses-1, dx codes, two unlabelled subjects)", choices=("bids", "adhd200"))
     p.add_argument("--force", action="store_true", help="replace an existing OUT_DIR")
 
     p = add("prepare", cmd_prepare, "the paper's preprocessing: volumes -> slices -> patches -> a DATASET")

@@ -56,6 +56,7 @@ ADAM_RESETS = ("resolution", "lod")
 DDPM_SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")  # MONAI's names
 DDPM_PREDICTIONS = ("epsilon", "v_prediction", "sample")
 EMA_BN_MODES = ("copy", "recompute", "train_mode", "no_ema")
+DEFAULT_TEMPLATE = "mni152-2009"  # the simulated cohort's default anatomy (nilearn's MNI152 2009)
 
 # Official progressive-GAN minibatch per resolution on one GPU (Karras et al. 2018, Table 4 setup).
 OFFICIAL_BATCH_SIZES = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8}
@@ -100,6 +101,8 @@ class CohortConfig(Section):
     adhd_fraction: float = 0.5  # share of ADHD subjects, exactly round(subjects * adhd_fraction)
     effect: float = 1.0  # strength of the simulated group difference; 1 = calibrated default, 0 = none
     contrast: str = field(default="neonatal", metadata=choices("neonatal", "adult"))  # T1w tissue contrast
+    template: str = DEFAULT_TEMPLATE  # anatomy: nilearn's MNI152 2009, or a skull-stripped T1 NIfTI in MNI space
+    layout: str = field(default="bids", metadata=choices("bids", "adhd200"))  # bids (sub-01, diagnosis) or adhd200 (site folder, dx codes, unlabelled rows)
     shape: Optional[list[int]] = None  # voxels (x, y, z); null = the phantom's 320 x 320 x 200 grid
     seed: int = 0  # seeds every subject's anatomy, contrast, bias and noise
 
@@ -112,6 +115,8 @@ class CohortConfig(Section):
             raise self.bad("effect", "must be a finite number >= 0 (1 is the calibrated default)")
         if self.shape is not None and (len(self.shape) != 3 or min(self.shape) < 8):
             raise self.bad("shape", "must be three sizes >= 8 voxels, or null")
+        if self.template != DEFAULT_TEMPLATE and not self.template.lower().endswith((".nii", ".nii.gz")):
+            raise self.bad("template", f"must be {DEFAULT_TEMPLATE} or the path of a .nii/.nii.gz T1 template")
         self.at_least(0, "seed")
 
 
