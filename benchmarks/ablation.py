@@ -131,9 +131,15 @@ def generate(out: Path, setting: dict, seed: int, per_label: int, config: str, f
 
 
 def score(real_images: np.ndarray, real_labels: np.ndarray, real_feats: np.ndarray,
-          sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], seed: int) -> dict[str, dict]:
-    """The fidelity numbers and background of every set against the real test images."""
-    numbers = fidelity.fidelity_reports(real_images, real_labels, real_feats, sets, labels=LABELS, seed=seed)
+          sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], seed: int,
+          real_subjects: np.ndarray | None = None, set_subjects: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+    """The fidelity numbers and background of every set against the real test images.
+
+    ``real_subjects`` [N] and ``set_subjects`` (name -> [M], for the sets of real images) keep a
+    real image's k-NN ball from ending at a slice of its own subject, as in ``brainsynth evaluate``.
+    """
+    numbers = fidelity.fidelity_reports(real_images, real_labels, real_feats, sets, labels=LABELS, seed=seed,
+                                        real_subjects=real_subjects, synth_subjects=set_subjects)
     rows = {}
     for name, n in numbers.items():
         bg = fidelity.background_fidelity(real_images, sets[name][0])
@@ -242,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             real = SimpleNamespace(images=train_images, labels=labels[train_idx])
             synth = SimpleNamespace(images=sets[key][0], labels=sets[key][1])
             (args.out / "grids" / f"{key}.png").write_bytes(figure_samples(real, synth, info["setting"]))
-    rows = score(test_images, labels[test_idx], feats[test_idx], sets, args.eval_seed)
+    subjects = dataset.table["subject"].to_numpy().astype(str)
+    rows = score(test_images, labels[test_idx], feats[test_idx], sets, args.eval_seed, real_subjects=subjects[test_idx],
+                 set_subjects={REFERENCE: subjects[train_idx]})
     for key, info in runs.items():
         rows[key].update(info)
     summary = {REFERENCE: aggregate([rows[REFERENCE]])}

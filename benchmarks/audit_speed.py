@@ -28,7 +28,7 @@ from brainsynth.config import AuditConfig
 from brainsynth.data.dataset import load_dataset
 from brainsynth.evaluate import privacy
 from brainsynth.evaluate import registration as reg
-from brainsynth.evaluate.commands import image_ids
+from brainsynth.evaluate.folds import image_ids
 from brainsynth.evaluate.planting import apply_plant, draw_plant
 
 

@@ -1,6 +1,6 @@
 """The paper preset on one GPU, end to end and bounded: train, generate, evaluate, and a projection.
 
-    python benchmarks/gpu_check.py --out gpu-check                 # CUDA when present, ~8 minutes
+    python benchmarks/gpu_check.py --out gpu-check                 # CUDA when present (not yet timed)
     python benchmarks/gpu_check.py --out gpu-check --dataset DATASET --images 9600
     python benchmarks/gpu_check.py --out /tmp/check --tiny --device cpu   # seconds: the CPU test's run
 
@@ -13,8 +13,11 @@ What it runs (all in this process, so the GPU memory counters see every stage):
    ``final_share``), ticks aligned with the phases so that each resolution has its own
    throughput figure;
 3. ``generate`` (``--per-label`` images per class) and the sampling rate of G_ema alone;
-4. ``evaluate`` at the preset's feature input size (224 px for ``paper``), ``--bootstrap``
-   resamples (the preset's 1000 would only add CPU minutes).
+4. the preset's diffusion model (``train.ddpm``, bf16) for ``--ddpm-images`` images, its
+   ``generate`` (DDIM at ``generate.steps``, bf16) and its DDIM sampling rate alone at 25 and
+   50 steps (``--no-ddpm`` skips this);
+5. ``evaluate`` of every synthetic set at the preset's feature input size (224 px for
+   ``paper``), ``--bootstrap`` resamples (the preset's 1000 would only add CPU minutes).
 
 It writes OUT/gpu_check.json (and prints it): img/s of training (per resolution and overall),
 generation and feature extraction; ``torch.cuda.max_memory_allocated`` per stage; and the
@@ -22,7 +25,8 @@ projected wall time of the preset's FULL training budget (80,000 images for ``pa
 images its schedule spends at each resolution divided by the rate measured at that
 resolution (ticks after the first at each resolution, so kernel selection is not counted
 as throughput), plus its number of ticks times the measured cost of a tick that writes a
-checkpoint. OUT also gets the training stats, the last sample grid and the report summary.
+checkpoint; for the diffusion model, its ``total_images`` at its steady rate plus its ticks.
+OUT also gets the training stats, the last sample grids and the report summary.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ log = logging.getLogger("gpu_check")
 
 TICKS_PER_PHASE = 2  # ticks per growth phase: a throughput figure per phase, few sample grids
 CHECKPOINT_EVERY_TICKS = 8  # a few checkpoints, to time one (a 256 px PGGAN checkpoint is ~0.6 GB)
+DDPM_TICKS = 4  # the diffusion model's ticks (its first has the kernel selection; one checkpoint at the end)
+DDPM_STEPS = (25, 50)  # DDIM steps whose sampling rate is measured
 
 
 # --- the stages ------------------------------------------------------------------------------
@@ -80,14 +86,20 @@ class Meter:
 
 
 def check_config(preset: str, images: int, per_label: int, bootstrap: int, subjects: int | None,
-                 overrides: list[str]) -> RunConfig:
-    """The preset with the check's bounds: a bf16 + channels_last PGGAN grown within ``images`` images."""
+                 overrides: list[str], ddpm_images: int = 0) -> RunConfig:
+    """The preset with the check's bounds: a bf16 + channels_last PGGAN grown within ``images`` images,
+    and a bf16 diffusion model trained on ``ddpm_images`` images (sampled in bf16)."""
     bounds = [
         "train.pggan.precision=bf16", "train.pggan.channels_last=true", "train.pggan.schedule=fit",
         f"train.pggan.total_images={images}", "train.pggan.progress_bar=false",
         f"train.pggan.checkpoint_every_ticks={CHECKPOINT_EVERY_TICKS}",
         f"generate.images_per_label={per_label}", f"evaluate.bootstrap={bootstrap}", "run.models=[pggan]",
     ]
+    if ddpm_images:
+        bounds += ["train.ddpm.precision=bf16", f"train.ddpm.total_images={ddpm_images}",
+                   f"train.ddpm.tick_images={max(1, ddpm_images // DDPM_TICKS)}", "train.ddpm.progress_bar=false",
+                   f"train.ddpm.checkpoint_every_ticks={DDPM_TICKS}", "generate.precision=bf16",
+                   "run.models=[pggan,ddpm]"]
     if subjects is not None:
         bounds.append(f"cohort.subjects={subjects}")
     return load_config(preset, bounds + list(overrides))
@@ -132,6 +144,43 @@ def sampling_rate(run_dir: Path, device: torch.device, n: int) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return n / (time.perf_counter() - t0)
+
+
+def ddpm_sampling_rates(run_dir: Path, device: torch.device, n: int, precision: str) -> dict[str, float]:
+    """Images/s of the diffusion model's DDIM chain alone at each of :data:`DDPM_STEPS`, guidance 0."""
+    from brainsynth.generate import image_seed, load_generator_from_checkpoint, sample_diffusion
+    from brainsynth.train import checkpoint as ckpt
+
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
+    sampler = load_generator_from_checkpoint(state)
+    res = int(state["progress"]["resolution"])
+    labels, seeds = [i % 2 for i in range(n)], [image_seed(0, i % 2, i) for i in range(n)]
+    sample_diffusion(sampler, labels[:8], seeds[:8], res, 2, 0.0, precision, device)  # warm-up
+    rates = {}
+    for steps in DDPM_STEPS:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        sample_diffusion(sampler, labels, seeds, res, steps, 0.0, precision, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rates[str(steps)] = round(n / (time.perf_counter() - t0), 2)
+    return rates
+
+
+def project_ddpm(preset: str, size: int, stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Projected wall time of the preset's full diffusion budget at the measured steady rate."""
+    full = load_config(preset).train["ddpm"]
+    full.resolution = size
+    total = build_schedule(full).total_images
+    steady = stats[1:] or stats
+    rate = sum(float(s["img_per_s"]) * float(s["sec_per_tick"]) for s in steady) / max(
+        1e-9, sum(float(s["sec_per_tick"]) for s in steady))
+    work = tick_work(stats, 1)["with_checkpoint_s"] or 0.0  # every tick here writes a grid; the last a checkpoint
+    n_ticks = -(-total // full.tick_images)
+    seconds = total / rate + n_ticks * work
+    return {"total_images": total, "steady_img_per_s": round(rate, 2), "ticks": n_ticks,
+            "total_s": round(seconds, 1), "total_h": round(seconds / 3600, 3)}
 
 
 # --- reading the training run -------------------------------------------------------------------
@@ -225,7 +274,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     images = args.images or (256 if args.tiny else 9600)
     per_label = args.per_label or (12 if args.tiny else 500)
     bootstrap = args.bootstrap if args.bootstrap is not None else (10 if args.tiny else 100)
-    config = check_config(preset, images, per_label, bootstrap, args.subjects, args.set)
+    ddpm_images = 0 if args.no_ddpm else (args.ddpm_images or (64 if args.tiny else 9600))
+    config = check_config(preset, images, per_label, bootstrap, args.subjects, args.set, ddpm_images)
     meter = Meter(device)
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=args.work) as tmp, \
@@ -246,9 +296,30 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         meter.run("generate", lambda: generate_images(run_dir, synthetic, config.generate, device=str(device)))
         n_sample = 2 * per_label
         sample_img_s = meter.run("sample", lambda: sampling_rate(run_dir, device, n_sample))
-        report = meter.run("evaluate", lambda: evaluate(dataset, {"pggan": str(synthetic)}, work / "report",
-                                                        config.evaluate, config.audit, runs={"pggan": str(run_dir)},
-                                                        device=str(device)))
+        sets, runs = {"pggan": str(synthetic)}, {"pggan": str(run_dir)}
+        ddpm_result = None
+        if ddpm_images:
+            ddpm_dir, ddpm_syn = work / "run_ddpm", work / "synthetic_ddpm"
+            meter.run("train_ddpm", lambda: train(dataset, ddpm_dir, config.train["ddpm"], launch=config.source,
+                                                  device=str(device)))
+            meter.run("generate_ddpm", lambda: generate_images(ddpm_dir, ddpm_syn, config.generate,
+                                                               device=str(device)))
+            ddpm_rates = meter.run("sample_ddpm", lambda: ddpm_sampling_rates(ddpm_dir, device, n_sample,
+                                                                              config.generate.precision))
+            ddpm_stats = read_stats(ddpm_dir)
+            ddpm_shown = int(ddpm_stats[-1]["images_shown"])
+            ddpm_result = {
+                "images": ddpm_shown,
+                "img_per_s": round(ddpm_shown / meter.stages["train_ddpm"]["wall_s"], 2),
+                "img_per_s_steps_only": round(ddpm_shown / sum(float(s["sec_per_tick"]) for s in ddpm_stats), 2),
+                "generate": {"images": 2 * per_label, "steps": config.generate.steps,
+                             "img_per_s_stage": round(2 * per_label / meter.stages["generate_ddpm"]["wall_s"], 2)},
+                "img_per_s_sampling_by_steps": ddpm_rates,
+                "projection": project_ddpm(preset, size, ddpm_stats),
+            }
+            sets["ddpm"], runs["ddpm"] = str(ddpm_syn), str(ddpm_dir)
+        report = meter.run("evaluate", lambda: evaluate(dataset, sets, work / "report", config.evaluate, config.audit,
+                                                        runs=runs, device=str(device)))
         stats = read_stats(run_dir)
         rates = rates_by_resolution(stats)
         work_s = tick_work(stats, tcfg.checkpoint_every_ticks)
@@ -278,11 +349,14 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
             "peak_gpu_memory_gib": max((s["peak_gpu_memory_gib"] or 0.0) for s in meter.stages.values())
             if device.type == "cuda" else None,
             "projection": project(preset, size, rates, work_s),
+            "ddpm": ddpm_result,
         }
         atomic_write_json(stage / "gpu_check.json", result)
         shutil.copyfile(run_dir / "stats.jsonl", stage / "train_stats.jsonl")
         if (run_dir / "samples" / "latest.png").is_file():
             shutil.copyfile(run_dir / "samples" / "latest.png", stage / "samples.png")
+        if ddpm_images and (work / "run_ddpm" / "samples" / "latest.png").is_file():
+            shutil.copyfile(work / "run_ddpm" / "samples" / "latest.png", stage / "samples_ddpm.png")
         if (work / "report" / "report.md").is_file():
             shutil.copyfile(work / "report" / "report.md", stage / "report.md")
     return result
@@ -300,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-label", type=int, help="generated images per class (default 500; tiny 12)")
     p.add_argument("--bootstrap", type=int, help="evaluation bootstrap resamples (default 100; tiny 10)")
     p.add_argument("--subjects", type=int, default=6, help="subjects of the simulated cohort (default 6)")
+    p.add_argument("--ddpm-images", type=int, help="diffusion-model training images (default 9600; tiny 64)")
+    p.add_argument("--no-ddpm", action="store_true", help="skip the diffusion model")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config override")
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu")
     p.add_argument("--work", default=None, help="parent of the temporary work folder (default: the system's)")

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import torch
 
+from brainsynth.config import CohortConfig
 from brainsynth.data import phantom
 
 
 def time_cohort(subjects: int, seed: int) -> float:
-    """Seconds to write one cohort of ``subjects`` subjects (default geometry)."""
+    """Seconds to write one cohort of ``subjects`` subjects (default geometry and effect)."""
     with tempfile.TemporaryDirectory(prefix="phantom-bench-") as tmp:
         start = time.perf_counter()
-        phantom.make_cohort(Path(tmp) / "cohort", subjects=subjects, seed=seed)
+        phantom.make_cohort(Path(tmp) / "cohort", CohortConfig(subjects=subjects, seed=seed))
         return time.perf_counter() - start
 
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_subject_s": round(median / args.subjects, 3),
         "torch_threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "note": "first repeat includes loading the MNI templates",
     }
     if args.json:
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{args.subjects} subjects at {'x'.join(map(str, phantom.GRID_SHAPE))}: "
               f"median {median:.1f} s over {args.repeats} runs ({median / args.subjects:.2f} s per subject); "
-              f"runs {', '.join(f'{t:.1f}' for t in times)} s; torch threads {torch.get_num_threads()}")
+              f"runs {', '.join(f'{t:.1f}' for t in times)} s; torch threads {torch.get_num_threads()}; "
+              f"load average {os.getloadavg()[0]:.1f}")
     return 0
 
 

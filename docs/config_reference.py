@@ -39,8 +39,8 @@ def page() -> str:
         "Every key of a brainsynth configuration, by section. A preset file "
         "(`src/brainsynth/configs/<preset>.yaml`) or your own YAML sets them; `--set SECTION.KEY=VALUE` "
         "changes one on any command. `train` keys can also be set per model: `train.pggan.KEY`, "
-        "`train.dcgan.KEY`. The preset columns show the resolved value (for `train`, the PGGAN's, then the "
-        "DCGAN's where it differs).",
+        "`train.dcgan.KEY`, `train.ddpm.KEY`. The preset columns show the resolved value (for `train`, where "
+        "the models differ: the PGGAN's / the DCGAN's / the diffusion model's).",
         "",
         "Generated from the comments in `src/brainsynth/config.py` by `python docs/config_reference.py`; "
         "do not edit by hand.",
@@ -58,14 +58,16 @@ def page() -> str:
             cells = []
             for p in PRESETS:
                 if name == "train":
-                    pg, dc = (getattr(presets[p].train[m], f.name) for m in MODELS)
-                    cells.append(show(pg) if pg == dc else f"{show(pg)} / {show(dc)}")
+                    values = [getattr(presets[p].train[m], f.name) for m in MODELS]
+                    same = all(v == values[0] for v in values)
+                    cells.append(show(values[0]) if same else " / ".join(show(v) for v in values))
                 else:
                     cells.append(show(getattr(getattr(presets[p], name), f.name)))
             meaning = comments.get(f.name, "").replace("|", "\\|")
             lines.append(f"| `{name}.{f.name}` | {show(default)} | " + " | ".join(cells) + f" | {meaning} |")
         lines.append("")
-    lines += [f"Model defaults under the preset (DCGAN, Radford et al. 2016): `{cfgmod.MODEL_DEFAULTS['dcgan']}`.", ""]
+    lines += [f"Model defaults under the preset (DCGAN, Radford et al. 2016): `{cfgmod.MODEL_DEFAULTS['dcgan']}`; "
+              f"(diffusion model, Ho et al. 2020): `{cfgmod.MODEL_DEFAULTS['ddpm']}`.", ""]
     return "\n".join(lines)
 
 

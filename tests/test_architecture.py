@@ -19,6 +19,7 @@ LONG_FILES = {
     "data/phantom.py": "the simulated cohort: anatomy, deformation, contrast and BIDS output",
     "data/fetch.py": "the ADHD-200 downloader: listing, resumable transfer, checksums, retries",
     "train/loop.py": "the one training loop, top to bottom (as stylegan2-ada's training_loop.py)",
+    "evaluate/schema.py": "every key of report.json and privacy.json, with one description per key",
 }
 
 

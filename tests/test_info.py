@@ -56,7 +56,9 @@ def test_info_text(dataset, capsys):
     assert out[0].endswith("(SIMULATED cohort)")
     assert out[1].strip() == "subjects 4, images 40, size 8x8"
     assert out[2].strip() == "per label: control 20, adhd 20"
-    assert len(out) == 4 + 4 and out[4].split()[:2] == ["sub-01", "adhd"]
+    assert out[3].strip() == "folds 3 x repeats 1; split shown: repeat 0 fold 0"
+    assert len(out) == 5 + 4 and out[5].split()[:2] == ["sub-01", "adhd"]
+    assert sum(line.endswith("tested in fold 0") for line in out[5:]) == 2  # one of each label
 
 
 def test_info_on_a_folder_that_is_not_a_dataset(tmp_path, capsys):

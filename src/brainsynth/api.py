@@ -61,10 +61,12 @@ def load_dataset(root: PathLike):
 
 
 def train(dataset: PathLike, out: PathLike, *, model: str = "pggan", config: ConfigLike = DEFAULT_PRESET,
-          resume: bool = False, device: str | None = None, force: bool = False, **settings: Any) -> Path:
+          resume: bool = False, device: str | None = None, force: bool = False, fold: int = 0, repeat: int = 0,
+          **settings: Any) -> Path:
     """Train one model (``brainsynth train``); keywords are ``train`` keys of that model (lr, total_images, ...).
 
-    With ``resume=True`` the run's own config is used and the keywords change it.
+    With ``resume=True`` the run's own config is used and the keywords change it. ``fold`` and
+    ``repeat`` choose the training subjects (the dataset's cross-validation; 0, 0 by default).
     """
     from brainsynth.train.loop import train as stage
 
@@ -72,7 +74,7 @@ def train(dataset: PathLike, out: PathLike, *, model: str = "pggan", config: Con
     resolved = _config(config, section, settings)
     changes = [(f"{section}.{k}", v, f"argument {k}={v!r}") for k, v in settings.items()]
     return stage(dataset, out, resolved.train[model], resume=resume, changes=changes, launch=resolved.source,
-                 device=device, force=force)
+                 device=device, force=force, fold=fold, repeat=repeat)
 
 
 def generate_images(run_dir: PathLike, out: PathLike, *, config: ConfigLike = DEFAULT_PRESET, label: str = "both",
@@ -92,11 +94,11 @@ def export_generator(run_dir: PathLike, out: PathLike, *, force: bool = False) -
 
 
 def export_images(dataset: PathLike, out: PathLike, *, split: str = "train", fmt: str = "png",
-                  force: bool = False) -> Path:
-    """A DATASET's real images as an image set (``brainsynth export-images``)."""
+                  force: bool = False, fold: int = 0, repeat: int = 0) -> Path:
+    """A DATASET's real images of one fold's split as an image set (``brainsynth export-images``)."""
     from brainsynth.data.export_images import export_images as stage
 
-    return stage(dataset, out, split=split, fmt=fmt, force=force)
+    return stage(dataset, out, split=split, fmt=fmt, force=force, fold=fold, repeat=repeat)
 
 
 def read_image_set(root: PathLike):
@@ -108,25 +110,30 @@ def read_image_set(root: PathLike):
 
 def evaluate(real: PathLike, synthetic: dict[str, PathLike], out: PathLike, *, config: ConfigLike = DEFAULT_PRESET,
              runs: dict[str, PathLike] | None = None, device: str | None = None,
-             feature_cache: PathLike | None = None, force: bool = False, **settings: Any):
-    """GAN-train, GAN-test, fidelity and privacy (``brainsynth evaluate``); keywords are ``evaluate`` keys."""
+             feature_cache: PathLike | None = None, force: bool = False,
+             fold: int = 0, repeat: int = 0, all_folds: bool = False, **settings: Any):
+    """GAN-train, GAN-test, fidelity and privacy (``brainsynth evaluate``); keywords are ``evaluate`` keys.
+
+    One fold (``fold``, ``repeat``), or with ``all_folds`` every fold pooled (each synthetic
+    folder then names its fold with ``{fold}`` and ``{repeat}``).
+    """
     from brainsynth.evaluate import evaluate as stage
 
     resolved = _config(config, "evaluate", settings)
     return stage(real, {k: str(v) for k, v in synthetic.items()}, out, resolved.evaluate, resolved.audit,
                  runs={k: str(v) for k, v in (runs or {}).items()}, device=device, feature_cache=feature_cache,
-                 force=force)
+                 force=force, fold=fold, repeat=repeat, all_folds=all_folds)
 
 
 def audit(train: PathLike, synthetic: PathLike, out: PathLike, *, config: ConfigLike = DEFAULT_PRESET,
           filter_flagged: bool = False, device: str | None = None, feature_cache: PathLike | None = None,
-          force: bool = False, **settings: Any) -> dict:
+          force: bool = False, fold: int = 0, repeat: int = 0, **settings: Any) -> dict:
     """The privacy audit alone (``brainsynth audit``); keywords are ``audit`` keys (percentile)."""
     from brainsynth.evaluate import audit as stage
 
     resolved = _config(config, "audit", settings)
     return stage(train, synthetic, out, resolved.audit, resolved.evaluate, filter_flagged=filter_flagged,
-                 device=device, feature_cache=feature_cache, force=force)
+                 device=device, feature_cache=feature_cache, force=force, fold=fold, repeat=repeat)
 
 
 def fetch_adhd200(out: PathLike, *, sites: list[str] | None = None, max_subjects: int | None = None,

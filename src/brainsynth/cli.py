@@ -150,6 +150,33 @@ def _add_feature_flags(p: argparse.ArgumentParser) -> None:
                    help="reuse/keep VGG-16 features in DIR (content-addressed; shared by evaluate and audit)")
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _add_fold_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """``--fold K --repeat R``: which fold of the DATASET's subject cross-validation a stage works on."""
+    p.add_argument("--fold", type=_non_negative_int, default=0, metavar="K",
+                   help=f"fold of the DATASET's subject folds whose {what} (default 0; see 'brainsynth info')")
+    p.add_argument("--repeat", type=_non_negative_int, default=0, metavar="R",
+                   help="repeat of the fold assignment (default 0)")
+
+
+def _add_split_flags(p: argparse.ArgumentParser) -> None:
+    _key_flag(p, "--folds", "prepare.folds", "K stratified subject folds, each subject tested once per repeat; 1 "
+              "= one hold-out split of --test-fraction", type=_positive_int, metavar="K")
+    _key_flag(p, "--repeats", "prepare.repeats", "fold assignments drawn from new seeds (repeated cross-validation)",
+              type=_positive_int, metavar="R")
+    _key_flag(p, "--test-fraction", "prepare.test_fraction", "with --folds 1: share of subjects held out for "
+              "testing, stratified by label", type=_fraction, metavar="F")
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
 
@@ -183,9 +210,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  subjects {summary['n_subjects']}, images {summary['n_images']}, "
           f"size {summary['image_size']}x{summary['image_size']}")
     print("  per label: " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
+    print(f"  folds {summary['folds']} x repeats {summary['repeats']}; split shown: repeat "
+          f"{summary['fold']['repeat']} fold {summary['fold']['fold']}")
     print("  per split: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
     for s in summary["subjects"]:
-        print(f"    {s['id']:<20} {s['label']:<8} {s['split']:<6} {s['n_images']:>5} images")
+        tested = "" if s["test_fold"] is None else f"  tested in fold {s['test_fold']}"
+        print(f"    {s['id']:<20} {s['label']:<8} {s['split']:<6} {s['n_images']:>5} images{tested}")
     return 0
 
 
@@ -197,7 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides, default_section=section)
     changes = [o for o in overrides if o[0].startswith("train.")]
     train(args.dataset, args.out, config.train[args.model], resume=args.resume, changes=changes,
-          launch=config.source, dry_run=args.dry_run, device=args.device, force=args.force)
+          launch=config.source, dry_run=args.dry_run, device=args.device, force=args.force, fold=args.fold,
+          repeat=args.repeat)
     return 0
 
 
@@ -221,19 +252,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_export_images(args: argparse.Namespace) -> int:
     from brainsynth.data.export_images import export_images
 
-    out = export_images(args.dataset, args.out, split=args.split, fmt=args.format, force=args.force)
+    out = export_images(args.dataset, args.out, split=args.split, fmt=args.format, force=args.force, fold=args.fold,
+                        repeat=args.repeat)
     print(f"real images written to {out}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from brainsynth.evaluate import evaluate
-    from brainsynth.evaluate.tables import format_table1
+    from brainsynth.evaluate.targets import format_table1
 
     config = _config(args, "evaluate")
     report = evaluate(args.real, dict(args.synthetic), args.out, config.evaluate, config.audit,
                       runs=dict(args.run or []), device=args.device, feature_cache=args.feature_cache,
-                      force=args.force)
+                      force=args.force, fold=args.fold, repeat=args.repeat, all_folds=args.all_folds)
     print(format_table1(report))
     print(f"report written to {args.out}")
     return 0
@@ -257,7 +289,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from brainsynth.evaluate import audit
 
     audit(args.train, args.synthetic, args.out, config.audit, config.evaluate, filter_flagged=args.filter,
-          device=args.device, feature_cache=args.feature_cache, force=args.force)
+          device=args.device, feature_cache=args.feature_cache, force=args.force, fold=args.fold,
+          repeat=args.repeat)
     return 0
 
 
@@ -301,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler, key_flags=[])
         return p
 
-    p = add("phantom", cmd_phantom, "write a SIMULATED neonatal ADHD/control cohort (BIDS) from the MNI152 template")
+    p = add("phantom", cmd_phantom, "write a SIMULATED neonatal ADHD/control cohort (BIDS or ADHD-200 layout) from a "
+            "brain template")
     p.add_argument("out_dir", metavar="OUT_DIR")
     _add_config_options(p, "cohort")
     _key_flag(p, "--subjects", "cohort.subjects", "number of subjects", type=_positive_int)
@@ -311,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
               "default, 0 removes it", type=float)
     _key_flag(p, "--contrast", "cohort.contrast", "T1 contrast: neonatal (white matter darker than grey) or adult",
               choices=("neonatal", "adult"))
+    _key_flag(p, "--template", "cohort.template", "anatomy: mni152-2009 (nilearn's, the default) or a skull-stripped "
+              "T1 NIfTI template in MNI space", metavar="FILE")
+    _key_flag(p, "--layout", "cohort.layout", "bids (sub-01, diagnosis column) or adhd200 (an ADHD-200 site folder: "
+              "sub-<7 digits>/ses-1, dx codes, two unlabelled subjects)", choices=("bids", "adhd200"))
     p.add_argument("--force", action="store_true", help="replace an existing OUT_DIR")
 
     p = add("prepare", cmd_prepare, "the paper's preprocessing: volumes -> slices -> patches -> a DATASET")
@@ -326,27 +364,28 @@ def build_parser() -> argparse.ArgumentParser:
               type=int, metavar="PX")
     _key_flag(p, "--size", "prepare.size", "final image size (64 on the CPU; the paper used 256)", type=int,
               metavar="PX")
-    _key_flag(p, "--test-fraction", "prepare.test_fraction", "share of subjects held out for testing, stratified "
-              "by label", type=_fraction, metavar="F")
-    _key_flag(p, "--seed", "prepare.seed", "seed of the subject split", type=int)
+    _add_split_flags(p)
+    _key_flag(p, "--seed", "prepare.seed", "seed of the subject folds", type=int)
     p.add_argument("--force", action="store_true", help="replace an existing --out")
 
     p = add("info", cmd_info, "summarise a prepared DATASET")
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = add("train", cmd_train, "train the conditional PGGAN or the DCGAN baseline on a DATASET's train split",
+    p = add("train", cmd_train, "train the conditional PGGAN, the DCGAN baseline or the diffusion model (ddpm) on a "
+            "DATASET's train split",
             epilog=describe_sections() + "\nbrainsynth train: a bare --set KEY=VALUE means train.MODEL.KEY.")
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--model", choices=MODELS, default="pggan")
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     _add_config_options(p, "train.MODEL")
+    _add_fold_flags(p, "training subjects the model learns")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     _add_device(p)
     p.add_argument("--force", action="store_true", help="start over in an existing RUN_DIR")
 
-    p = add("generate", cmd_generate, "sample synthetic images per class from a trained run (G_ema)")
+    p = add("generate", cmd_generate, "sample synthetic images per class from a trained run (G_ema; ddpm: DDIM)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     _add_config_options(p, "generate")
@@ -354,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", choices=("adhd", "control", "both"), default="both")
     _key_flag(p, "--format", "generate.format", "image-set format", choices=("png", "npz", "nifti"))
     _key_flag(p, "--seed", "generate.seed", "base seed of the per-image seeds", type=int)
+    _key_flag(p, "--steps", "generate.steps", "ddpm: DDIM sampling steps", type=_positive_int)
+    _key_flag(p, "--guidance", "generate.guidance", "ddpm: classifier-free guidance weight (0: conditional only)",
+              type=float, metavar="W")
     _add_device(p)
     p.add_argument("--force", action="store_true")
 
@@ -366,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--split", choices=("train", "test", "all"), default="train")
+    _add_fold_flags(p, "split is exported")
     p.add_argument("--format", choices=("png", "npz", "nifti"), default="png")
     p.add_argument("--force", action="store_true")
 
@@ -375,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", type=_named_dir, metavar="NAME=RUN_DIR",
                    help="training run whose curves go into the report (repeatable)")
     p.add_argument("--out", required=True, metavar="REPORT_DIR")
+    _add_fold_flags(p, "test subjects are scored (the generators were trained on its training subjects)")
+    p.add_argument("--all-folds", action="store_true",
+                   help="evaluate every fold and repeat and pool them; each DIR names its fold's set with {fold} "
+                        "and {repeat}, e.g. --synthetic pggan=out/r{repeat}/f{fold}/synthetic/pggan")
     _add_config_options(p, "evaluate")
     _key_flag(p, "--bootstrap", "evaluate.bootstrap", "bootstrap resamples over test subjects", type=int)
     _key_flag(p, "--seed", "evaluate.seed", "seed of the classifiers, bootstrap and subsets", type=int)
@@ -390,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (optional with --selftest)")
     p.add_argument("--filter", action="store_true", help="also write the synthetic set minus every flagged image")
     p.add_argument("--selftest", metavar="DATASET", help="test the audit on DATASET with planted copies instead")
+    _add_fold_flags(p, "training subjects the generator saw (its test subjects are the held-out reference)")
     _add_config_options(p, "audit")
     _key_flag(p, "--percentile", "audit.percentile",
               "share (%%) of held-out half-A images the near-copy rule may flag, per brain-area band", type=float,
@@ -404,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--force", action="store_true")
 
-    p = add("run", cmd_run, "the whole method end to end: prepare, train PGGAN + DCGAN, generate, evaluate, report",
+    p = add("run", cmd_run, "the whole method end to end, cross-validated by subject: prepare, then per fold train "
+            "PGGAN + DCGAN, generate and evaluate, then the pooled report",
             epilog=describe_sections() + "\nbrainsynth run: --set needs SECTION.KEY; --seed N sets every stage's seed.")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--input", metavar="DIR", help="your cohort (default: the SIMULATED cohort)")
@@ -413,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same as --config PRESET: demo (CPU, 64 px), paper (GPU, 256 px), tiny (smoke test)")
     _add_input_options(p)
     _add_slice_flags(p)
+    _add_split_flags(p)
     _key_flag(p, "--seed", SEED_KEYS, "seed of every stage", type=int)
     _key_flag(p, "--features", "evaluate.features", "feature extractor: vgg16 or vgg16-random", metavar="NAME")
     _key_flag(p, "--weights", "evaluate.weights", "local torchvision-format VGG-16 weights file", metavar="FILE")

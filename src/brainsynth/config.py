@@ -8,6 +8,7 @@ or a user's own YAML) has one mapping per section::
     train:     training options shared by every model, then one mapping per model:
       pggan:     ... keys that differ for the progressive GAN
       dcgan:     ... keys that differ for the DCGAN baseline
+      ddpm:      ... keys that differ for the diffusion model
     generate:  how many synthetic images, in which format
     evaluate:  the feature extractor (features, weights, feature_layer, input_size, precision),
                bootstrap resamples, seed
@@ -46,11 +47,16 @@ from brainsynth.options import as_dict, check_key, choices, parse_override, set_
 
 PRESETS = ("paper", "demo", "tiny")
 DEFAULT_PRESET = "demo"
-MODELS = ("pggan", "dcgan")
+MODELS = ("pggan", "dcgan", "ddpm")
+DEFAULT_RUN_MODELS = ("pggan", "dcgan")  # brainsynth run's generators unless run.models says otherwise
+GANS = ("pggan", "dcgan")  # the models with a discriminator
 PRECISIONS = ("fp32", "bf16")  # no fp16: the WGAN-GP gradient penalty overflows in fp16
 CONDITIONINGS = ("acgan", "projection", "none")
 ADAM_RESETS = ("resolution", "lod")
+DDPM_SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")  # MONAI's names
+DDPM_PREDICTIONS = ("epsilon", "v_prediction", "sample")
 EMA_BN_MODES = ("copy", "recompute", "train_mode", "no_ema")
+DEFAULT_TEMPLATE = "mni152-2009"  # the simulated cohort's default anatomy (nilearn's MNI152 2009)
 
 # Official progressive-GAN minibatch per resolution on one GPU (Karras et al. 2018, Table 4 setup).
 OFFICIAL_BATCH_SIZES = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8}
@@ -95,6 +101,8 @@ class CohortConfig(Section):
     adhd_fraction: float = 0.5  # share of ADHD subjects, exactly round(subjects * adhd_fraction)
     effect: float = 1.0  # strength of the simulated group difference; 1 = calibrated default, 0 = none
     contrast: str = field(default="neonatal", metadata=choices("neonatal", "adult"))  # T1w tissue contrast
+    template: str = DEFAULT_TEMPLATE  # anatomy: nilearn's MNI152 2009, or a skull-stripped T1 NIfTI in MNI space
+    layout: str = field(default="bids", metadata=choices("bids", "adhd200"))  # bids (sub-01, diagnosis) or adhd200 (site folder, dx codes, unlabelled rows)
     shape: Optional[list[int]] = None  # voxels (x, y, z); null = the phantom's 320 x 320 x 200 grid
     seed: int = 0  # seeds every subject's anatomy, contrast, bias and noise
 
@@ -107,6 +115,8 @@ class CohortConfig(Section):
             raise self.bad("effect", "must be a finite number >= 0 (1 is the calibrated default)")
         if self.shape is not None and (len(self.shape) != 3 or min(self.shape) < 8):
             raise self.bad("shape", "must be three sizes >= 8 voxels, or null")
+        if self.template != DEFAULT_TEMPLATE and not self.template.lower().endswith((".nii", ".nii.gz")):
+            raise self.bad("template", f"must be {DEFAULT_TEMPLATE} or the path of a .nii/.nii.gz T1 template")
         self.at_least(0, "seed")
 
 
@@ -121,8 +131,10 @@ class PrepareConfig(Section):
     patch: int = 256  # side of the patch cut from the slice, px (paper: 256)
     patch_stride: Optional[int] = None  # cut several overlapping patches this many px apart; null = one centred patch
     size: int = 64  # final image side, px: the size every later stage works at (paper: 256)
-    test_fraction: float = 1 / 3  # share of subjects per label held out for testing
-    seed: int = 0  # seed of the subject split
+    folds: int = 3  # K stratified subject folds, each subject tested once per repeat; 1 = one hold-out split
+    repeats: int = 1  # fold assignments drawn, each from its own seed (repeated cross-validation)
+    test_fraction: float = 1 / 3  # with folds 1 only: share of subjects per label held out for testing
+    seed: int = 0  # seed of the subject folds (repeat r draws from [seed, r])
     workers: int = 1  # volumes processed in parallel (processes)
 
     def check(self) -> None:
@@ -133,7 +145,7 @@ class PrepareConfig(Section):
             if len(rel) != 2 or not 0.0 <= rel[0] <= rel[1] <= 1.0:
                 raise self.bad("relative_slices", "must be two fractions 0 <= FA <= FB <= 1 of the brain's extent")
         self.at_least(0, "inplane", "seed")
-        self.at_least(1, "patch", "size", "patch_stride", "workers")
+        self.at_least(1, "patch", "size", "patch_stride", "workers", "folds", "repeats")
         if self.inplane and self.patch > self.inplane:
             raise self.bad("patch", f"is larger than inplane ({self.inplane}); choose a patch <= inplane")
         if not 0.0 <= self.test_fraction < 1.0:
@@ -155,9 +167,23 @@ class TrainConfig(Section):
     widths: Optional[dict[int, int]] = None  # PGGAN: explicit channels per resolution, replaces the rule
     # projection is the default: better GAN-train on the demo (slice HM 0.939 vs 0.895 for acgan,
     # same data, image budget and seed).
-    conditioning: str = field(default="projection", metadata=choices(*CONDITIONINGS))  # class conditioning: acgan | projection | none
+    conditioning: str = field(default="projection", metadata=choices(*CONDITIONINGS))  # GANs' class conditioning: acgan | projection | none (ddpm: always a class embedding)
     mbstd_group: int = 4  # PGGAN: minibatch-stddev group size
     dcgan_width: int = 64  # DCGAN: base channel width
+    # ddpm (docs/diffusion.md): MONAI's DiffusionModelUNet, class embedding with a null class.
+    ddpm_channels: list[int] = field(default_factory=lambda: [64, 128, 128, 256])  # ddpm: UNet channels per level (multiples of ddpm_norm_groups)
+    ddpm_attention: list[bool] = field(default_factory=lambda: [False, False, True, True])  # ddpm: self-attention at each UNet level
+    ddpm_res_blocks: int = 2  # ddpm: residual blocks per UNet level on the way down (one more on the way up)
+    ddpm_norm_groups: int = 32  # ddpm: group-norm groups
+    ddpm_head_channels: int = 32  # ddpm: channels per attention head
+    ddpm_patch: int = 1  # ddpm: space-to-depth factor before the UNet (2: a 64 px image enters as 4 x 32 x 32); 1 = none
+    ddpm_timesteps: int = 1000  # ddpm: diffusion steps T of training (Ho et al. 2020: 1000)
+    ddpm_schedule: str = field(default="linear_beta", metadata=choices(*DDPM_SCHEDULES))  # ddpm: noise schedule (MONAI name)
+    ddpm_prediction: str = field(default="epsilon", metadata=choices(*DDPM_PREDICTIONS))  # ddpm: the network predicts the noise (epsilon), the velocity (v_prediction) or the clean image (sample)
+    ddpm_min_snr: float = 0.0  # ddpm: Min-SNR-gamma loss weighting (Hang et al. 2023: 5); 0 = the plain mean squared error
+    ddpm_label_dropout: float = 0.1  # ddpm: share of training labels replaced by the null class (classifier-free guidance)
+    ddpm_grad_clip: float = 1.0  # ddpm: clip the gradient norm to this (Ho et al. 2020: 1); 0 = no clipping
+    ddpm_grid_steps: int = 25  # ddpm: DDIM steps of the tick's sample grid (guidance 0)
 
     # --- schedule, counted in images shown (not steps)
     total_images: Optional[int] = None  # stop after this many images; null = end of the growth schedule
@@ -182,7 +208,7 @@ class TrainConfig(Section):
     dcgan_ema_bn_images: int = 512  # dcgan_ema_bn=recompute: latents per recomputation of G_ema's statistics
 
     # --- augmentation (ADA)
-    augment: str = field(default="off", metadata=choices("off", "fixed", "adaptive"))  # off | fixed | adaptive
+    augment: str = field(default="off", metadata=choices("off", "fixed", "adaptive"))  # GANs: augment what D sees, off | fixed | adaptive
     augment_p: float = 0.0  # initial (or fixed) augmentation probability
     augment_target: float = 0.6  # adaptive: target E[sign(D(real))]
     augment_interval: int = 4  # adaptive: steps between p updates
@@ -233,6 +259,8 @@ class TrainConfig(Section):
         if not _is_power_of_two(self.start_resolution) or not 4 <= self.start_resolution <= top:
             raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
         self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group", "dcgan_width", "tick_images",
+                      "ddpm_res_blocks", "ddpm_norm_groups", "ddpm_head_channels", "ddpm_patch", "ddpm_timesteps",
+                      "ddpm_grid_steps",
                       "checkpoint_every_ticks", "checkpoint_keep", "grid_columns", "grid_cell_px",
                       "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images",
                       "dcgan_ema_bn_images")
@@ -263,12 +291,37 @@ class TrainConfig(Section):
             missing = [r for r in self.resolutions() if r not in self.widths]
             if missing:
                 raise self.bad("widths", f"needs a width for every resolution, missing {missing}")
+        self._check_ddpm()
+
+    def _check_ddpm(self) -> None:
+        if not 0.0 <= self.ddpm_label_dropout < 1.0:
+            raise self.bad("ddpm_label_dropout", "must be in [0, 1)")
+        self.at_least(0, "ddpm_grad_clip", "ddpm_min_snr")
+        if self.ddpm_grid_steps > self.ddpm_timesteps:
+            raise self.bad("ddpm_grid_steps", f"cannot exceed ddpm_timesteps ({self.ddpm_timesteps})")
+        if not self.ddpm_channels or min(self.ddpm_channels) < 1:
+            raise self.bad("ddpm_channels", "must list one positive channel count per UNet level")
+        if len(self.ddpm_attention) != len(self.ddpm_channels):
+            raise self.bad("ddpm_attention", f"needs one flag per level of ddpm_channels ({len(self.ddpm_channels)})")
+        if any(c % self.ddpm_norm_groups for c in self.ddpm_channels):
+            raise self.bad("ddpm_channels", f"must all be multiples of ddpm_norm_groups ({self.ddpm_norm_groups})")
+        attended = [c for c, a in zip(self.ddpm_channels, self.ddpm_attention) if a] + [self.ddpm_channels[-1]]
+        if any(c % self.ddpm_head_channels for c in attended):
+            raise self.bad("ddpm_head_channels", "must divide the channels of every level with attention and of the "
+                                                 f"last level ({sorted(set(attended))})")
+        if self.model == "ddpm" and self.resolution is not None:
+            step = self.ddpm_patch * 2 ** (len(self.ddpm_channels) - 1)
+            if self.resolution % step:
+                raise self.bad("ddpm_channels", f"has too many levels for {self.resolution} px images after a patch "
+                                                f"of {self.ddpm_patch} (the size must be divisible by {step})")
 
 
 # DCGAN's usual settings (Radford et al. 2016): a 100-d latent, lr 2e-4 and beta1 0.5.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "pggan": {},
     "dcgan": {"z_dim": 100, "lr": 2e-4, "betas": [0.5, 0.999], "batch_sizes": 64},
+    # Ho et al. 2020: Adam lr 2e-4 (CIFAR-10), batch 128, EMA 0.9999 per step; no D to augment for.
+    "ddpm": {"lr": 2e-4, "betas": [0.9, 0.999], "batch_sizes": 128, "ema_beta": 0.9999, "augment": "off"},
 }
 
 
@@ -280,10 +333,15 @@ class GenerateConfig(Section):
     images_per_label: int = 500  # synthetic images per class
     format: str = field(default="png", metadata=choices("png", "npz", "nifti"))  # image-set storage format
     seed: int = 0  # base of the per-image seeds (any image can be regenerated from its seed)
+    steps: int = 50  # ddpm: DDIM sampling steps (Song et al. 2021)
+    guidance: float = 0.0  # ddpm: classifier-free guidance weight w, pred = (1+w) cond - w uncond; 0 = conditional only
+    precision: str = field(default="fp32", metadata=choices(*PRECISIONS))  # ddpm: bf16 autocast of the sampler's network (the GANs sample in fp32)
 
     def check(self) -> None:
-        self.at_least(1, "images_per_label")
+        self.at_least(1, "images_per_label", "steps")
         self.at_least(0, "seed")
+        if not 0.0 <= self.guidance < float("inf"):
+            raise self.bad("guidance", "must be a finite weight >= 0 (0: the conditional model alone)")
 
 
 @dataclass
@@ -347,8 +405,8 @@ class RunOptions(Section):
     """``run:`` how `brainsynth run` drives the stages."""
 
     name = "run"
-    models: list[str] = field(default_factory=lambda: list(MODELS))  # generators trained, generated and compared
-    parallel_training: bool = False  # train the models side by side, one CPU thread each (the 2-core CPU demo)
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_RUN_MODELS))  # generators trained, generated and compared (pggan, dcgan, ddpm)
+    parallel_training: bool = False  # two training runs at a time (every fold x model), one CPU thread each (2-core CPU demo)
 
     def check(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]

@@ -11,7 +11,10 @@ where the config came from (preset or file name, overrides), a summary of the tr
 its fingerprint, images shown, the checkpoint's and the weights' SHA-256, and
 ``RUN_DIR/metrics.json`` when it exists. The card is shared with the weights, so it holds no local
 path (the training data's folder, the run folder) and no subject id (:mod:`brainsynth.shareable`).
-:func:`load_exported_generator` rebuilds the generator from these two files alone.
+:func:`load_exported_generator` rebuilds the generator from these two files alone. For a
+diffusion model the weights are the EMA denoiser's, the card adds its noise process
+(``diffusion``: timesteps, schedule, prediction) and the loader returns the DDIM
+:class:`~brainsynth.models.ddpm.Sampler` around it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ from brainsynth.train import checkpoint as ckpt
 
 CARD_FORMAT = "brainsynth-generator-v1"
 METRICS_FILE = "metrics.json"
+USAGE_GAN = ("G, card = brainsynth.export.load_exported_generator(path); "
+             "G(z [N, z_dim] ~ N(0, I), labels [N] (0 control, 1 adhd), card['resolution'], card['alpha']) "
+             "-> images [N, 1, H, W] in about [-1, 1]")
+USAGE_DIFFUSION = ("S, card = brainsynth.export.load_exported_generator(path); "
+                   "S(noise [N, 1, R, R] ~ N(0, I) with R = card['resolution'], labels [N] (0 control, 1 adhd; "
+                   "2 = unconditional), steps=50, guidance=0.0, precision='fp32') -> images [N, 1, R, R] in [-1, 1] "
+                   "(DDIM, eta 0)")
 
 
 def card_path(out: str | Path) -> Path:
@@ -57,7 +67,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
     from safetensors.torch import save_file
 
     from brainsynth.config import train_config_from_dict
-    from brainsynth.models import network_kwargs
+    from brainsynth.models import diffusion_kwargs, network_kwargs
 
     out, card_file = Path(out), card_path(out)
     if out.suffix == ".json":
@@ -73,6 +83,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
         save_file(tensors, str(tmp), metadata={"format": CARD_FORMAT, "model": cfg.model, "card": card_file.name})
     progress = state["progress"]
     metrics_path = Path(run_dir) / METRICS_FILE
+    diffusion = cfg.model == "ddpm"
     card = {
         "format": CARD_FORMAT,
         "weights": out.name,
@@ -82,7 +93,8 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
         "resolution": int(progress["resolution"]),
         "alpha": float(progress["alpha"]),
         "final_resolution": cfg.resolution,
-        "z_dim": cfg.z_dim,
+        "z_dim": None if diffusion else cfg.z_dim,
+        "diffusion": diffusion_kwargs(cfg) if diffusion else None,
         "classes": list(LABELS),
         "config_source": state.get("launch", {}).get("config"),
         "data": {k: v for k, v in state["data"].items() if k != "dataset"},  # the folder stays home
@@ -91,9 +103,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
         "checkpoint": {"file": path.name, "sha256": sha256_file(path)},
         "config": state["config"],
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
-        "usage": "G, card = brainsynth.export.load_exported_generator(path); "
-                 "G(z [N, z_dim] ~ N(0, I), labels [N] (0 control, 1 adhd), card['resolution'], card['alpha']) "
-                 "-> images [N, 1, H, W] in about [-1, 1]",
+        "usage": USAGE_DIFFUSION if diffusion else USAGE_GAN,
         "brainsynth_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -119,7 +129,8 @@ def load_exported_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]
     Returns
     -------
     G : nn.Module
-        In eval mode, gradients off.
+        In eval mode, gradients off: the generator, or for a diffusion model its DDIM
+        :class:`~brainsynth.models.ddpm.Sampler` (see the card's ``usage``).
     card : dict
         The model card (``resolution``, ``alpha``, ``z_dim``, ``classes``, ...).
 
@@ -131,6 +142,7 @@ def load_exported_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]
     from safetensors.torch import load_file
 
     from brainsynth.models import build_models
+    from brainsynth.models.ddpm import Sampler
 
     path = Path(path)
     card_file = card_path(path)
@@ -150,6 +162,9 @@ def load_exported_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any]
     try:
         G, _ = build_models(card["model"], **_architecture(card))
         G.load_state_dict(tensors, strict=True)
+        G = G.eval().requires_grad_(False)
+        if card["model"] == "ddpm":
+            G = Sampler(G, **card["diffusion"]).eval()
     except (KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not match the model card ({str(exc).splitlines()[0][:200]})") from None
-    return G.eval().requires_grad_(False), card
+    return G, card

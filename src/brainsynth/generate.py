@@ -1,4 +1,4 @@
-"""``brainsynth generate``: sample labelled synthetic images from a run's G_ema.
+"""``brainsynth generate``: sample labelled synthetic images from a run's G_ema (or EMA denoiser).
 
 Every image can be regenerated on its own. Image ``i`` of class ``c`` (0 control, 1 adhd)
 with ``--seed s`` has the per-image seed::
@@ -11,6 +11,14 @@ stored as ``seed`` in its ``metadata.json`` record, and its latent is::
 
 fed to G_ema with the label ``c`` at the checkpoint's resolution and fade weight (see
 :func:`latent_for_seed`). Pixels map from G's [-1, 1] to [0, 1], clipped, then to uint8.
+
+The diffusion model (``--model ddpm``) starts instead from the initial noise::
+
+    x_T = torch.randn(1, res, res, generator=torch.Generator().manual_seed(image_seed))
+
+and runs DDIM (eta 0, deterministic) from it in ``generate.steps`` steps with guidance weight
+``generate.guidance`` (:func:`noise_for_seed`, :class:`brainsynth.models.ddpm.Sampler`). Its
+network may run under bf16 autocast (``generate.precision``); the GANs sample in fp32.
 
 One exception: a DCGAN trained with ``train.dcgan_ema_bn: train_mode`` is sampled with batch
 statistics (as in training), so an image also depends on the others in its batch. Batches
@@ -51,6 +59,8 @@ LABEL_CHOICES = (*LABELS, "both")
 # Images per forward pass. On the CPU a moderate batch keeps the activations in cache: at 64 px
 # (demo widths, 1 thread) 64 gave ~1000 img/s, 256 ~820 and 500 ~470 (see the engine's report).
 GENERATE_BATCH = {"cpu": 64, "cuda": 1024}
+# The diffusion model: images per DDIM chain (every step of a chain runs the whole batch).
+SAMPLE_BATCH = {"cpu": 128, "cuda": 512}
 
 
 def image_seed(seed: int, label_index: int, i: int) -> int:
@@ -62,6 +72,48 @@ def image_seed(seed: int, label_index: int, i: int) -> int:
 def latent_for_seed(image_seed_value: int, z_dim: int) -> torch.Tensor:
     """The latent ``[z_dim]`` of one image, from its per-image seed."""
     return torch.randn(z_dim, generator=torch.Generator().manual_seed(int(image_seed_value)))
+
+
+def noise_for_seed(image_seed_value: int, res: int) -> torch.Tensor:
+    """The diffusion model's initial noise ``[1, res, res]`` of one image, from its per-image seed."""
+    return torch.randn(1, res, res, generator=torch.Generator().manual_seed(int(image_seed_value)))
+
+
+@torch.inference_mode()
+def sample_diffusion(sampler: nn.Module, labels: Sequence[int], seeds: Sequence[int], res: int, steps: int,
+                     guidance: float = 0.0, precision: str = "fp32", device: torch.device | str = "cpu",
+                     batch_size: int | None = None) -> np.ndarray:
+    """Images of a diffusion model for given labels and per-image seeds.
+
+    Parameters
+    ----------
+    sampler : brainsynth.models.ddpm.Sampler
+        The run's DDIM sampler (:func:`load_generator_from_checkpoint`).
+    labels, seeds : sequence of int
+        Class index and per-image seed (:func:`image_seed`) of every image.
+    res : int
+        Image size.
+    steps, guidance, precision
+        DDIM steps, classifier-free guidance weight, autocast of the network (``generate`` keys).
+    batch_size : int, optional
+        Images sampled together (default :data:`SAMPLE_BATCH` of the device type).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``[N, res, res]`` in [0, 1].
+    """
+    device = torch.device(device)
+    batch_size = batch_size or SAMPLE_BATCH.get(device.type, 128)
+    sampler = sampler.eval().to(device)
+    out = np.empty((len(labels), res, res), dtype=np.float32)
+    for start in range(0, len(labels), batch_size):
+        stop = min(start + batch_size, len(labels))
+        noise = torch.stack([noise_for_seed(s, res) for s in seeds[start:stop]]).to(device)  # [B, 1, res, res]
+        y = torch.as_tensor(labels[start:stop], dtype=torch.long, device=device)  # [B]
+        x = sampler(noise, y, steps=steps, guidance=guidance, precision=precision)  # [B, 1, res, res] in [-1, 1]
+        out[start:stop] = ((x[:, 0] + 1.0) * 0.5).clamp_(0.0, 1.0).cpu().numpy()
+    return out
 
 
 @torch.inference_mode()
@@ -141,10 +193,14 @@ def sampling_batch_stats(config: dict[str, Any], res: int) -> int | None:
 
 
 def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
-    """Rebuild G_ema from a loaded checkpoint (networks are defined by its config)."""
+    """Rebuild G_ema from a loaded checkpoint (networks are defined by its config).
+
+    For a diffusion model this is its DDIM :class:`~brainsynth.models.ddpm.Sampler` around
+    the EMA denoiser.
+    """
     from brainsynth.models import build_models
     from brainsynth.config import train_config_from_dict
-    from brainsynth.models import network_kwargs
+    from brainsynth.models import diffusion_kwargs, network_kwargs
 
     cfg = train_config_from_dict(state["config"])
     G, _ = build_models(cfg.model, **network_kwargs(cfg))
@@ -152,7 +208,12 @@ def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as exc:
         raise ckpt.CheckpointError(f"checkpoint G_ema does not fit its own config ({str(exc).splitlines()[0]})") from None
-    return G.eval().requires_grad_(False)
+    G = G.eval().requires_grad_(False)
+    if cfg.model == "ddpm":
+        from brainsynth.models.ddpm import Sampler
+
+        return Sampler(G, **diffusion_kwargs(cfg)).eval()
+    return G
 
 
 def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *, label: str = "both",
@@ -194,9 +255,13 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
     classes = [LABELS.index(label)] if label != "both" else list(range(len(LABELS)))
     labels = [c for c in classes for _ in range(n)]
     seeds = [image_seed(seed, c, i) for c in classes for i in range(n)]
-    stats_batch = sampling_batch_stats(state["config"], res)
-    images = sample_images(G, labels, seeds, res, alpha, z_dim, dev, batch_size=stats_batch,
-                           batch_stats=stats_batch is not None)  # [N, res, res]
+    diffusion = state["config"]["model"] == "ddpm"
+    stats_batch = None if diffusion else sampling_batch_stats(state["config"], res)
+    if diffusion:
+        images = sample_diffusion(G, labels, seeds, res, cfg.steps, cfg.guidance, cfg.precision, dev)  # [N, res, res]
+    else:
+        images = sample_images(G, labels, seeds, res, alpha, z_dim, dev, batch_size=stats_batch,
+                               batch_stats=stats_batch is not None)  # [N, res, res]
     records = [{"label": LABELS[c], "seed": s} for c, s in zip(labels, seeds)]
     extra = {
         "synthetic": True,
@@ -209,9 +274,12 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
             "resolution": res,
             "alpha": alpha,
             "batch_norm": f"batch statistics, batches of {stats_batch}" if stats_batch else "eval mode",
+            **({"sampler": "DDIM (eta 0)", "steps": cfg.steps, "guidance": cfg.guidance,
+                "precision": cfg.precision} if diffusion else {}),
         },
         "seed": seed,
-        "latent": "z = torch.randn(z_dim, generator=torch.Generator().manual_seed(record seed))",
+        "latent": ("x_T = torch.randn(1, res, res, generator=torch.Generator().manual_seed(record seed))" if diffusion
+                   else "z = torch.randn(z_dim, generator=torch.Generator().manual_seed(record seed))"),
         "config": state["config"],
         "brainsynth_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

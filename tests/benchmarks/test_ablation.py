@@ -34,7 +34,7 @@ def test_seeds_are_pooled_as_mean_and_sample_sd(ablation):
     assert agg["swd"] == pytest.approx(2.0) and agg["swd_sd"] == pytest.approx(np.sqrt(2.0))
     assert agg["fid"] == pytest.approx(15.0) and "recall" not in agg
     table = ablation.table([{"name": "a", "model": "pggan", "sets": ["lr=0.001"]}], {"a": agg}, 0.0)
-    assert "| a | pggan | lr=0.001 | 2.00 ± 1.41 | 15.0 ± 7.1 |" in table
+    assert "| a | pggan | lr=0.001 | 2.00 ± 1.41 | 15 ± 7.07 |" in table
 
 
 def test_the_real_images_score_zero_against_themselves_and_a_grey_background_shows(ablation):

@@ -46,7 +46,8 @@ def test_tiny_run_on_the_cpu_writes_every_figure(gpu_check, tmp_path, capsys):
     assert gpu_check.main(["--tiny", "--out", str(out), "--dataset", str(dataset), "--device", "cpu"]) == 0
     result = json.loads((out / "gpu_check.json").read_text())
     assert json.loads(capsys.readouterr().out) == result
-    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "report.md", "samples.png", "train_stats.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "report.md", "samples.png", "samples_ddpm.png",
+                                                     "train_stats.jsonl"]
     train = result["train"]
     assert train["images"] == 256 and train["tick_images"] == 16  # 4 growth phases of 32 images, 2 ticks each
     assert sorted(train["img_per_s_by_resolution"], key=int) == ["4", "8", "16"]
@@ -54,7 +55,13 @@ def test_tiny_run_on_the_cpu_writes_every_figure(gpu_check, tmp_path, capsys):
     assert all(v["steady_img_per_s"] > 0 for v in train["img_per_s_by_resolution"].values())
     assert result["generate"]["images"] == 24 and result["generate"]["img_per_s_sampling"] > 0
     assert result["evaluate"]["input_size"] == 32 and result["evaluate"]["features_img_per_s"] > 0
-    assert result["peak_gpu_memory_gib"] is None and set(result["stages"]) == {"train", "generate", "sample", "evaluate"}
+    assert result["peak_gpu_memory_gib"] is None and set(result["stages"]) == {
+        "train", "generate", "sample", "train_ddpm", "generate_ddpm", "sample_ddpm", "evaluate"}
+    ddpm = result["ddpm"]  # 64 images in 4 ticks, the tiny preset's 10 DDIM steps
+    assert ddpm["images"] == 64 and ddpm["generate"] == {"images": 24, "steps": 10,
+                                                         "img_per_s_stage": ddpm["generate"]["img_per_s_stage"]}
+    assert set(ddpm["img_per_s_sampling_by_steps"]) == {"25", "50"}
+    assert ddpm["projection"]["total_images"] == 192 and ddpm["projection"]["total_s"] > 0
     projection = result["projection"]  # the tiny preset's own full budget: 16 px, stable/fade 64 images
     assert projection["images_by_resolution"] == {"4": 64, "8": 128, "16": 128}
     assert projection["total_s"] > 0
@@ -69,6 +76,10 @@ def test_paper_settings_and_the_80k_projection(gpu_check):
     assert cfg.tick_images == 200  # 4,800 growth images / 12 phases / 2 ticks
     assert (config.prepare.size, config.evaluate.input_size, config.cohort.subjects) == (256, 224, 6)
     assert config.run.models == ["pggan"]
+    with_ddpm = gpu_check.check_config("paper", 9600, 500, 100, 6, [], ddpm_images=4800)
+    d = with_ddpm.train["ddpm"]
+    assert (d.precision, d.total_images, d.tick_images, d.resolution) == ("bf16", 4800, 1200, None)
+    assert with_ddpm.generate.precision == "bf16" and with_ddpm.run.models == ["pggan", "ddpm"]
     rates = {r: {"steady_img_per_s": 100.0} for r in (4, 8, 16, 32, 64, 128, 256)}
     projection = gpu_check.project("paper", 256, rates, {"with_checkpoint_s": 2.0, "without_checkpoint_s": 1.0})
     # The paper's 80,000 images: 3,333 per growth phase, the rest (43,337 with its fade) at 256 px.

@@ -22,6 +22,7 @@ from brainsynth.errors import ConfigError, InputError, OutputExistsError
 from data_fixtures import SMALL, brain_volume, make_bids, write_nifti, write_table
 
 GOOD = {"good1": "adhd", "good2": "control"}
+SMALL = {**SMALL, "folds": 1}  # two subjects: one hold-out split, not cross-validation
 
 
 def cohort(tmp_path: Path, bad: dict[str, object] | None = None, rows: dict[str, str] | None = None) -> dict:

@@ -446,7 +446,7 @@ def test_a_fetched_site_folder_is_read_by_prepare(mirror, tmp_path):
     out = tmp_path / "adhd200"
     summary = _fetch(out, mirror, sites=["NYU"])
     dataset = prepare_dataset(out / "NYU", tmp_path / "nyu-dataset", skip_unlabeled=True, inplane=0, patch=6,
-                              size=4, slices=(1, 5), test_fraction=0.0)
+                              size=4, slices=(1, 5), folds=1, test_fraction=0.0)
 
     labelled = {s: lbl for s, lbl in summary["sites"]["NYU"]["subject_labels"].items() if lbl != "unlabelled"}
     assert labelled == {"sub-1000001": "control", "sub-1000002": "adhd"}

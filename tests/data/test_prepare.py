@@ -77,7 +77,7 @@ def test_summary_fields(bids_cohort, tmp_path):
 
 def test_simulated_flag_read_from_dataset_description(tmp_path):
     root = make_bids(tmp_path / "c", {"1": "adhd", "2": "control"}, description={"Name": "x", "Simulated": True})
-    out = prepare_dataset(root, tmp_path / "ds", **SMALL)
+    out = prepare_dataset(root, tmp_path / "ds", folds=1, **SMALL)
     assert load_dataset(out).summary()["simulated"] is True
 
 
@@ -184,7 +184,7 @@ def test_background_slices_are_skipped_and_recorded(tmp_path):
     for sid, label in (("a", "adhd"), ("b", "control")):
         write_nifti(root / f"{sid}.nii.gz", brain_volume(z_range=(10, 30), marker=False))
     (tmp_path / "labels.csv").write_text("id,dx\na,1\nb,0\n")
-    out = prepare_dataset(root, tmp_path / "ds", labels=tmp_path / "labels.csv", test_fraction=0, **SMALL)
+    out = prepare_dataset(root, tmp_path / "ds", labels=tmp_path / "labels.csv", folds=1, test_fraction=0, **SMALL)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["subjects"][0]["skipped_slices"] == list(range(2, 10))
     assert manifest["counts"]["skipped_patches"] == 16

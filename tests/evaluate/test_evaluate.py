@@ -15,7 +15,7 @@ from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.errors import ConfigError, InputError, OutputExistsError
 from brainsynth.evaluate import evaluate
 from brainsynth.evaluate.schema import Report, read_report
-from brainsynth.evaluate.tables import format_table1
+from brainsynth.evaluate.targets import format_table1
 from brainsynth.imageset import write_image_set
 
 SIZE = 32
@@ -82,29 +82,55 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert isinstance(report, Report) and read_report(out) == report
     assert on_disk["gan_train"]["real"]["hm"] == report.gan_train["real"].hm
-    assert list(on_disk) == ["schema_version", "brainsynth_version", "created", "simulated", "features", "data",
-                             "gan_train", "gan_test", "fidelity", "privacy", "timings"]
+    assert list(on_disk) == ["schema_version", "brainsynth_version", "created", "simulated", "features", "protocol",
+                             "data", "gan_train", "gan_test", "comparisons", "fidelity", "privacy",
+                             "privacy_utility", "timings"]
     assert on_disk["simulated"] is True
     assert on_disk["features"]["name"] == "vgg16-random" and on_disk["features"]["input_size"] == 32
+    # A dataset written before folds: its split column is the one fold.
+    assert {k: on_disk["protocol"][k] for k in ("folds", "repeats", "n_subjects", "subjects_tested_per_repeat")} == {
+        "folds": 1, "repeats": 1, "n_subjects": 6, "subjects_tested_per_repeat": 2}
     real = on_disk["data"]["real"]
-    assert (real["n_train"], real["n_test"], real["image_size"]) == (20, 10, SIZE)
-    assert real["train_subjects"] == ["s1", "s2", "s3", "s4"] and real["test_subjects"] == ["s5", "s6"]
+    assert (real["n_images"], real["n_subjects"], real["image_size"]) == (30, 6, SIZE)
+    (fold,) = real["folds"]
+    assert (fold["n_train"], fold["n_test"]) == (20, 10)
+    assert fold["train_subjects"] == ["s1", "s2", "s3", "s4"] and fold["test_subjects"] == ["s5", "s6"]
     syn = on_disk["data"]["synthetic"]["pggan"]
     assert syn["n_images"] == 16 and syn["counts"] == {"control": 8, "adhd": 8}
-    assert syn["source"]["model"] == "pggan"
-    for block in (on_disk["gan_train"]["real"], on_disk["gan_train"]["pggan"], on_disk["gan_test"]["pggan"]):
-        assert {"sensitivity", "specificity", "hm", "ci", "slice", "subject"} <= set(block)
-        assert set(block["ci"]) == {"sensitivity", "specificity", "hm"}
+    assert syn["source"]["model"] == "pggan" and syn["per_fold"][0]["path"] == str(synthetic)
+    assert list(on_disk["gan_train"]) == ["real", "pggan", "shortcut"]
+    for name in ("real", "pggan", "shortcut"):
+        block = on_disk["gan_train"][name]
+        assert {"sensitivity", "specificity", "hm", "ci", "ci_note", "slice", "subject", "per_fold"} <= set(block)
+        # One test subject per class: no interval, and the report says why.
+        assert block["ci"] is None and block["ci_note"].startswith("n/a: 1 control, 1 adhd test subject(s); a CI "
+                                                                   "needs at least 3 per class")
+        assert [(f["repeat"], f["fold"]) for f in block["per_fold"]] == [(0, 0)]
+    assert set(on_disk["gan_test"]["pggan"]["ci"]) == {"sensitivity", "specificity", "hm"}  # images are the units
     assert on_disk["gan_train"]["real"]["subject"]["n"] == 2
-    # The disc size separates the classes: the real baseline gets every test slice right.
+    # The disc size separates the classes: the real baseline gets every test slice right, and so does the shortcut
+    # (brain area is the whole difference here).
     assert on_disk["gan_train"]["real"]["hm"] == pytest.approx(1.0)
+    assert on_disk["gan_train"]["shortcut"]["hm"] == pytest.approx(1.0)
+    assert [(c["a"], c["b"], c["metric"], c["verdict"]) for c in on_disk["comparisons"]] == [
+        (a, b, m, "n/a") for a, b in (("real", "pggan"), ("real", "shortcut"), ("pggan", "shortcut"))
+        for m in ("hm", "subject_hm")]
+    assert list(on_disk["fidelity"]) == ["pggan", "real-test"]
     fid = on_disk["fidelity"]["pggan"]
     assert {"fid", "kid_mean", "kid_std", "swd", "swd_per_class", "ms_ssim", "precision", "recall", "density",
-            "coverage"} <= set(fid)
+            "coverage", "sd", "per_fold"} <= set(fid)
+    assert fid["sd"] is None and fid["per_fold"][0]["values"]["fid"] == fid["fid"]  # one fold: the mean is it
     assert set(fid["swd"]) == {"32", "16", "avg"} and set(fid["ms_ssim"]["synthetic"]) == {"control", "adhd"}
     assert on_disk["gan_train"]["pggan"]["n_train"] == 16 and on_disk["gan_train"]["real"]["n_train"] is None
-    assert "memorization_rate" in on_disk["privacy"]["pggan"] and on_disk["privacy"]["pggan"]["percentile"] == 5.0
-    assert on_disk["privacy"]["pggan"]["false_flags"]["n"] == 5  # held-out half B: one of the two test subjects
+    assert "memorization_rate" in on_disk["privacy"]["pggan"]
+    assert on_disk["privacy"]["pggan"]["audits"][0]["audit"]["percentile"] == 5.0
+    audit = on_disk["privacy"]["pggan"]["audits"][0]["audit"]
+    assert audit["n_holdout"] == 10 and audit["false_flags"]["n"] == 5  # held-out half B: one of the two subjects
+    assert on_disk["privacy"]["pggan"]["false_flags"]["n"] == 5 and on_disk["privacy"]["pggan"]["n_folds"] == 1
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"subject": str})
+    assert list(predictions.columns) == ["set", "repeat", "fold", "subject", "slice", "patch", "label", "score"]
+    assert len(predictions) == 3 * 10 and set(predictions["subject"]) == {"s5", "s6"}
+    assert (out / "folds" / "r0" / "f0" / "fold.json").is_file()
     assert on_disk["timings"]["train_pggan"] == 12.5 and on_disk["timings"]["evaluate_features"] > 0
     assert list(on_disk["timings"])[0] == "train_pggan"  # earlier stages first
     config = (out / "config.yaml").read_text()
@@ -112,10 +138,10 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     with pytest.raises(OutputExistsError):
         evaluate(dataset, {"pggan": str(synthetic)}, out, TINY)
 
-    # What `brainsynth evaluate` prints: ours beside the paper's numbers, then the targets.
+    # What `brainsynth evaluate` prints: ours beside the paper's numbers, the verdicts, then the targets.
     printed = format_table1(report)
-    assert "PGGAN" in printed and "0.736" in printed and "Real data" in printed
-    assert "near-copies <= held-out half-B false flags" in printed
+    assert "PGGAN" in printed and "0.736" in printed and "Real data" in printed and "Shortcut" in printed
+    assert "Real data vs PGGAN: n/a" in printed and "near-copies <= held-out half-B false flags" in printed
 
 
 def test_refuses_subjects_on_both_sides_of_the_split(tmp_path, synthetic):
@@ -127,7 +153,7 @@ def test_refuses_subjects_on_both_sides_of_the_split(tmp_path, synthetic):
 
 def test_refuses_a_split_without_a_class(tmp_path, synthetic):
     one_sided = write_dataset(tmp_path / "ds", [s for s in GOOD_SPLIT if s[0] != "s6"])
-    with pytest.raises(InputError, match="the test split has 0 adhd images"):
+    with pytest.raises(InputError, match="repeat 0 fold 0: the test split has 0 adhd images"):
         evaluate(one_sided, {"pggan": str(synthetic)}, tmp_path / "out", TINY)
 
 
@@ -177,3 +203,81 @@ def test_cli_audit_bad_percentile_is_one_line_and_exit_2(dataset, synthetic, tmp
     assert code == 2 and len(err) == 1
     assert err[0].startswith("brainsynth: error: --percentile 60.0: audit.percentile=60.0 must be above 0")
     assert not (tmp_path / "a").exists()
+
+
+# --- cross-validation: every fold, pooled ------------------------------------------------------------
+
+CV_SUBJECTS = [("c1", "control"), ("c2", "control"), ("c3", "control"), ("a1", "adhd"), ("a2", "adhd"),
+               ("a3", "adhd")]
+
+
+@pytest.fixture(scope="module")
+def cv_inputs(tmp_path_factory):
+    """A 3-fold DATASET of 3 + 3 subjects (one of each class tested per fold) and each fold's synthetic set."""
+    root = tmp_path_factory.mktemp("cv")
+    test_fold = {"c1": 0, "a1": 0, "c2": 1, "a2": 1, "c3": 2, "a3": 2}
+    dataset = write_dataset(root / "dataset", [(s, lbl, "test" if test_fold[s] == 0 else "train")
+                                               for s, lbl in CV_SUBJECTS])
+    rows = ["subject\trepeat\tfold\tsplit"] + [f"{s}\t0\t{k}\t{'test' if test_fold[s] == k else 'train'}"
+                                               for k in range(3) for s, _ in CV_SUBJECTS]
+    (dataset / "folds.tsv").write_text("\n".join(rows) + "\n")
+    for k in range(3):
+        write_synthetic(root / "r0" / f"f{k}" / "pggan", {"control": 8, "adhd": 8}, seed=10 + k)
+    return dataset, str(root / "r{repeat}" / "f{fold}" / "pggan")
+
+
+def test_all_folds_are_evaluated_and_pooled_with_intervals(cv_inputs, tmp_path, monkeypatch):
+    from brainsynth.evaluate import fidelity
+
+    monkeypatch.setattr(fidelity, "MS_SSIM_PAIRS", 10)
+    dataset, template = cv_inputs
+    out = tmp_path / "report"
+    report = evaluate(dataset, {"pggan": template}, out, TINY, AuditConfig(percentile=5.0), all_folds=True)
+    assert read_report(out) == report
+    p = report.protocol
+    assert (p.folds, p.repeats, p.n_subjects, p.subjects_tested_per_repeat, p.folds_evaluated) == (3, 1, 6, 6, 3)
+    assert p.test_subjects_per_label == {"control": 3, "adhd": 3}
+    for name in ("real", "pggan", "shortcut"):
+        row = report.gan_train[name]
+        # pooled: every subject tested once, 3 per class, so an interval; each fold: 1 per class, so none, and why
+        assert row.ci is not None and row.ci_note is None and row.slice.n == 30 and row.subject.n_groups == 6
+        assert [(f.fold, f.n, f.ci, f.n_subjects) for f in row.per_fold] == [
+            (k, 10, None, {"control": 1, "adhd": 1}) for k in range(3)]
+        assert all(f.ci_note.startswith("n/a: 1 control, 1 adhd test subject(s)") for f in row.per_fold)
+    verdicts = {(c.a, c.b, c.metric): c for c in report.comparisons}
+    assert set(verdicts) == {(a, b, m) for a, b in (("real", "pggan"), ("real", "shortcut"), ("pggan", "shortcut"))
+                             for m in ("hm", "subject_hm")}
+    same = verdicts[("real", "shortcut", "hm")]  # both perfect here (the disc size is the whole difference)
+    assert (same.diff, same.ci, same.verdict) == (0.0, (0.0, 0.0), "not distinguishable")
+    assert all(c.verdict in ("better", "worse", "not distinguishable") for c in report.comparisons)
+    assert [len(report.fidelity[k].per_fold) for k in ("pggan", "real-test")] == [3, 3]
+    fids = [f.values.fid for f in report.fidelity["pggan"].per_fold]
+    assert report.fidelity["pggan"].fid == pytest.approx(np.mean(fids))
+    assert report.fidelity["pggan"].sd.fid == pytest.approx(np.std(fids, ddof=1))
+    privacy = report.privacy["pggan"]
+    assert privacy.memorization.n == 48 and [f.audit.n_synthetic for f in privacy.audits] == [16] * 3
+    assert [f.fold for f in privacy.per_fold] == ["r0/f0", "r0/f1", "r0/f2"] and privacy.n_folds == 3
+    for k in range(3):
+        assert (out / "folds" / "r0" / f"f{k}" / "predictions.tsv").is_file()
+    assert len(pd.read_csv(out / "predictions.tsv", sep="\t")) == 3 * 30
+    md = (out / "report.md").read_text()
+    assert "### GAN-train per fold" in md and "Real test (reference)" in md and "## Paired verdicts" in md
+
+
+def test_all_folds_needs_each_folds_set_named(cv_inputs, tmp_path):
+    dataset, template = cv_inputs
+    with pytest.raises(ConfigError, match=r"--synthetic pggan=.*: with --all-folds each fold has its own set, so DIR "
+                                          r"must name it with \{fold\}"):
+        evaluate(dataset, {"pggan": template.replace("f{fold}", "f0")}, tmp_path / "out", TINY, all_folds=True)
+
+
+def test_one_fold_of_a_cross_validated_dataset(cv_inputs, tmp_path, monkeypatch):
+    from brainsynth.evaluate import fidelity
+
+    monkeypatch.setattr(fidelity, "MS_SSIM_PAIRS", 10)
+    dataset, template = cv_inputs
+    report = evaluate(dataset, {"pggan": template.format(repeat=0, fold=2)}, tmp_path / "out", TINY, fold=2)
+    assert report.data.real.folds[0].test_subjects == ["a3", "c3"]
+    assert report.protocol.subjects_tested_per_repeat == 2 and report.gan_train["real"].ci is None
+    with pytest.raises(InputError, match="no fold 3 of repeat 0"):
+        evaluate(dataset, {"pggan": template}, tmp_path / "out3", TINY, fold=3)

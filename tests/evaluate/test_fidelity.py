@@ -51,7 +51,15 @@ def test_kid_matches_torchmetrics():
     ref.update(torch.from_numpy(b), real=False)
     torch.manual_seed(7)
     ref_mean, ref_std = (float(v) for v in ref.compute())
-    assert fd.kid(a, b, seed=7) == pytest.approx((ref_mean, ref_std), rel=1e-9)
+    assert fd.kid(a, b, seed=7, subset_size=30) == pytest.approx((ref_mean, ref_std), rel=1e-9)
+
+
+def test_kid_subsets_are_smaller_than_both_sets():
+    assert fd.kid_subset_size(40, 30) == 15 and fd.kid_subset_size(5000, 3000) == 1000
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(40, 8)), rng.normal(size=(30, 8))
+    # Subsets as large as the smaller set would be that whole set in every draw: no spread over subsets.
+    assert fd.kid(a, b, subset_size=30)[1] > 0 and fd.kid(a, b)[1] > fd.kid(a, b, subset_size=30)[1]
 
 
 def test_kid_near_zero_for_one_distribution_and_large_for_a_shift():
@@ -77,6 +85,22 @@ def test_precision_recall_density_coverage_on_known_point_clouds():
     precision, recall = fd.precision_recall(real, collapsed)
     _, coverage = fd.density_coverage(real, collapsed)
     assert precision == 1.0 and recall <= 4 / 50 and coverage <= 6 / 50
+
+
+def test_knn_radii_of_real_images_reach_only_other_subjects():
+    # Two subjects, each a tight cluster of near-duplicate slices, 10 apart.
+    points = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    subjects = np.array(["s1"] * 3 + ["s2"] * 3)
+    np.testing.assert_allclose(fd.knn_radii(points, 1), [0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(fd.knn_radii(points, 1, subjects), [10.0, 9.9, 9.8, 9.8, 9.9, 10.0])
+    np.testing.assert_allclose(fd.knn_radii(points, 2, subjects), [10.1, 10.0, 9.9, 9.9, 10.0, 10.1])
+    with pytest.raises(ValueError, match="fewer than k=4 points of other subjects"):
+        fd.knn_radii(points, 4, subjects)
+    # A fake point between the clusters: outside every same-subject ball, inside the other-subject ones.
+    fake = np.array([[5.0], [5.1]])
+    assert fd.precision_recall(points, fake, 1)[0] == 0.0
+    assert fd.precision_recall(points, fake, 1, real_groups=subjects)[0] == 1.0
+    assert fd.density_coverage(points, fake, 1, real_groups=subjects)[1] > fd.density_coverage(points, fake, 1)[1]
 
 
 def test_knn_radii_excludes_the_point_itself():

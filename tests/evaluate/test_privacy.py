@@ -30,7 +30,7 @@ from brainsynth.evaluate.privacy import (
     neighbour_distance_excluding_subject,
 )
 from brainsynth.evaluate.privacy_summary import pool_folds, privacy_audit
-from brainsynth.evaluate.schema import AuditReport, PrivacySummary, SelfTestReport
+from brainsynth.evaluate.schema import SCHEMA_VERSION, AuditReport, PrivacySummary, SelfTestReport
 from brainsynth.evaluate.selftest import selftest
 from brainsynth.imageset import read_image_set, write_image_set
 from brainsynth.shareable import absolute_paths
@@ -271,7 +271,7 @@ def test_audit_writes_its_outputs_and_filters_every_flagged_image(dataset, tmp_p
     assert "Privacy audit of 12 synthetic images" in capsys.readouterr().out
 
     doc = json.loads((out / "privacy.json").read_text())
-    assert AuditReport.from_dict(doc).privacy.n_synthetic == 12 and doc["schema_version"] == 3
+    assert AuditReport.from_dict(doc).privacy.n_synthetic == 12 and doc["schema_version"] == SCHEMA_VERSION
     assert doc["privacy"]["n_train"] == 60 and doc["privacy"]["n_holdout"] == 40
     flagged = {e["file"] for e in doc["privacy"]["flagged"]}
     assert {"adhd/000000.png", "control/000000.png", "adhd/000001.png"} <= flagged

@@ -30,8 +30,7 @@ DOC = Path(__file__).parents[2] / "docs" / "report-schema.md"
 # other tools read these; none may disappear or be renamed.
 SCHEMA_1_KEYS = """
 brainsynth_version created simulated timings.<stage>
-data.real.image_size data.real.n_test data.real.n_train data.real.path data.real.test_subjects
-data.real.train_subjects data.synthetic.<set>.counts.<label> data.synthetic.<set>.n_images
+data.real.image_size data.real.path data.synthetic.<set>.counts.<label> data.synthetic.<set>.n_images
 data.synthetic.<set>.path data.synthetic.<set>.source
 features.channel_mapping features.input_size features.layer features.name features.precision features.resize
 features.weights
@@ -62,6 +61,11 @@ for _section in ("gan_train", "gan_test"):
     SCHEMA_1_KEYS += [f"{_section}.<set>.{level}.{k}" for level in ("slice", "subject") for k in ("n", "n_groups",
                                                                                                     "unit")]
 SCHEMA_1_KEYS.append("gan_train.<set>.n_train")
+# Schema 4 (cross-validation) moved the real split's keys into each fold's entry, and each fold's
+# privacy audit into privacy.<set>.audits[].audit (the pooled entry keeps memorization_rate).
+MOVED_IN_4 = {f"data.real.{k}": f"data.real.folds[].{k}" for k in ("n_train", "n_test", "train_subjects",
+                                                                    "test_subjects")}
+POOLED_PRIVACY = {"privacy.<set>.memorization_rate"}
 
 # Keys whose meaning the privacy audit of schema 3 changed (issue 12), with what replaces them; the
 # schema documentation names each.
@@ -120,7 +124,15 @@ def test_every_field_is_filled_and_reaches_the_json(document):
     on_disk = json_paths(json.loads(json.dumps(document.to_dict(), allow_nan=False)))
     leaves = list(typed_leaves(document))
     assert len(leaves) > 50
+    filled = {path for path, value in leaves if value is not None}
     for path, value in leaves:
+        if path.endswith(".ci_note") and value is None:  # null exactly when its interval is there
+            ci = path[:-len("_note")]
+            assert ci in filled or any(p.startswith(ci + ".") for p in filled), path
+            continue
+        if path.endswith(".ci") and value is None:  # and an absent interval says why
+            assert path + "_note" in filled, path
+            continue
         assert value is not None, f"{path}: the sample report must fill every field"
         expected = list(value) if isinstance(value, tuple) else value
         assert on_disk[str(path)] == expected, path
@@ -132,11 +144,22 @@ def test_round_trip_through_json_is_exact(document):
     assert type(document).from_dict(json.loads(text)) == document
 
 
-def test_the_keys_of_schema_1_are_all_still_written_or_retired_with_a_replacement():
+def replacement(key: str) -> str:
+    """Where a schema-1 key is written now: itself, or its schema-3 replacement, then moved per fold (schema 4)."""
+    key = RETIRED_IN_3.get(key, key)
+    key = MOVED_IN_4.get(key, key)
+    if key.startswith("privacy.<set>.") and key not in POOLED_PRIVACY:
+        key = key.replace("privacy.<set>.", "privacy.<set>.audits[].audit.", 1)
+    return key
+
+
+def test_the_keys_of_schema_1_are_all_still_written_retired_with_a_replacement_or_moved_per_fold():
     written = {generic(p) for p in json_paths(full_report().to_dict())}
-    assert sorted(set(SCHEMA_1_KEYS) - written) == sorted(RETIRED_IN_3)
-    assert set(RETIRED_IN_3.values()) <= written
-    assert {"schema_version", "gan_test.<set>.n_train"} <= written
+    assert sorted(replacement(k) for k in SCHEMA_1_KEYS if replacement(k) not in written) == []
+    assert sorted(k for k in set(SCHEMA_1_KEYS) - written if replacement(k) == k) == []  # each gone key was moved
+    assert {"schema_version", "gan_test.<set>.n_train", "protocol.folds", "protocol.repeats", "protocol.n_subjects",
+            "protocol.subjects_tested_per_repeat", "comparisons[].verdict", "gan_train.<set>.per_fold[].hm",
+            "fidelity.<set>.per_fold[].values.fid", "privacy.<set>.memorization.rate"} <= written
     doc = DOC.read_text()
     for name in ("threshold", "rules.mia_auc"):
         assert f"`{name}`" in doc, name
@@ -144,7 +167,7 @@ def test_the_keys_of_schema_1_are_all_still_written_or_retired_with_a_replacemen
 
 def test_slice_level_scores_sit_at_the_top_of_each_classifier_entry():
     entry = full_report().to_dict()["gan_train"]["pggan"]
-    assert list(entry)[:4] == ["sensitivity", "specificity", "hm", "ci"]
+    assert list(entry)[:5] == ["sensitivity", "specificity", "hm", "ci", "ci_note"]
     assert (entry["hm"], entry["ci"]) == (entry["slice"]["hm"], entry["slice"]["ci"])
     assert entry["hm"] == 0.75 and entry["ci"]["hm"] == pytest.approx([0.71, 0.79])
     assert entry["n_train"] == 48 and entry["subject"]["hm"] == 0.701
@@ -156,7 +179,7 @@ def test_nan_is_written_as_null_and_absent_numbers_read_back_as_none():
     data["gan_train"]["pggan"]["subject"]["ci"] = None
     report = Report.from_dict(data)
     assert report.fidelity["pggan"].coverage is None and report.gan_train["pggan"].subject.ci is None
-    numbers = dict(data["fidelity"]["pggan"], coverage=float("nan"), kid_std=float("nan"))
+    numbers = dict(data["fidelity"]["pggan"]["per_fold"][0]["values"], coverage=float("nan"), kid_std=float("nan"))
     built = FidelityResult.from_dict(numbers)  # the maths' NaN becomes None where a number may be absent
     assert built.coverage is None and built.kid_std is None
     unexpected = dataclasses.replace(built, swd=dataclasses.replace(built.swd, avg=float("nan")))
@@ -207,14 +230,14 @@ def test_read_report_accepts_the_folder_or_the_file(tmp_path):
 
 
 def test_building_from_the_maths_dicts():
-    level = {"sensitivity": 1.0, "specificity": float("nan"), "hm": float("nan"), "ci": None, "n": 3, "n_groups": 3,
-             "unit": "image"}
-    scores = {"slice": level, "subject": dict(level), **{k: level[k] for k in ("sensitivity", "specificity", "hm",
-                                                                                 "ci")}}
-    result = ClassifierResult.from_scores(scores)
+    level = {"sensitivity": 1.0, "specificity": float("nan"), "hm": float("nan"), "ci": None,
+             "ci_note": "n/a: bootstrap = 0 (no resamples)", "n": 3, "n_groups": 3, "unit": "image"}
+    entry = {"slice": level, "subject": dict(level), "n_train": None, "per_fold": [], "inputs": "image features",
+             **{k: level[k] for k in ("sensitivity", "specificity", "hm", "ci", "ci_note")}}
+    result = ClassifierResult.from_dict(entry)
     assert result.n_train is None and result.hm is None and result.slice.specificity is None
-    assert ClassifierResult.from_scores({**scores, "n_train": 8}).n_train == 8
-    summary = full_report().privacy["pggan"]
+    assert result.ci_note == "n/a: bootstrap = 0 (no resamples)"
+    summary = full_report().privacy["pggan"].audits[0].audit
     assert PrivacySummary.from_dict(summary.to_dict()) == summary
 
 

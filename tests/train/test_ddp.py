@@ -20,7 +20,7 @@ WORKER = textwrap.dedent("""
     from brainsynth.config import load_config
     from brainsynth.train import distributed, loop
 
-    dataset, out, report = sys.argv[1:4]
+    dataset, out, report, model = sys.argv[1:5]
     real_shutdown = distributed.shutdown
     distributed.shutdown = lambda info: None  # keep the group to compare the ranks afterwards
     trainers = []
@@ -29,9 +29,9 @@ WORKER = textwrap.dedent("""
         trainers.append(self)
         return original_run(self, **kwargs)
     loop.Trainer.run = run
-    loop.train(dataset, out, load_config("tiny").train["pggan"])
+    loop.train(dataset, out, load_config("tiny").train[model])
     t = trainers[0]
-    flat = torch.cat([p.detach().flatten() for m in (t.G, t.D, t.G_ema) for p in m.parameters()])
+    flat = torch.cat([p.detach().flatten() for m in t._networks() for p in m.parameters()])
     both = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(both, flat)
     if dist.get_rank() == 0:
@@ -41,12 +41,13 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_two_processes_count_global_images_and_stay_identical(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("model", ["pggan", "ddpm"])
+def test_two_processes_count_global_images_and_stay_identical(tiny_dataset, tmp_path, model):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     run, report = tmp_path / "run", tmp_path / "report.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           str(tiny_dataset), str(run), str(report)]
+           str(tiny_dataset), str(run), str(report), model]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

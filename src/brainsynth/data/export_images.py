@@ -21,7 +21,8 @@ log = logging.getLogger("brainsynth.export_images")
 SPLIT_CHOICES = (*SPLITS, "all")
 
 
-def export_images(dataset, out, *, split: str = "train", fmt: str = "png", force: bool = False) -> Path:
+def export_images(dataset, out, *, split: str = "train", fmt: str = "png", force: bool = False, fold: int = 0,
+                  repeat: int = 0) -> Path:
     """Write the prepared real images of one split (or all) as an image-set folder.
 
     Parameters
@@ -36,6 +37,8 @@ def export_images(dataset, out, *, split: str = "train", fmt: str = "png", force
         Image-set storage format.
     force : bool
         Replace an existing ``out``.
+    fold, repeat : int
+        Whose split: the fold of the dataset's cross-validation (repeat 0, fold 0 by default).
 
     Returns
     -------
@@ -47,7 +50,7 @@ def export_images(dataset, out, *, split: str = "train", fmt: str = "png", force
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     check_output_free(out, force)  # before reading anything
-    ds = load_dataset(dataset)
+    ds = load_dataset(dataset, fold=fold, repeat=repeat)
     idx = ds.indices(None if split == "all" else split)
     if len(idx) == 0:
         raise InputError(f"{dataset}: no images in the {split} split; choose another --split")
@@ -58,7 +61,7 @@ def export_images(dataset, out, *, split: str = "train", fmt: str = "png", force
         for r in table.itertuples(index=False)
     ]
     images = np.asarray(ds.images[idx])  # uint8 [n, H, W]
-    extra = {"source": str(Path(dataset).resolve()), "split": split,
+    extra = {"source": str(Path(dataset).resolve()), "split": split, "repeat": repeat, "fold": fold,
              "simulated": bool(ds.manifest.get("simulated", False))}
     path = write_image_set(out, images, records, synthetic=False, fmt=fmt, extra_meta=extra, force=force)
     log.info("exported %d real images (%s split) to %s", len(records), split, path)

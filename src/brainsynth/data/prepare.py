@@ -7,8 +7,9 @@ Order of work, so that mistakes surface before the heavy part:
 3. stream the volumes through :func:`volume.process_volume`, at most ``workers`` at a time,
    appending each subject's images to the staging folder as it arrives (memory stays
    bounded by ``workers`` volumes, whatever the number of subjects);
-4. split subjects into train/test (stratified by label, seeded) and write the tables,
-   ``manifest.json`` and ``preview.png``; the folder appears only when complete.
+4. deal subjects into K test folds per repeat (stratified by label, seeded; K = 1 is one
+   train/test split) and write the tables, ``folds.tsv``, ``manifest.json`` and
+   ``preview.png``; the folder appears only when complete.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import numpy as np
 
 from brainsynth import LABELS, __version__
 from brainsynth.data import volume as vol
-from brainsynth.data.dataset import (IMAGE_COLUMNS, IMAGE_TABLE, IMAGES_FILE, MANIFEST_FILE, PREVIEW_FILE,
-                                     SPLITS, SUBJECT_TABLE)
+from brainsynth.data.dataset import (FOLD_COLUMNS, FOLDS_TABLE, IMAGE_COLUMNS, IMAGE_TABLE, IMAGES_FILE,
+                                     MANIFEST_FILE, PREVIEW_FILE, SPLITS, SUBJECT_TABLE)
 from brainsynth.config import PrepareConfig
 from brainsynth.data.layouts import Cohort, InputSpec, Subject, discover_cohort
 from brainsynth.errors import ConfigError, InputError
@@ -60,10 +61,10 @@ def _check_paths(input: Path, out: Path, force: bool) -> None:
     check_output_free(out, force)
 
 
-# --- split ------------------------------------------------------------------------------
+# --- split and folds ----------------------------------------------------------------------
 
-def split_subjects(labels: dict[str, str], test_fraction: float, seed: int) -> dict[str, str]:
-    """Assign each subject to ``train`` or ``test``, stratified by label.
+def split_subjects(labels: dict[str, str], test_fraction: float, seed: int | Sequence[int]) -> dict[str, str]:
+    """Assign each subject to ``train`` or ``test``, stratified by label (one hold-out split).
 
     Parameters
     ----------
@@ -71,7 +72,8 @@ def split_subjects(labels: dict[str, str], test_fraction: float, seed: int) -> d
         ``subject id -> label``.
     test_fraction : float
         Share of each label's subjects held out, in [0, 1).
-    seed : int
+    seed : int or sequence of int
+        Seed of :func:`numpy.random.default_rng`.
 
     Returns
     -------
@@ -96,6 +98,74 @@ def split_subjects(labels: dict[str, str], test_fraction: float, seed: int) -> d
     if missing:
         log.warning("no %s subjects: a class-conditional model needs both labels", " or ".join(missing))
     return split
+
+
+def stratified_folds(labels: dict[str, str], folds: int, seed: int | Sequence[int]) -> dict[str, int]:
+    """Deal subjects into ``folds`` test folds, stratified by label: each subject in exactly one.
+
+    Each label's subjects are shuffled, the shuffled lists are laid end to end (controls,
+    then ADHD) and dealt round robin, so every fold gets ``n_label // folds`` or one more of
+    each label, and fold sizes differ by at most one subject overall.
+
+    Parameters
+    ----------
+    labels : dict
+        ``subject id -> label``.
+    folds : int
+        K >= 2; at most the number of subjects.
+    seed : int or sequence of int
+
+    Returns
+    -------
+    dict
+        ``subject id -> fold`` in ``0 .. folds - 1``.
+    """
+    rng = np.random.default_rng(seed)
+    order: list[str] = []
+    for label in [*LABELS, *sorted(set(labels.values()) - set(LABELS))]:
+        ids = sorted(s for s, lbl in labels.items() if lbl == label)
+        order += [ids[i] for i in rng.permutation(len(ids))]
+    return {subject: i % folds for i, subject in enumerate(order)}
+
+
+def assign_folds(labels: dict[str, str], folds: int, repeats: int, test_fraction: float,
+                 seed: int) -> list[tuple[str, int, int, str]]:
+    """Every repeat's folds: one row per (subject, repeat, fold) saying train or test.
+
+    ``folds`` >= 2 is K-fold cross-validation by subject (:func:`stratified_folds`): each
+    subject is tested in exactly one fold of each repeat. ``folds`` = 1 is one hold-out
+    split of ``test_fraction`` per repeat (:func:`split_subjects`). Repeat ``r`` draws from
+    the seed ``[seed, r]``, so adding repeats leaves the earlier ones unchanged.
+
+    Returns
+    -------
+    list of tuple
+        ``(subject, repeat, fold, "train" | "test")``, sorted by repeat, fold, subject: the
+        rows of ``folds.tsv``.
+
+    Raises
+    ------
+    ConfigError
+        When there are fewer subjects than folds.
+    """
+    if folds > len(labels):
+        raise ConfigError(f"prepare.folds={folds} but the cohort has {len(labels)} subjects; choose --folds "
+                          f"{max(1, len(labels))} or fewer (every fold needs a test subject), or --folds 1 for one "
+                          "hold-out split")
+    smallest = min((sum(v == lbl for v in labels.values()), lbl) for lbl in set(labels.values()))
+    if folds > 1 and smallest[0] < folds:
+        log.warning("prepare.folds=%d but only %d %s subject(s): some folds test no %s subject, so their per-fold "
+                    "scores of that class are n/a (the pooled result is unaffected)", folds, smallest[0],
+                    smallest[1], smallest[1])
+    rows = []
+    for r in range(repeats):
+        if folds == 1:
+            split = split_subjects(labels, test_fraction, [seed, r])
+            rows += [(s, r, 0, split[s]) for s in sorted(labels)]
+            continue
+        test_fold = stratified_folds(labels, folds, [seed, r])
+        rows += [(s, r, k, "test" if test_fold[s] == k else "train") for k in range(folds) for s in sorted(labels)]
+    return rows
 
 
 # --- streaming --------------------------------------------------------------------------
@@ -176,8 +246,11 @@ def _manifest(cohort: Cohort, cfg: PrepareConfig, source: InputSpec, records: li
                             "id_column": table.id_column, "label_column": table.label_column},
             "dropped_subjects": cohort.dropped,
         },
-        "split": {"method": "by subject, stratified by label, seeded", "seed": cfg.seed,
-                  "test_fraction": cfg.test_fraction,
+        "split": {"method": (f"{cfg.folds}-fold cross-validation by subject" if cfg.folds > 1 else
+                             "one hold-out split by subject") + ", stratified by label, seeded",
+                  "folds": cfg.folds, "repeats": cfg.repeats, "seed": cfg.seed,
+                  "test_fraction": cfg.test_fraction if cfg.folds == 1 else None,
+                  "table": FOLDS_TABLE, "fold": 0, "repeat": 0,
                   **{s: sorted(k for k, v in split.items() if v == s) for s in SPLITS}},
         "subjects": records,
     }
@@ -252,7 +325,7 @@ def prepare_dataset(input: str | Path, out: str | Path, cfg: PrepareConfig, sour
     cfg.check()
     source = source or InputSpec()
     spec = slice_spec(cfg, source.volume_index)
-    if cfg.test_fraction == 0:
+    if cfg.folds == 1 and cfg.test_fraction == 0:
         log.warning("prepare.test_fraction 0: no test subjects; GAN-train evaluation needs a test split")
     input, out = Path(input), Path(out)
     _check_paths(input, out, force)
@@ -283,7 +356,10 @@ def prepare_dataset(input: str | Path, out: str | Path, cfg: PrepareConfig, sour
         if not rows:
             raise InputError(f"{input}: no image has brain in the kept slices; check --slices or use --relative-slices")
 
-        split = split_subjects({r["id"]: r["label"] for r in records}, cfg.test_fraction, cfg.seed)
+        fold_rows = assign_folds({r["id"]: r["label"] for r in records}, cfg.folds, cfg.repeats, cfg.test_fraction,
+                                 cfg.seed)
+        # The split column of images.tsv and subjects.tsv is repeat 0, fold 0 (what --fold 0 reads).
+        split = {s: where for s, r, k, where in fold_rows if r == 0 and k == 0}
         for r in records:
             r["split"] = split[r["id"]]
         _write_npy_from_raw(raw, stage / IMAGES_FILE, len(rows), spec.size)
@@ -292,6 +368,7 @@ def prepare_dataset(input: str | Path, out: str | Path, cfg: PrepareConfig, sour
         atomic_write_text(stage / SUBJECT_TABLE, _tsv(
             [(r["id"], r["label"], r["split"], r["n_images"], r["source"]) for r in records],
             ("subject", "label", "split", "n_images", "source")))
+        atomic_write_text(stage / FOLDS_TABLE, _tsv(fold_rows, FOLD_COLUMNS))
         atomic_write_json(stage / MANIFEST_FILE, _manifest(
             cohort, cfg, source, records, split, len(rows), [r[2] for r in image_rows], [r[3] for r in image_rows]))
         atomic_write_text(stage / CONFIG_FILE, sections_yaml(cfg, what="prepared dataset"))
@@ -299,8 +376,9 @@ def prepare_dataset(input: str | Path, out: str | Path, cfg: PrepareConfig, sour
             _write_preview(stage / PREVIEW_FILE, cohort.subjects[0], preview, cohort.simulated)
 
     n_test = sum(v == "test" for v in split.values())
-    log.info("prepared %d images of %dx%d from %d subjects (%d train, %d test) -> %s", len(rows), spec.size,
-             spec.size, len(records), len(records) - n_test, n_test, out)
+    log.info("prepared %d images of %dx%d from %d subjects (%s; fold 0: %d train, %d test) -> %s", len(rows),
+             spec.size, spec.size, len(records), f"{cfg.folds} folds x {cfg.repeats} repeat(s)", len(records) - n_test,
+             n_test, out)
     return out
 
 

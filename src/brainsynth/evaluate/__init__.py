@@ -2,14 +2,17 @@
 
 Layers, each importing only the ones above it:
 
-- maths (arrays in, numbers out): :mod:`.features`, :mod:`.gan_train`, :mod:`.fidelity`, and the
-  privacy audit: :mod:`.registration` (aligning a training slice onto a synthetic image),
-  :mod:`.distances`, :mod:`.calibration`, :mod:`.membership`, :mod:`.planting`, :mod:`.privacy`;
+- maths (arrays in, numbers out): :mod:`.features`, :mod:`.gan_train`, :mod:`.fidelity`,
+  :mod:`.shortcut` (global slice features), :mod:`.protocol` (pooled scores, cluster bootstrap,
+  paired verdicts), and the privacy audit: :mod:`.registration` (aligning a training slice onto
+  a synthetic image), :mod:`.distances`, :mod:`.calibration`, :mod:`.membership`,
+  :mod:`.planting`, :mod:`.privacy`;
 - :mod:`.schema` (on :mod:`.typed_json`, privacy keys in :mod:`.schema_privacy`): the typed
-  ``report.json``, ``privacy.json`` and ``selftest.json``;
-- :mod:`.figures` (PNG bytes), :mod:`.tables` (tables, target verdicts, three renderers),
-  :mod:`.writers` and :mod:`.privacy_writers` (the files);
-- commands: :mod:`.commands` (``evaluate``), :mod:`.audit_command` (``audit``) and
+  ``report.json``, ``fold.json``, ``privacy.json`` and ``selftest.json``;
+- :mod:`.figures` (PNG bytes), :mod:`.tables` (tables, three renderers), :mod:`.targets` (targets
+  judged on verdicts, the console table), :mod:`.writers` and :mod:`.privacy_writers` (the files);
+- commands: :mod:`.folds` (one fold of the cross-validation), :mod:`.pooling` (the folds into one
+  report), :mod:`.commands` (``evaluate``), :mod:`.audit_command` (``audit``) and
   :mod:`.selftest` (``audit --selftest``).
 
 The two commands are loaded on first use: they bring torch and scikit-learn, which a tool that

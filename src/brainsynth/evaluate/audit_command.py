@@ -20,8 +20,9 @@ from brainsynth.config import AuditConfig, EvaluateConfig, sections_yaml
 from brainsynth.data.dataset import load_dataset
 from brainsynth.errors import InputError
 from brainsynth.evaluate import features as extractors
-from brainsynth.evaluate.commands import _created, _features_info, check_same_size, image_ids, record_name
+from brainsynth.evaluate.commands import _created, _features_info, check_same_size
 from brainsynth.evaluate.feature_cache import FeatureStore
+from brainsynth.evaluate.folds import image_ids, record_name
 from brainsynth.evaluate.privacy import audit_fold
 from brainsynth.evaluate.privacy_summary import nearest_pairs, summarise_privacy
 from brainsynth.evaluate.schema import AuditInputs, AuditReport, PrivacySummary
@@ -78,6 +79,8 @@ def audit(
     device: str | None = None,
     feature_cache: str | Path | None = None,
     force: bool = False,
+    fold: int = 0,
+    repeat: int = 0,
 ) -> dict[str, Any]:
     """Audit a synthetic image set for copies of a prepared dataset's training images.
 
@@ -106,6 +109,10 @@ def audit(
         (:mod:`brainsynth.evaluate.feature_cache`); None computes features in memory only.
     force : bool
         Replace an existing ``out``.
+    fold, repeat : int
+        The fold of the DATASET's subject cross-validation whose generator made ``synthetic``:
+        its training subjects are what the generator saw, its test subjects the held-out
+        reference (repeat 0, fold 0 by default: the stored split).
 
     Returns
     -------
@@ -116,7 +123,7 @@ def audit(
     features.check()
     extractors.check_extractor_name(features.features)
     check_output_free(out, force)  # fail before the expensive part
-    dataset = load_dataset(train)
+    dataset = load_dataset(train, fold=fold, repeat=repeat)
     real = real_split(dataset)
     synth = read_image_set(synthetic)
     check_same_size(Path(synthetic).name, synthetic, synth, dataset)

@@ -9,9 +9,13 @@ Feature-based (on the extractor's features, see :mod:`brainsynth.evaluate.featur
   n1 x n2 cross-product of the centred feature matrices, which is what :func:`fid` uses then.
 - KID (Binkowski et al. 2018): torchmetrics' estimator and subset draws (tested equal to its
   ``KernelInceptionDistance``), with the kernel matrices computed once instead of once per subset
-  (30 s -> ~2 s for fc7).
+  (30 s -> ~2 s for fc7). Subsets hold half the smaller set (at most 1000 images): a subset as
+  large as a set would be that whole set every time, and the spread over subsets would be 0.
 - Precision/recall (Kynkaanniemi et al. 2019, k = 3) and density/coverage (Naeem et al. 2020,
-  k = 5) from k-nearest-neighbour balls.
+  k = 5) from k-nearest-neighbour balls. For real images the ball of an image reaches its k-th
+  nearest image of ANOTHER subject: adjacent slices of one subject are near-duplicates (98.6% of
+  a demo slice's nearest neighbours were), which shrinks the balls to nothing and makes every
+  set look imprecise.
 
 Pixel-based, in :mod:`brainsynth.evaluate.image_fidelity` (re-exported here): SWD on Laplacian
 pyramids (Karras et al. 2018) and MS-SSIM diversity (Wang et al. 2003; Odena et al. 2017).
@@ -134,20 +138,26 @@ def _mask(index: torch.Tensor, n: int) -> torch.Tensor:
     return w
 
 
-def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed: int = 0) -> tuple[float, float]:
+def kid_subset_size(n_real: int, n_fake: int) -> int:
+    """Images per KID subset: half the smaller set, at most 1000, so each subset is a real subsample."""
+    return min(KID_MAX_SUBSET, min(n_real, n_fake) // 2)
+
+
+def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed: int = 0,
+        subset_size: int | None = None) -> tuple[float, float]:
     """Kernel Inception Distance (mean, std over random subsets) of feature sets [N1, D], [N2, D].
 
     The same estimator and the same subset draws as torchmetrics' ``KernelInceptionDistance``
     (tested equal), but the kernel matrices are computed once for the whole sets and each
     subset indexes into them, instead of 3 x ``subsets`` fresh D-dimensional products.
-    Subsets hold ``min(1000, N1, N2)`` images each.
+    Subsets hold ``subset_size`` images each, by default :func:`kid_subset_size`.
 
     Note: two *identical* sets give a negative value (the self-pairs k(x, x) enter the cross
     term only), so "no difference" reads as ~0 only for independent samples.
     """
     x = torch.from_numpy(np.asarray(real, dtype=np.float64))  # [N1, D]
     y = torch.from_numpy(np.asarray(fake, dtype=np.float64))  # [N2, D]
-    m = min(KID_MAX_SUBSET, len(x), len(y))
+    m = kid_subset_size(len(x), len(y)) if subset_size is None else min(subset_size, len(x), len(y))
     if m < 2:
         raise ValueError("KID needs at least 2 images in each set")
     k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
@@ -172,51 +182,75 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.cat([torch.cdist(ta[i:i + _DIST_CHUNK], tb) for i in range(0, len(ta), _DIST_CHUNK)]).numpy()
 
 
-def knn_radii(points: np.ndarray, k: int) -> np.ndarray:
-    """Distance of each point [N, D] to its k-th nearest OTHER point of the same set [N]."""
-    return knn_radii_many(points, (k,))[k]
+def knn_radii(points: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Distance of each point [N, D] to its k-th nearest OTHER point of the same set [N].
+
+    Parameters
+    ----------
+    groups : array [N], optional
+        Subject of each point: a point's neighbours are then only points of other subjects
+        (slices of one subject are near-duplicates of each other).
+    """
+    return knn_radii_many(points, (k,), groups)[k]
 
 
-def knn_radii_many(points: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
+def knn_radii_many(points: np.ndarray, ks: tuple[int, ...],
+                   groups: np.ndarray | None = None) -> dict[int, np.ndarray]:
     """:func:`knn_radii` for several k from one distance matrix."""
     if len(points) <= max(ks):
         raise ValueError(f"need more than k={max(ks)} points, got {len(points)}")
     d = _pairwise(points, points)  # [N, N]
-    # Column 0 of each sorted row is the point itself (distance 0).
-    part = np.partition(d, sorted(set(ks)), axis=1)
-    return {k: part[:, k] for k in ks}
+    if groups is None:
+        # Column 0 of each sorted row is the point itself (distance 0).
+        part = np.partition(d, sorted(set(ks)), axis=1)
+        return {k: part[:, k] for k in ks}
+    groups = np.asarray(groups)
+    same = groups[:, None] == groups[None, :]  # [N, N], the diagonal included
+    if np.min(np.sum(~same, axis=1)) < max(ks):
+        raise ValueError(f"a point has fewer than k={max(ks)} points of other subjects")
+    d[same] = np.inf
+    part = np.partition(d, sorted({k - 1 for k in ks}), axis=1)
+    return {k: part[:, k - 1] for k in ks}
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K, *, real_groups: np.ndarray | None = None,
+                     fake_groups: np.ndarray | None = None) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019).
 
     precision: share of fake points inside at least one real k-NN ball;
     recall: share of real points inside at least one fake k-NN ball.
+    ``real_groups`` / ``fake_groups`` [N] / [M]: subjects, for balls over other subjects only
+    (:func:`knn_radii`).
     """
-    numbers = prdc(real, fake, pr_k=k)
+    # One k for both ball sets: a small real set needs only k + 1 points (of other subjects).
+    numbers = prdc(real, fake, pr_k=k, dc_k=k, real_groups=real_groups, fake_groups=fake_groups)
     return numbers["precision"], numbers["recall"]
 
 
-def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K) -> tuple[float, float]:
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K, *,
+                     real_groups: np.ndarray | None = None) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020), both from real k-NN balls.
 
     density: mean number of real balls holding a fake point, divided by k (1 ~ same distribution);
-    coverage: share of real balls holding at least one fake point.
+    coverage: share of real balls holding at least one fake point. ``real_groups`` [N]: subjects,
+    for balls over other subjects only (:func:`knn_radii`).
     """
-    numbers = prdc(real, fake, dc_k=k)
+    numbers = prdc(real, fake, pr_k=k, dc_k=k, real_groups=real_groups)
     return numbers["density"], numbers["coverage"]
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, *, pr_k: int = PR_K, dc_k: int = DC_K,
-         real_radii: dict[int, np.ndarray] | None = None) -> dict[str, float]:
+         real_radii: dict[int, np.ndarray] | None = None, real_groups: np.ndarray | None = None,
+         fake_groups: np.ndarray | None = None) -> dict[str, float]:
     """Precision, recall (k = ``pr_k``), density and coverage (k = ``dc_k``), each distance once.
 
-    ``real_radii`` (from :func:`knn_radii_many` of ``real``) lets several fake sets share the
-    real set's N x N distances.
+    ``real_radii`` (from :func:`knn_radii_many` of ``real``, with the same ``real_groups``) lets
+    several fake sets share the real set's N x N distances. ``real_groups`` / ``fake_groups``
+    [N] / [M]: subjects, for balls over other subjects only (:func:`knn_radii`).
     """
     if real_radii is None or pr_k not in real_radii or dc_k not in real_radii:
-        real_radii = knn_radii_many(real, (pr_k, dc_k))
-    r_fake = knn_radii(fake, pr_k)  # [M]
+        real_radii = knn_radii_many(real, (pr_k, dc_k), real_groups)
+    r_fake = knn_radii(fake, pr_k, fake_groups)  # [M]
     d = _pairwise(fake, real)  # [M, N]
     r_pr, r_dc = real_radii[pr_k], real_radii[dc_k]  # [N] each
     inside_dc = d <= r_dc[None, :]  # [M, N]
@@ -232,7 +266,9 @@ def prdc(real: np.ndarray, fake: np.ndarray, *, pr_k: int = PR_K, dc_k: int = DC
 
 def fidelity_report(real_images: np.ndarray, real_labels: np.ndarray, real_features: np.ndarray,
                     synth_images: np.ndarray, synth_labels: np.ndarray, synth_features: np.ndarray, *,
-                    labels: tuple[str, ...], seed: int = 0, ms_ssim_pairs: int = MS_SSIM_PAIRS) -> dict[str, Any]:
+                    labels: tuple[str, ...], seed: int = 0, ms_ssim_pairs: int = MS_SSIM_PAIRS,
+                    real_subjects: np.ndarray | None = None,
+                    synth_subjects: np.ndarray | None = None) -> dict[str, Any]:
     """Every fidelity number of one synthetic set against the real (train) set.
 
     Parameters
@@ -244,6 +280,9 @@ def fidelity_report(real_images: np.ndarray, real_labels: np.ndarray, real_featu
         Class names in report order.
     ms_ssim_pairs : int
         Random pairs per class and set for MS-SSIM.
+    real_subjects, synth_subjects : array [N], optional
+        Subject of each image, for k-NN balls over other subjects only (:func:`knn_radii`);
+        ``synth_subjects`` when the compared set is real too (the ``real-test`` reference).
 
     Returns
     -------
@@ -253,14 +292,20 @@ def fidelity_report(real_images: np.ndarray, real_labels: np.ndarray, real_featu
     """
     return fidelity_reports(real_images, real_labels, real_features,
                             {"synthetic": (synth_images, synth_labels, synth_features)},
-                            labels=labels, seed=seed, ms_ssim_pairs=ms_ssim_pairs)["synthetic"]
+                            labels=labels, seed=seed, ms_ssim_pairs=ms_ssim_pairs, real_subjects=real_subjects,
+                            synth_subjects=None if synth_subjects is None else {"synthetic": synth_subjects}
+                            )["synthetic"]
 
 
 def fidelity_reports(real_images: np.ndarray, real_labels: np.ndarray, real_features: np.ndarray,
                      synthetic: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *,
-                     labels: tuple[str, ...], seed: int = 0,
-                     ms_ssim_pairs: int = MS_SSIM_PAIRS) -> dict[str, dict[str, Any]]:
+                     labels: tuple[str, ...], seed: int = 0, ms_ssim_pairs: int = MS_SSIM_PAIRS,
+                     real_subjects: np.ndarray | None = None,
+                     synth_subjects: Mapping[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
     """:func:`fidelity_report` of several synthetic sets, name -> (images, labels, features).
+
+    ``real_subjects`` [N] and ``synth_subjects`` (name -> [M], for sets of real images) as in
+    :func:`fidelity_report`.
 
     The real side (Laplacian pyramid, MS-SSIM of real pairs, k-NN radii, SWD's sorted
     projections) is computed once for all sets; each set's numbers equal those it gets alone.
@@ -271,12 +316,14 @@ def fidelity_reports(real_images: np.ndarray, real_labels: np.ndarray, real_feat
     """
     with threadpool_limits(limits=1, user_api="blas"):
         return _fidelity_reports(real_images, real_labels, real_features, synthetic, labels=labels, seed=seed,
-                                 ms_ssim_pairs=ms_ssim_pairs)
+                                 ms_ssim_pairs=ms_ssim_pairs, real_subjects=real_subjects,
+                                 synth_subjects=synth_subjects)
 
 
 def _fidelity_reports(real_images: np.ndarray, real_labels: np.ndarray, real_features: np.ndarray,
                       synthetic: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *,
-                      labels: tuple[str, ...], seed: int, ms_ssim_pairs: int) -> dict[str, dict[str, Any]]:
+                      labels: tuple[str, ...], seed: int, ms_ssim_pairs: int, real_subjects: np.ndarray | None,
+                      synth_subjects: Mapping[str, np.ndarray] | None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, (_, _, feats) in synthetic.items():
         out[name] = {"fid": fid(real_features, feats)}
@@ -294,14 +341,15 @@ def _fidelity_reports(real_images: np.ndarray, real_labels: np.ndarray, real_fea
             out[name]["swd_per_class"][lbl] = numbers
     real_ms = {lbl: ms_ssim_diversity(real_images[real_labels == lbl], n_pairs=ms_ssim_pairs, seed=seed)[0]
                for lbl in labels}
-    radii = knn_radii_many(real_features, (PR_K, DC_K))
+    radii = knn_radii_many(real_features, (PR_K, DC_K), real_subjects)
     for name, (images, image_labels, feats) in synthetic.items():
         ms: dict[str, Any] = {"scales": 0, "synthetic": {}, "real": dict(real_ms)}
         for lbl in labels:
             ms["synthetic"][lbl], ms["scales"] = ms_ssim_diversity(images[image_labels == lbl],
                                                                    n_pairs=ms_ssim_pairs, seed=seed)
         out[name]["ms_ssim"] = ms
-        out[name].update(prdc(real_features, feats, real_radii=radii))
+        out[name].update(prdc(real_features, feats, real_radii=radii, real_groups=real_subjects,
+                              fake_groups=(synth_subjects or {}).get(name)))
     return out
 
 

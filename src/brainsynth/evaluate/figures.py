@@ -20,6 +20,7 @@ from brainsynth.evaluate.typed_json import optional_number
 
 if TYPE_CHECKING:  # the maths module imports torch; the type alone does not need it
     from brainsynth.evaluate.privacy import PrivacyResult
+    from brainsynth.evaluate.schema import PrivacyUtility
 
 log = logging.getLogger("brainsynth.evaluate.figures")
 
@@ -145,6 +146,68 @@ def figure_distance_histogram(result: PrivacyResult) -> bytes:
     return png_bytes(fig)
 
 
+# --- privacy and utility -----------------------------------------------------------------
+
+def _error(value: float, bounds) -> list[list[float]] | None:
+    """Matplotlib's asymmetric ``[[below], [above]]`` from an interval, or None without one."""
+    if bounds is None or bounds[0] is None or bounds[1] is None:
+        return None
+    return [[max(0.0, value - bounds[0])], [max(0.0, bounds[1] - value)]]
+
+
+def figure_privacy_utility(summary: PrivacyUtility) -> bytes:
+    """PNG bytes of :func:`draw_privacy_utility`."""
+    return png_bytes(draw_privacy_utility(summary))
+
+
+def draw_privacy_utility(summary: PrivacyUtility):
+    """A Figure: each generator at (memorisation rate in %, GAN-train HM), both with 95% intervals.
+
+    Up is more useful, left is more private. The real training images' HM is the dashed
+    horizontal line (its interval shaded); the audit's held-out false-flag rate, what a generator
+    that copies nothing would show, the dotted vertical line. A set without a GAN-train HM (or
+    with no audited image) is named in a note rather than drawn at a made-up place. Returned
+    undrawn so that tests can read the plotted values back.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.6))
+    ax = fig.subplots()
+    if summary.real_hm is not None:
+        ax.axhline(summary.real_hm, color="0.3", linestyle="--", linewidth=1,
+                   label=f"real training images (HM {summary.real_hm:.3f})")
+        lo_hi = summary.real_hm_ci
+        if lo_hi and lo_hi[0] is not None and lo_hi[1] is not None:
+            ax.axhspan(lo_hi[0], lo_hi[1], color="0.85", zorder=0)
+    false_flags = [p.false_flag_rate for p in summary.points.values() if p.false_flag_rate is not None]
+    if false_flags:  # the rule is calibrated on real images alone, so the sets share one rate; the largest if not
+        ax.axvline(100 * max(false_flags), color="0.3", linestyle=":", linewidth=1,
+                   label=f"held-out false-flag rate ({100 * max(false_flags):.1f}%)")
+    notes = 0
+    for i, (name, p) in enumerate(summary.points.items()):
+        color = f"C{i}"
+        missing = "GAN-train HM" if p.hm is None else "audited images" if p.memorization_rate is None else None
+        if missing:
+            ax.annotate(f"{name}: no {missing}", (0.02, 0.04 + 0.06 * notes), xycoords="axes fraction", fontsize=8,
+                        color=color)
+            notes += 1
+            continue
+        x = 100 * p.memorization_rate
+        xerr = _error(x, tuple(None if b is None else 100 * b for b in p.memorization_ci))
+        ax.errorbar([x], [p.hm], xerr=xerr, yerr=_error(p.hm, p.hm_ci), fmt="o", color=color, capsize=4,
+                    markersize=7, label=f"{name} ({p.flagged}/{p.n_synthetic} flagged)")
+        ax.annotate(name, (x, p.hm), xytext=(6, 6), textcoords="offset points", fontsize=9, color=color)
+    ax.set_xlabel("memorisation rate: synthetic images flagged as near-copies (%)  ← more private")
+    ax.set_ylabel("GAN-train HM (SVM trained on synthetic, tested on real)  ↑ more useful")
+    right = ax.get_xlim()[1]
+    ax.set_xlim(-0.03 * right, right)  # a point at 0 % stays visible
+    ax.set_ylim(0, 1.02)
+    ax.set_title("privacy and utility of each generator (95% intervals)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 # --- training curves ----------------------------------------------------------------------
 
 def read_stats(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -184,13 +247,14 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray,
 
 
 def figure_training_curves(records: Sequence[Mapping[str, Any]], name: str) -> bytes | None:
-    """PNG bytes: D and G losses, and resolution (plus augmentation p if logged), vs kimg shown.
+    """PNG bytes: D and G losses (the diffusion model's denoising loss), and resolution (plus
+    augmentation p if logged), vs kimg shown.
 
     ``None`` when the records hold no losses.
     """
     from matplotlib.figure import Figure
 
-    losses = {k: _series(records, k) for k in ("loss_d", "loss_g")}
+    losses = {k: _series(records, k) for k in ("loss_d", "loss_g", "loss_mse")}
     if not any(len(x) for x, _ in losses.values()):
         return None
     fig = Figure(figsize=(9, 3.2))

@@ -41,7 +41,7 @@ METRICS = ("sensitivity", "specificity", "hm")
 
 # --- metrics ----------------------------------------------------------------------------
 
-def _rates(tp: np.ndarray, fn: np.ndarray, tn: np.ndarray, fp: np.ndarray) -> dict[str, np.ndarray]:
+def rates_from_counts(tp: np.ndarray, fn: np.ndarray, tn: np.ndarray, fp: np.ndarray) -> dict[str, np.ndarray]:
     """Sen, Spe, HM from confusion counts (arrays broadcast; an empty class gives NaN)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         sen = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), np.nan)
@@ -78,7 +78,7 @@ def confusion_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float
         class is absent from ``y_true``).
     """
     tp, fn, tn, fp = (np.float64(c) for c in confusion_counts(y_true, y_pred))
-    return {k: float(v) for k, v in _rates(tp, fn, tn, fp).items()}
+    return {k: float(v) for k, v in rates_from_counts(tp, fn, tn, fp).items()}
 
 
 # --- classifier -------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def bootstrap_ci(counts: np.ndarray, group_label: np.ndarray, *, n_boot: int, se
         members = np.flatnonzero(group_label == label)
         draw = rng.integers(0, len(members), size=(n_boot, len(members)))  # [B, G_label]
         totals += counts[members[draw]].sum(axis=1)  # [B, 4]
-    rates = _rates(totals[:, 0], totals[:, 1], totals[:, 2], totals[:, 3])
+    rates = rates_from_counts(totals[:, 0], totals[:, 1], totals[:, 2], totals[:, 3])
     alpha = (1.0 - CI_LEVEL) / 2 * 100
     out = {}
     for k, v in rates.items():

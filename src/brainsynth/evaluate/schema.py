@@ -1,4 +1,4 @@
-"""The typed report: every key of ``report.json`` (and of the audit's ``privacy.json``), described once.
+"""The typed report: every key of ``report.json`` (and of ``fold.json`` and the audit's ``privacy.json``), described once.
 
 Each key of the files is a field of a dataclass below, with its meaning beside it
 (:func:`~brainsynth.evaluate.typed_json.json_key`). ``docs/report-schema.md`` is generated from
@@ -17,8 +17,10 @@ maths turns a NaN into ``None`` for those fields. A plain ``float`` field read a
 that was not expected) becomes NaN again, so every file written here reads back.
 
 Versions: ``schema_version`` 2 is the first typed report, 3 the privacy audit with a checked
-calibration (:mod:`.schema_privacy`). Files without it are the untyped schema 1 of earlier
-brainsynth versions, refused with a message saying so.
+calibration (:mod:`.schema_privacy`), 4 the cross-validated protocol (``protocol``, ``per_fold``
+in every classifier, fidelity and privacy entry, ``comparisons``, the ``shortcut`` and
+``real-test`` rows), 5 adds the privacy-utility summary (``privacy_utility``). Files without a
+version are the untyped schema 1 of earlier brainsynth versions, refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ from brainsynth.evaluate.schema_privacy import (  # noqa: F401  (re-exported: th
 )
 from brainsynth.evaluate.typed_json import Record, json_key
 
-SCHEMA_VERSION = 3
-"""Version of the report files written by this module (1 = the untyped report before it; 3 = the privacy
-audit with half-A/half-B calibration, aligned distances and membership intervals)."""
+SCHEMA_VERSION = 5
+"""Version of the report files written by this module (1 = the untyped report before 2; 3 = the privacy
+audit with half-A/half-B calibration, aligned distances and membership intervals; 4 = the cross-validated
+protocol: folds, pooled intervals, paired verdicts; 5 = the privacy-utility summary,
+``privacy_utility``)."""
 
 
 # --- GAN-train and GAN-test --------------------------------------------------------------------
@@ -76,30 +80,58 @@ class LevelScores(Record):
                                             "ADHD test units")
     specificity: Optional[float] = json_key("TN / (TN + FP), in [0, 1]; null without control test units")
     hm: Optional[float] = json_key("harmonic mean 2 Sen Spe / (Sen + Spe), in [0, 1] (0 when both are 0)")
-    ci: Optional[Intervals] = json_key("95% bootstrap intervals: test subjects resampled with replacement within "
-                                       "each label (images for GAN-test), the scores recomputed; null when "
-                                       "bootstrap = 0")
-    n: int = json_key("test units scored: images at the slice level, subjects at the subject level")
-    n_groups: int = json_key("units the bootstrap resamples: test subjects (images for GAN-test)")
+    ci: Optional[Intervals] = json_key("95% cluster-bootstrap intervals: test subjects resampled with replacement "
+                                       "within each label, each bringing all its slices of every repeat (images "
+                                       "for GAN-test), the scores recomputed; null when ci_note says why")
+    ci_note: Optional[str] = json_key("why ci is null ('n/a: 2 adhd test subjects, a CI needs at least 3 per "
+                                      "class', 'n/a: bootstrap = 0'); null when there is a ci")
+    n: int = json_key("test units scored: images at the slice level, subjects at the subject level (counted "
+                      "once per repeat)")
+    n_groups: int = json_key("units the bootstrap resamples: distinct test subjects (images for GAN-test)")
     unit: str = json_key("what one test unit is, e.g. 'slice (CI over subjects)', 'subject (mean decision "
                          "score)', 'image'")
 
 
 @dataclass
-class ClassifierResult(Record):
-    """One linear SVM on VGG-16 features (Shmelkov et al. 2018 protocol), scored on one test set.
+class FoldScores(Record):
+    """One fold's classifier: fit on that fold's training data, tested on its test subjects."""
 
-    The slice-level ``sensitivity``, ``specificity``, ``hm`` and ``ci`` are repeated at the top
-    of the entry, where readers of the report look for them (``gan_train.pggan.hm``).
+    repeat: int = json_key("repeat of the cross-validation (0-based)")
+    fold: int = json_key("fold within the repeat (0-based)")
+    sensitivity: Optional[float] = json_key("slice-level sensitivity of this fold; null without ADHD test subjects")
+    specificity: Optional[float] = json_key("slice-level specificity; null without control test subjects")
+    hm: Optional[float] = json_key("slice-level harmonic mean")
+    ci: Optional[Intervals] = json_key("95% cluster-bootstrap intervals over this fold's test subjects; null "
+                                       "when ci_note says why (usually: fewer than 3 test subjects of a class)")
+    ci_note: Optional[str] = json_key("why ci is null; null when there is a ci")
+    subject_hm: Optional[float] = json_key("subject-level harmonic mean (mean decision score per subject)")
+    n: int = json_key("test images of this fold (GAN-test: synthetic images)")
+    n_subjects: dict[str, int] = json_key("test subjects of this class in this fold (0 for GAN-test)",
+                                          keys="label")
+    n_train: Optional[int] = json_key("images the SVM was fit on in this fold")
+
+
+@dataclass
+class ClassifierResult(Record):
+    """One linear SVM (Shmelkov et al. 2018 protocol), fit per fold and scored on the pooled predictions.
+
+    Each fold's SVM scores its fold's test subjects; the pooled scores count every test slice
+    of every fold and repeat, so each subject is tested once per repeat. The slice-level
+    ``sensitivity``, ``specificity``, ``hm``, ``ci`` and ``ci_note`` are repeated at the top of
+    the entry, where readers of the report look for them (``gan_train.pggan.hm``).
     """
 
-    derived_keys: ClassVar[tuple[str, ...]] = ("sensitivity", "specificity", "hm", "ci")
+    derived_keys: ClassVar[tuple[str, ...]] = ("sensitivity", "specificity", "hm", "ci", "ci_note")
 
-    slice: LevelScores = json_key("per test image ('slice'): SVM decision score > 0 means ADHD")
-    subject: LevelScores = json_key("per test subject, from the mean SVM decision score of its slices; "
-                                    "GAN-test has no subjects and repeats the image level")
-    n_train: Optional[int] = json_key("GAN-train only: synthetic images the SVM was fit on, every class "
-                                      "subsampled to the smallest; null for the real baseline and GAN-test")
+    slice: LevelScores = json_key("pooled per test image ('slice'): SVM decision score > 0 means ADHD")
+    subject: LevelScores = json_key("pooled per test subject and repeat, from the mean SVM decision score of its "
+                                    "slices; GAN-test has no subjects and repeats the image level")
+    n_train: Optional[int] = json_key("GAN-train of a synthetic set only: synthetic images the SVMs were fit on, "
+                                      "summed over folds (each fold subsamples every class to the smallest); null "
+                                      "for real, shortcut and GAN-test")
+    per_fold: list[FoldScores] = json_key("each fold's own scores, repeat-major")
+    inputs: str = json_key("what the SVM was fit on: 'image features' (see features) or the shortcut's "
+                           "'global slice features: ...'")
 
     @property
     def sensitivity(self) -> Optional[float]:
@@ -121,10 +153,34 @@ class ClassifierResult(Record):
         """Slice-level intervals (repeats ``slice.ci``)."""
         return self.slice.ci
 
-    @classmethod
-    def from_scores(cls, scores: Mapping[str, Any]) -> ClassifierResult:
-        """From a :mod:`brainsynth.evaluate.gan_train` result (``n_train`` only where the protocol has one)."""
-        return cls.from_dict({**scores, "n_train": scores.get("n_train")}, source="gan_train")
+    @property
+    def ci_note(self) -> Optional[str]:
+        """Why the slice-level interval is null (repeats ``slice.ci_note``)."""
+        return self.slice.ci_note
+
+
+VERDICTS = ("better", "worse", "not distinguishable", "n/a")
+"""A comparison's verdict: ``a`` better or worse than ``b`` (the CI of a - b excludes 0), or not."""
+
+
+@dataclass
+class Comparison(Record):
+    """A paired comparison of two GAN-train rows on the same test subjects."""
+
+    a: str = json_key("the first row ('real', a synthetic set, 'shortcut')")
+    b: str = json_key("the row it is compared with")
+    metric: str = json_key("'hm' (pooled slice-level HM) or 'subject_hm' (pooled subject-level HM)")
+    a_value: Optional[float] = json_key("the metric of a")
+    b_value: Optional[float] = json_key("the metric of b")
+    diff: Optional[float] = json_key("a - b")
+    ci: Optional[Bounds] = json_key("95% paired cluster-bootstrap interval of a - b: the same resampled test subjects "
+                                    "(stratified by label, all their slices of every fold and repeat) for both rows; "
+                                    "null when ci_note says why")
+    ci_note: Optional[str] = json_key("why ci is null; null when there is a ci")
+    verdict: str = json_key("'better' (ci above 0: a better than b), 'worse' (ci below 0), 'not distinguishable' "
+                            "(ci holds 0), or 'n/a' (no ci)")
+    ratio: Optional[float] = json_key("a / b")
+    ratio_ci: Optional[Bounds] = json_key("95% paired bootstrap interval of a / b, from the same resamples")
 
 
 # --- fidelity ----------------------------------------------------------------------------------
@@ -158,23 +214,111 @@ class FidelityResult(Record):
     fid: Optional[float] = json_key("Frechet distance between Gaussians fitted to real and synthetic features "
                                     "(Heusel et al. 2017); >= 0, lower = closer")
     kid_mean: Optional[float] = json_key("Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2 with "
-                                         "the cubic polynomial kernel, mean over 100 subsets of up to 1000 "
-                                         "images; about 0 for one distribution (can be slightly negative)")
+                                         "the cubic polynomial kernel, mean over 100 random subsets of half the "
+                                         "smaller set (at most 1000 images), so no subset is a whole set; about 0 "
+                                         "for one distribution (can be slightly negative)")
     kid_std: Optional[float] = json_key("standard deviation of KID over those subsets")
     swd: SwdScores = json_key("SWD of all images")
     swd_per_class: dict[str, SwdScores] = json_key("SWD within one class", keys="label")
     ms_ssim: MsSsim = json_key("MS-SSIM diversity per class, synthetic beside real")
     precision: Optional[float] = json_key("improved precision (Kynkaanniemi et al. 2019, k = 3): share of synthetic "
-                                          "features inside a real k-NN ball, in [0, 1]")
-    recall: Optional[float] = json_key("improved recall (k = 3): share of real features inside a synthetic k-NN "
-                                       "ball, in [0, 1]")
-    density: Optional[float] = json_key("density (Naeem et al. 2020, k = 5): mean number of real k-NN balls "
-                                        "holding a synthetic feature, / k; about 1 for one distribution")
+                                          "features inside a real k-NN ball, in [0, 1]; a real image's ball reaches "
+                                          "its k-th nearest image of ANOTHER subject (adjacent slices of one subject "
+                                          "would shrink it)")
+    recall: Optional[float] = json_key("improved recall (k = 3): share of real features inside a k-NN ball of the "
+                                       "compared set (other-subject neighbours for real-test), in [0, 1]")
+    density: Optional[float] = json_key("density (Naeem et al. 2020, k = 5, other-subject balls): mean number of "
+                                        "real k-NN balls holding a synthetic feature, / k; about 1 for one "
+                                        "distribution")
     coverage: Optional[float] = json_key("coverage (k = 5): share of real k-NN balls holding a synthetic "
                                          "feature, in [0, 1]")
 
 
-# --- privacy: in schema_privacy (re-exported here) --------------------------------------------
+@dataclass
+class FidelityFold(Record):
+    """The fidelity numbers of one fold."""
+
+    repeat: int = json_key("repeat of the cross-validation")
+    fold: int = json_key("fold within the repeat")
+    values: FidelityResult = json_key("every fidelity number of this fold: the set against this fold's real "
+                                      "training images")
+
+
+@dataclass
+class FidelitySummary(FidelityResult):
+    """:class:`FidelityResult` averaged over folds (the keys above), with the spread and every fold.
+
+    For a synthetic set, each fold's set is compared with the real training images of the fold
+    its generator was trained on. The ``real-test`` entry compares the real training images of
+    each fold with its real test images (other subjects of the same cohort): the scale on which
+    a synthetic set's numbers read.
+    """
+
+    sd: Optional[FidelityResult] = json_key("standard deviation over folds of every number (ddof 1); null with "
+                                            "one fold")
+    per_fold: list[FidelityFold] = json_key("each fold's numbers, repeat-major")
+
+
+# --- privacy: the audit's keys in schema_privacy (re-exported here); per fold and pooled ---------
+
+@dataclass
+class PrivacyFold(Record):
+    """The privacy audit of one fold: its generator against its own training and held-out subjects."""
+
+    repeat: int = json_key("repeat of the cross-validation")
+    fold: int = json_key("fold within the repeat")
+    audit: PrivacySummary = json_key("the audit of this fold (held-out = this fold's test subjects)")
+
+
+@dataclass
+class PrivacyPooled(PooledPrivacy):
+    """The privacy audits of one synthetic set's folds: pooled (the keys of :class:`PooledPrivacy`,
+    :func:`brainsynth.evaluate.privacy_summary.pool_folds`), then every fold's own audit.
+
+    Each fold's generator is audited against that fold's training subjects and calibrated on
+    its own held-out subjects; ``per_fold[].fold`` names it ``r<repeat>/f<fold>``.
+    """
+
+    derived_keys: ClassVar[tuple[str, ...]] = ("memorization_rate",)
+
+    audits: list[PrivacyFold] = json_key("each fold's whole audit, repeat-major")
+
+    @property
+    def memorization_rate(self) -> Optional[float]:
+        """Share of every fold's synthetic images flagged (repeats memorization.rate)."""
+        return self.memorization.rate
+
+
+# --- privacy and utility together --------------------------------------------------------------
+
+@dataclass
+class PrivacyUtilityPoint(Record):
+    """One generator on the privacy-utility plane: how useful its images are, how many are near-copies."""
+
+    hm: Optional[float] = json_key("utility: the GAN-train harmonic mean of this set (gan_train.<set>.hm, slice "
+                                   "level), in [0, 1]; higher = more useful")
+    hm_ci: Optional[Bounds] = json_key("its 95% interval (gan_train.<set>.ci.hm); null without bootstrap")
+    memorization_rate: Optional[float] = json_key("privacy: the share of this set flagged as near-copies of training "
+                                                  "images (privacy.<set>.memorization.rate), in [0, 1]; lower = more "
+                                                  "private; null when nothing was audited")
+    memorization_ci: Bounds = json_key("its 95% Wilson score interval (privacy.<set>.memorization.ci)")
+    flagged: int = json_key("synthetic images flagged (privacy.<set>.memorization.k)")
+    n_synthetic: int = json_key("synthetic images audited (privacy.<set>.memorization.n)")
+    false_flag_rate: Optional[float] = json_key("the share of held-out half-B real images the same rule flags "
+                                                "(privacy.<set>.false_flags.rate): the memorisation rate of a "
+                                                "generator that copies nothing; null without half-B images")
+    false_flag_ci: Bounds = json_key("its 95% Wilson score interval (privacy.<set>.false_flags.ci)")
+
+
+@dataclass
+class PrivacyUtility(Record):
+    """Every generator placed by utility (GAN-train HM) against privacy (memorisation rate), with CIs."""
+
+    points: dict[str, PrivacyUtilityPoint] = json_key("one point per synthetic set", keys="set")
+    real_hm: Optional[float] = json_key("the GAN-train HM of the real training images (the utility reference)")
+    real_hm_ci: Optional[Bounds] = json_key("its 95% interval; null without bootstrap")
+    ci_method: str = json_key("how the two intervals were computed, in words")
+
 
 # --- provenance --------------------------------------------------------------------------------
 
@@ -193,32 +337,74 @@ class FeaturesInfo(Record):
 
 
 @dataclass
+class FoldData(Record):
+    """Which subjects one fold trains on and tests."""
+
+    repeat: int = json_key("repeat of the cross-validation")
+    fold: int = json_key("fold within the repeat")
+    n_train: int = json_key("real images of the fold's training subjects")
+    n_test: int = json_key("real images of the fold's test subjects")
+    train_subjects: list[str] = json_key("subject ids trained on (generators and the real/shortcut SVMs)")
+    test_subjects: list[str] = json_key("subject ids tested")
+
+
+@dataclass
 class RealData(Record):
     """The prepared real DATASET."""
 
     path: str = json_key("DATASET folder")
-    n_train: int = json_key("images in the train split")
-    n_test: int = json_key("images in the test split")
-    train_subjects: list[str] = json_key("subject ids of the train split")
-    test_subjects: list[str] = json_key("subject ids of the test split")
+    n_images: int = json_key("images in the dataset")
+    n_subjects: int = json_key("subjects in the dataset")
     image_size: int = json_key("image side (px)")
+    folds: list[FoldData] = json_key("every fold evaluated, repeat-major")
+
+
+@dataclass
+class SyntheticFold(Record):
+    """One fold's synthetic image set."""
+
+    repeat: int = json_key("repeat of the cross-validation")
+    fold: int = json_key("fold whose training subjects the generator learned")
+    path: str = json_key("image-set folder")
+    n_images: int = json_key("images in the set")
 
 
 @dataclass
 class SyntheticData(Record):
-    """One synthetic image set."""
+    """One synthetic set: a generator's images, one image set per fold."""
 
-    path: str = json_key("image-set folder")
-    n_images: int = json_key("images in the set")
-    counts: dict[str, int] = json_key("images of this class", keys="label")
-    source: dict[str, Any] = json_key("the generator's provenance as recorded by brainsynth generate (free form)")
+    path: str = json_key("image-set folder of the first fold")
+    n_images: int = json_key("images over all folds")
+    counts: dict[str, int] = json_key("images of this class over all folds", keys="label")
+    source: dict[str, Any] = json_key("the first fold's generator provenance as recorded by brainsynth generate "
+                                      "(free form)")
+    per_fold: list[SyntheticFold] = json_key("each fold's image set")
+
+
+@dataclass
+class Protocol(Record):
+    """How the real subjects were split, and how the pooled numbers and their intervals were computed."""
+
+    folds: int = json_key("K: subject folds per repeat (1 = one hold-out split)")
+    repeats: int = json_key("repeats of the fold assignment, each from its own seed")
+    n_subjects: int = json_key("subjects in the dataset")
+    subjects_tested_per_repeat: int = json_key("distinct subjects tested in each repeat of the evaluated folds "
+                                               "(n_subjects when every fold was evaluated)")
+    folds_evaluated: int = json_key("(repeat, fold) pairs evaluated and pooled")
+    test_subjects_per_label: dict[str, int] = json_key("distinct test subjects of this class in the pooled "
+                                                       "result", keys="label")
+    bootstrap: int = json_key("bootstrap resamples behind every interval (0: no intervals)")
+    ci_level: float = json_key("coverage of every interval (0.95)")
+    min_subjects_for_ci: int = json_key("an interval needs at least this many test subjects of each class; "
+                                        "otherwise it is null with a ci_note")
+    method: str = json_key("the protocol in words")
 
 
 @dataclass
 class DataSummary(Record):
     """What was evaluated."""
 
-    real: RealData = json_key("the real dataset")
+    real: RealData = json_key("the real dataset and its folds")
     synthetic: dict[str, SyntheticData] = json_key("each synthetic set", keys="set")
 
 
@@ -229,13 +415,14 @@ class Timings(Record):
     other_stages: dict[str, float] = json_key("seconds of a stage outside this command (brainsynth run's prepare, "
                                               "train_<model>, generate_<model>, evaluate)", flatten=True,
                                               keys="stage")
-    evaluate_load: float = json_key("seconds reading and checking the inputs")
-    evaluate_features: float = json_key("seconds extracting features of every set")
-    evaluate_gan_train: float = json_key("seconds of the classifiers (GAN-train, GAN-test, real baseline)")
-    evaluate_fidelity: float = json_key("seconds of the fidelity metrics")
-    evaluate_privacy: float = json_key("seconds of the privacy audits")
+    evaluate_load: float = json_key("seconds reading and checking the inputs, summed over folds")
+    evaluate_features: float = json_key("seconds extracting features of every set, summed over folds")
+    evaluate_gan_train: float = json_key("seconds of the classifiers (GAN-train, GAN-test, real and shortcut "
+                                         "baselines), summed over folds")
+    evaluate_fidelity: float = json_key("seconds of the fidelity metrics, summed over folds")
+    evaluate_privacy: float = json_key("seconds of the privacy audits, summed over folds")
     evaluate_images_per_s_features: float = json_key("feature extraction throughput, images per second")
-    evaluate_total: float = json_key("seconds of the whole command up to writing")
+    evaluate_total: float = json_key("seconds of the evaluation: every fold, the pooling and writing")
 
 
 # --- the two documents -------------------------------------------------------------------------
@@ -262,19 +449,54 @@ class Report(Record):
     simulated: bool = json_key("true when the real data is the SIMULATED cohort (brainsynth phantom), not patients")
     features: FeaturesInfo = json_key("the feature extractor behind GAN-train, GAN-test, FID/KID, P/R/D/C and the "
                                       "feature distances")
+    protocol: Protocol = json_key("the cross-validation by subject behind every pooled number")
     data: DataSummary = json_key("the inputs")
-    gan_train: dict[str, ClassifierResult] = json_key("paper Table 1: an SVM fit on each synthetic set ('real': on "
-                                                      "the real train split), tested on the real test split",
-                                                      keys="set")
-    gan_test: dict[str, ClassifierResult] = json_key("an SVM fit on the real train split, tested on each synthetic "
-                                                     "set", keys="set")
-    fidelity: dict[str, FidelityResult] = json_key("each synthetic set against the real train split", keys="set")
-    privacy: dict[str, PrivacySummary] = json_key("the privacy audit of each synthetic set (held-out = the real "
-                                                  "test split)", keys="set")
+    gan_train: dict[str, ClassifierResult] = json_key("paper Table 1: per fold, an SVM fit on each synthetic set "
+                                                      "('real': on the fold's real training subjects; 'shortcut': "
+                                                      "the same on four global numbers per slice), tested on the "
+                                                      "fold's real test subjects; pooled over folds", keys="set")
+    gan_test: dict[str, ClassifierResult] = json_key("per fold, an SVM fit on the real training subjects, tested on "
+                                                     "the fold's synthetic set; pooled over folds", keys="set")
+    comparisons: list[Comparison] = json_key("paired comparisons of GAN-train rows: real vs each set, every pair of "
+                                             "synthetic sets, each row vs shortcut")
+    fidelity: dict[str, FidelitySummary] = json_key("each synthetic set against the real training subjects of its "
+                                                    "fold, and 'real-test' (real test subjects against them: the "
+                                                    "reference scale); mean over folds", keys="set")
+    privacy: dict[str, PrivacyPooled] = json_key("the privacy audit of each synthetic set, per fold (training and "
+                                                 "held-out subjects of the fold) and pooled", keys="set")
+    privacy_utility: PrivacyUtility = json_key("each generator's GAN-train HM against its memorisation rate, both "
+                                               "with 95% intervals (the report's privacy-utility figure)")
     timings: Timings = json_key("wall time")
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "report.json") -> Report:
+        _check_version(data, source)
+        return super().from_dict(data, source)
+
+
+@dataclass(kw_only=True)
+class FoldReport(Record):
+    """``fold.json``: one fold's evaluation before pooling (``brainsynth run``'s per-fold stage)."""
+
+    schema_version: int = json_key(f"version of this layout ({SCHEMA_VERSION})", default=SCHEMA_VERSION)
+    repeat: int = json_key("repeat of the cross-validation")
+    fold: int = json_key("fold within the repeat")
+    features: FeaturesInfo = json_key("the feature extractor behind this fold's feature-based numbers")
+    data: FoldData = json_key("the fold's training and test subjects")
+    synthetic: dict[str, SyntheticFold] = json_key("this fold's image set of each synthetic set", keys="set")
+    counts: dict[str, dict[str, int]] = json_key("images per class of each synthetic set", keys="set")
+    sources: dict[str, dict[str, Any]] = json_key("each synthetic set's provenance (free form)", keys="set")
+    n_train: dict[str, int] = json_key("images each GAN-train row's SVM was fit on ('real', 'shortcut', each set)",
+                                       keys="row")
+    fidelity: dict[str, FidelityResult] = json_key("each set, and 'real-test', against this fold's real training "
+                                                   "images", keys="set")
+    privacy: dict[str, PrivacySummary] = json_key("the audit of each set (held-out = this fold's test subjects)",
+                                                  keys="set")
+    seconds: dict[str, float] = json_key("wall seconds of this fold's steps (load, features, gan_train, fidelity, "
+                                         "privacy)", keys="step")
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "fold.json") -> FoldReport:
         _check_version(data, source)
         return super().from_dict(data, source)
 

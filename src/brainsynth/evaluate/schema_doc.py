@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brainsynth.evaluate.schema import AuditReport, Report, SelfTestReport
+from brainsynth.evaluate.schema import AuditReport, FoldReport, Report, SelfTestReport
 from brainsynth.evaluate.typed_json import schema_rows
 
 DOC_BEGIN = "<!-- begin generated: python -m brainsynth.evaluate.schema_doc --update docs/report-schema.md -->"
@@ -20,7 +20,8 @@ DOC_END = "<!-- end generated -->"
 def schema_markdown() -> str:
     """One table per file: every key path, its JSON type and its meaning."""
     out = []
-    for title, cls in (("report.json", Report), ("privacy.json (brainsynth audit)", AuditReport),
+    for title, cls in (("report.json", Report), ("fold.json (one fold, before pooling)", FoldReport),
+                       ("privacy.json (brainsynth audit)", AuditReport),
                        ("selftest.json (brainsynth audit --selftest)", SelfTestReport)):
         out += [f"### {title}", "", "| key | type | meaning |", "|---|---|---|"]
         out += [f"| `{path}` | {kind} | {doc.replace('|', '/')} |" for path, kind, doc in schema_rows(cls)]

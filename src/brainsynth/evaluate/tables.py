@@ -2,9 +2,10 @@
 
 Every table is built once as a :class:`Table` of plain strings and rendered three ways: plain
 text for the terminal (:func:`to_text`), Markdown (:func:`to_markdown`) and HTML
-(:func:`to_html`). The paper's numbers live in :data:`PAPER_TABLE1` and the targets in
-:data:`TARGETS`; nothing else restates them. A number the report does not have (an ``Optional``
-field holding ``None``) is shown as ``n/a``.
+(:func:`to_html`). The paper's numbers live in :data:`PAPER_TABLE1` (the targets in
+:data:`brainsynth.evaluate.targets.TARGETS`); nothing else restates them. A number the report does not have (an ``Optional``
+field holding ``None``) is shown as ``n/a``; an interval that is ``n/a`` has its reason in the
+table's notes.
 """
 
 from __future__ import annotations
@@ -31,15 +32,13 @@ PAPER_TABLE1 = {
 }
 """GAN-train results of Alam, Hossain & Kobashi, Table 1 (SVM on VGG-16 features, ADHD positive)."""
 
-TARGETS = {
-    "pggan_share_of_real_hm": 0.85,  # PGGAN HM must reach this share of the real-data HM
-    # Near-copies beyond chance: the synthetic set's flagged share minus the false-flag rate of
-    # held-out half B (real images of subjects never seen, never used to set the thresholds).
-    "max_excess_memorization": 0.01,
-}
 
 REAL_KEY = "real"
 """Key of the real-on-real baseline in ``Report.gan_train``."""
+SHORTCUT_KEY = "shortcut"
+"""Key of the shortcut baseline (the SVM on four global numbers per slice) in ``Report.gan_train``."""
+REAL_TEST_KEY = "real-test"
+"""Key of the real-versus-real reference in ``Report.fidelity``."""
 
 METRICS = ("sensitivity", "specificity", "hm")
 METRIC_HEADERS = {"sensitivity": "Sen", "specificity": "Spe", "hm": "HM"}
@@ -49,18 +48,19 @@ METRIC_HEADERS = {"sensitivity": "Sen", "specificity": "Spe", "hm": "HM"}
 
 def display_name(key: str) -> str:
     """``"pggan"`` -> ``"PGGAN"``, ``"real"`` -> ``"Real data"`` (the paper's row names)."""
-    if key.lower() == REAL_KEY:
-        return "Real data"
+    special = {REAL_KEY: "Real data", SHORTCUT_KEY: "Shortcut", REAL_TEST_KEY: "Real test (reference)"}
+    if key.lower() in special:
+        return special[key.lower()]
     upper = key.upper()
     return upper if upper in PAPER_TABLE1 else key
 
 
 def ordered_names(names: Iterable[str]) -> list[str]:
-    """PGGAN first, DCGAN second, other synthetic sets as given, the real baseline last."""
+    """PGGAN first, DCGAN second, other synthetic sets as given, then real, shortcut, real-test."""
     keys = list(names)
 
     def rank(key: str) -> int:
-        return {"pggan": 0, "dcgan": 1, REAL_KEY: 3}.get(key.lower(), 2)
+        return {"pggan": 0, "dcgan": 1, REAL_KEY: 3, SHORTCUT_KEY: 4, REAL_TEST_KEY: 5}.get(key.lower(), 2)
 
     return sorted(keys, key=lambda k: (rank(k), keys.index(k)))
 
@@ -79,18 +79,41 @@ def fmt(value: Optional[float], digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def fmt_kid(value: Optional[float]) -> str:
+    """KID with 4 decimals, or 3 significant digits below 0.001 (where 4 decimals would read 0.0000)."""
+    x = optional_number(value)
+    return fmt(x, 4) if x is None or x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
+
+
 def fmt_pct(value: Optional[float]) -> str:
     """``0.005`` -> ``"0.5%"``, or ``n/a``."""
     x = optional_number(value)
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def fmt_ci(value: Optional[float], bounds: Optional[Bounds], digits: int = 3) -> str:
-    """``"0.762 [0.700, 0.810]"``; the interval is left out when absent."""
+def fmt_ci(value: Optional[float], bounds: Optional[Bounds], digits: int = 3, *, na: bool = False) -> str:
+    """``"0.762 [0.700, 0.810]"``; without an interval the number alone, or ``"0.762 [CI n/a]"`` with ``na``."""
     text = fmt(value, digits)
     if bounds is not None and all(optional_number(b) is not None for b in bounds):
         text += f" [{fmt(bounds[0], digits)}, {fmt(bounds[1], digits)}]"
+    elif na and value is not None:
+        text += " [CI n/a]"
     return text
+
+
+def fmt_sd(value: Optional[float], sd: Optional[float], digits: int = 3) -> str:
+    """``"41.23 +/- 3.10"`` (mean over folds +/- SD), or the mean alone with one fold."""
+    text = fmt(value, digits)
+    return text + (f" +/- {fmt(sd, digits)}" if optional_number(sd) is not None and text != "n/a" else "")
+
+
+def _ci_notes(notes: Iterable[Optional[str]]) -> list[str]:
+    """Each distinct reason for an n/a interval, once."""
+    seen: list[str] = []
+    for note in notes:
+        if note and note not in seen:
+            seen.append(note)
+    return [f"CI {n}" for n in seen]
 
 
 def _bounds(ci: Optional[Intervals], metric: str) -> Optional[Bounds]:
@@ -129,26 +152,76 @@ def _classifier_table(section: Mapping[str, ClassifierResult], title: str, *, wi
     for key in ordered_names(section):
         sl, subj = section[key].slice, section[key].subject
         row = [display_name(key)]
-        row += [fmt_ci(getattr(sl, m), _bounds(sl.ci, m)) for m in METRICS]
+        row += [fmt_ci(getattr(sl, m), _bounds(sl.ci, m), na=sl.ci_note is not None) for m in METRICS]
         if with_paper:
             paper = PAPER_TABLE1.get(display_name(key), {})
             row += [fmt(paper.get(m)) for m in METRICS]  # only the paper's own rows have numbers
         row += [fmt(getattr(subj, m)) for m in METRICS]
         row.append(f"{sl.n} / {subj.n_groups}")
         rows.append(row)
-    return Table(title, headers, rows)
+    notes = _ci_notes(section[k].slice.ci_note for k in ordered_names(section))
+    return Table(title, headers, rows, notes)
+
+
+def protocol_line(report: Report) -> str:
+    """One sentence: folds, repeats, subjects tested, intervals."""
+    p = report.protocol
+    tested = ", ".join(f"{n} {lbl}" for lbl, n in p.test_subjects_per_label.items())
+    return (f"protocol: {p.method}. {p.folds_evaluated} fold(s) evaluated of {p.folds} x {p.repeats}; "
+            f"{p.subjects_tested_per_repeat} of {p.n_subjects} subjects tested per repeat ({tested}).")
 
 
 def table1(report: Report) -> Table:
-    """GAN-train in the layout of the paper's Table 1, with the paper's numbers beside ours."""
-    t = _classifier_table(report.gan_train, "GAN-train (paper Table 1): SVM trained on each set, tested on the "
-                          "real test split", with_paper=True)
+    """GAN-train in the layout of the paper's Table 1, with the paper's numbers beside ours (pooled over folds)."""
+    t = _classifier_table(report.gan_train, "GAN-train (paper Table 1): SVM trained on each set, tested on real "
+                          "test subjects, pooled over folds", with_paper=True)
     t.notes = [
-        "Slice level, with 95% bootstrap CIs over test subjects; subject level = mean SVM decision score per "
-        "subject. n = test images / subjects. ADHD is the positive class.",
+        "Slice level, with 95% cluster-bootstrap CIs over test subjects; subject level = mean SVM decision score per "
+        "subject and repeat. n = test images / subjects. ADHD is the positive class. Shortcut = the same SVM on "
+        "brain area, mean and SD of brain intensity and slice position of the real training slices: a row near it "
+        "learned little beyond such trivia.",
+        protocol_line(report),
+        *t.notes,
         features_line(report.features),
     ]
     return t
+
+
+def per_fold_table(report: Report) -> Table:
+    """Each GAN-train row's HM (Sen / Spe) in each fold, slice level."""
+    names = ordered_names(report.gan_train)
+    folds = [(f.repeat, f.fold) for f in report.gan_train[names[0]].per_fold] if names else []
+    headers = ["Training data"] + [f"r{r}/f{k} HM (Sen / Spe)" for r, k in folds]
+    rows = []
+    for key in names:
+        by_fold = {(f.repeat, f.fold): f for f in report.gan_train[key].per_fold}
+        row = [display_name(key)]
+        for fid in folds:
+            f = by_fold.get(fid)
+            row.append("n/a" if f is None else f"{fmt_ci(f.hm, _bounds(f.ci, 'hm'))} ({fmt(f.sensitivity, 2)} / "
+                                               f"{fmt(f.specificity, 2)})")
+        rows.append(row)
+    notes = ["Each fold's SVM scored only that fold's test subjects; the pooled rows above combine the folds."]
+    first = report.gan_train[names[0]].per_fold if names else []
+    if first:
+        counts = "; ".join(f"r{f.repeat}/f{f.fold}: " + ", ".join(f"{n} {lbl}" for lbl, n in f.n_subjects.items())
+                           for f in first)
+        notes.append(f"test subjects per fold: {counts}.")
+    notes += _ci_notes(f.ci_note for key in names for f in report.gan_train[key].per_fold)
+    return Table("GAN-train per fold", headers, rows, notes)
+
+
+def comparisons_table(report: Report) -> Table:
+    """Every paired comparison with its interval and verdict."""
+    headers = ["a", "b", "metric", "a", "b", "a - b [95% CI]", "a / b [95% CI]", "verdict"]
+    rows = [[display_name(c.a), display_name(c.b), "slice HM" if c.metric == "hm" else "subject HM",
+             fmt(c.a_value), fmt(c.b_value), fmt_ci(c.diff, c.ci, na=c.ci_note is not None),
+             fmt_ci(c.ratio, c.ratio_ci), c.verdict] for c in report.comparisons]
+    notes = ["Paired cluster bootstrap: the same resampled test subjects (stratified by label, each with all its "
+             "slices of every fold and repeat) for both rows. 'better' / 'worse': the CI of a - b excludes 0; "
+             "'not distinguishable': it holds 0, so the data cannot order the two rows.",
+             *_ci_notes(c.ci_note for c in report.comparisons)]
+    return Table("Paired comparisons (GAN-train HM)", headers, rows, notes)
 
 
 def gan_test_table(report: Report) -> Table:
@@ -160,24 +233,41 @@ def gan_test_table(report: Report) -> Table:
 
 
 def fidelity_table(report: Report) -> Table:
-    headers = ["Synthetic set", "FID", "KID (mean +/- std)", "SWD avg (x1e3)"]
-    headers += [f"MS-SSIM {lbl} (synth / real)" for lbl in LABELS]
+    headers = ["Compared set", "FID", "KID (mean +/- std)", "SWD avg (x1e3)"]
+    headers += [f"MS-SSIM {lbl} (set / real)" for lbl in LABELS]
     headers += ["Precision", "Recall", "Density", "Coverage"]
     rows = []
     for key in ordered_names(report.fidelity):
         e = report.fidelity[key]
-        kid = fmt(e.kid_mean, 4)
+        sd = e.sd
+        kid = fmt_kid(e.kid_mean)
         if optional_number(e.kid_std) is not None:
-            kid += f" +/- {fmt(e.kid_std, 4)}"
-        row = [display_name(key), fmt(e.fid, 2), kid, fmt(e.swd.avg, 2)]
+            kid += f" +/- {fmt_kid(e.kid_std)}"
+        row = [display_name(key), fmt_sd(e.fid, sd and sd.fid, 2), kid, fmt_sd(e.swd.avg, sd and sd.swd.avg, 2)]
         row += [f"{fmt(e.ms_ssim.synthetic[lbl])} / {fmt(e.ms_ssim.real[lbl])}" for lbl in LABELS]
-        row += [fmt(e.precision), fmt(e.recall), fmt(e.density), fmt(e.coverage)]
+        row += [fmt_sd(getattr(e, m), sd and getattr(sd, m)) for m in ("precision", "recall", "density", "coverage")]
         rows.append(row)
+    n_folds = max((len(e.per_fold) for e in report.fidelity.values()), default=0)
     return Table("Fidelity and diversity", headers, rows, [
-        "FID/KID/P/R/D/C on the features below, against the real training images; SWD on pixels (Laplacian "
+        f"Mean over {n_folds} fold(s) +/- SD over folds. Each set against the real training images of its fold; "
+        "Real test (reference) = the fold's real TEST subjects against the same training images: the scale to "
+        "read the synthetic rows on (a set as close as other real subjects matches it).",
+        "FID/KID/P/R/D/C on the features below (k-NN balls over other subjects' images); SWD on pixels (Laplacian "
         "pyramid, 7x7 patches); MS-SSIM between random pairs within a class (lower = more diverse).",
         features_line(report.features),
     ])
+
+
+def fidelity_per_fold_table(report: Report) -> Table:
+    """The headline fidelity numbers of every fold."""
+    headers = ["Compared set", "fold", "FID", "KID", "SWD avg", "Precision", "Recall", "Density", "Coverage"]
+    rows = []
+    for key in ordered_names(report.fidelity):
+        for f in report.fidelity[key].per_fold:
+            v = f.values
+            rows.append([display_name(key), f"r{f.repeat}/f{f.fold}", fmt(v.fid, 2), fmt_kid(v.kid_mean),
+                         fmt(v.swd.avg, 2), fmt(v.precision), fmt(v.recall), fmt(v.density), fmt(v.coverage)])
+    return Table("Fidelity per fold", headers, rows, [features_line(report.features)])
 
 
 def fmt_rate_ci(rate: Optional[float], bounds: Optional[Bounds]) -> str:
@@ -196,25 +286,44 @@ def fmt_p(p: Optional[float]) -> str:
     return "p<0.001" if x < 0.001 else f"p={x:.3f}"
 
 
+def _audit_row(name: str, e) -> list[str]:
+    """One audit (a fold's :class:`PrivacySummary`) as a row of the privacy table."""
+    subject = e.membership.attacks.get(f"{e.membership.headline.split('/')[0]}/subject")
+    return [
+        name,
+        fmt_rate_ci(e.memorization.rate, e.memorization.ci),
+        f"{e.memorization.k} of {e.memorization.n}",
+        fmt_rate_ci(e.false_flags.rate, e.false_flags.ci) + f" ({e.false_flags.k} of {e.false_flags.n})",
+        fmt_pct(e.excess_memorization),
+        f"{fmt_ci(e.mia_auc, e.mia_ci)} {fmt_p(e.mia_p_value)}",
+        "n/a" if subject is None else f"{fmt(subject.auc)} {fmt_p(subject.p_value)}",
+        f"{fmt_pct(e.authenticity)} ({fmt_pct(e.authenticity_by_space.pixel.holdout)})",
+    ]
+
+
 def privacy_table(report: Report) -> Table:
     headers = ["Synthetic set", "near-copies [95% CI]", "flagged", "false flags, held-out half B [95% CI]",
                "excess", "MIA AUC [95% CI]", "MIA AUC subject", "authentic share (held-out ref.)"]
     rows = []
     for key in ordered_names(report.privacy):
         e = report.privacy[key]
-        subject = e.membership.attacks.get(f"{e.membership.headline.split('/')[0]}/subject")
         rows.append([
-            display_name(key),
+            f"{display_name(key)} (pooled)" if len(e.audits) > 1 else display_name(key),
             fmt_rate_ci(e.memorization.rate, e.memorization.ci),
             f"{e.memorization.k} of {e.memorization.n}",
             fmt_rate_ci(e.false_flags.rate, e.false_flags.ci) + f" ({e.false_flags.k} of {e.false_flags.n})",
             fmt_pct(e.excess_memorization),
-            f"{fmt_ci(e.mia_auc, e.mia_ci)} {fmt_p(e.mia_p_value)}",
-            "n/a" if subject is None else f"{fmt(subject.auc)} {fmt_p(subject.p_value)}",
-            f"{fmt_pct(e.authenticity)} ({fmt_pct(e.authenticity_by_space.pixel.holdout)})",
+            f"{fmt(e.mia_auc)} (mean of {e.n_folds}) {fmt_p(e.mia_p_value)}",
+            "per fold",
+            "per fold",
         ])
-    percentiles = {f"{e.percentile:g}" for e in report.privacy.values()}
+        if len(e.audits) > 1:
+            rows += [_audit_row(f"{display_name(key)} r{f.repeat}/f{f.fold}", f.audit) for f in e.audits]
+    percentiles = {f"{f.audit.percentile:g}" for e in report.privacy.values() for f in e.audits}
     return Table("Privacy audit", headers, rows, [
+        "First each set pooled over folds (counts summed; MIA AUC the mean of the folds' headline AUCs, p from "
+        "permuting membership among subjects within every fold at once), then each fold's own audit: its generator "
+        "against its own training subjects, calibrated on its own held-out subjects.",
         "Near-copy: in aligned pixels or in features, the distance to the nearest training image over the distance to "
         "the nearest image of another training subject is below a threshold set per brain-area band at percentile "
         f"{'/'.join(sorted(percentiles)) or 'n/a'} of held-out half A; false flags: "
@@ -241,16 +350,34 @@ def transform_text(t: Transform) -> str:
 
 
 def closest_pairs_table(report: Report) -> Table:
-    """The closest synthetic-training pairs of every set after alignment, and what the audit does not prove."""
+    """The closest synthetic-training pairs of every set and fold after alignment, and what the audit does not prove."""
     rows = []
     for key in ordered_names(report.privacy):
-        for p in report.privacy[key].nearest_pairs:
-            rows.append([display_name(key), p.synthetic_file, p.train_id, fmt(p.distance, 4), fmt(p.ratio, 3),
-                         fmt(p.threshold, 3), "yes" if p.flagged else "no", transform_text(p.transform)])
-    limits = next(iter(report.privacy.values())).limits if report.privacy else []
+        for f in report.privacy[key].audits:
+            where = f" r{f.repeat}/f{f.fold}" if len(report.privacy[key].audits) > 1 else ""
+            for p in f.audit.nearest_pairs:
+                rows.append([display_name(key) + where, p.synthetic_file, p.train_id, fmt(p.distance, 4),
+                             fmt(p.ratio, 3), fmt(p.threshold, 3), "yes" if p.flagged else "no",
+                             transform_text(p.transform)])
+    audits = [f.audit for e in report.privacy.values() for f in e.audits]
+    limits = audits[0].limits if audits else []
     return Table("Closest pairs after alignment", ["Synthetic set", "synthetic", "training slice", "distance", "ratio",
                                                    "ratio threshold", "flagged", "transform found"], rows,
                  ["What the privacy audit does not prove: " + " ".join(limits)] if limits else [])
+
+
+def privacy_utility_table(report: Report) -> Table:
+    pu = report.privacy_utility
+    rows = [[display_name(key), fmt_ci(p.hm, p.hm_ci), fmt_rate_ci(p.memorization_rate, p.memorization_ci),
+             fmt_rate_ci(p.false_flag_rate, p.false_flag_ci)]
+            for key in ordered_names(pu.points) for p in [pu.points[key]]]
+    if pu.real_hm is not None:
+        rows.append([display_name(REAL_KEY), fmt_ci(pu.real_hm, pu.real_hm_ci), "", ""])
+    return Table("Privacy and utility", ["Training data", "GAN-train HM (95% CI)", "memorisation rate (95% CI)",
+                                         "held-out false flags (95% CI)"], rows, [
+        "Utility up, privacy left: a useful and private generator has a high HM and a memorisation rate near the "
+        "held-out false-flag rate (what a generator that copies nothing shows). " + pu.ci_method + ".",
+    ])
 
 
 def timings_table(report: Report) -> Table:
@@ -259,83 +386,9 @@ def timings_table(report: Report) -> Table:
 
 
 def all_tables(report: Report) -> list[Table]:
-    return [table1(report), gan_test_table(report), fidelity_table(report), privacy_table(report),
-            closest_pairs_table(report), timings_table(report)]
-
-
-# --- targets --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Verdict:
-    """Whether one reproduction target holds.
-
-    ``ok`` is ``None`` when a number needed for the check is missing (not measured is not the
-    same as missed); ``text`` says what was compared.
-    """
-
-    ok: Optional[bool]
-    text: str
-
-
-def _hm(report: Report, name: str) -> float | None:
-    key = _find_key(report.gan_train, name)
-    return None if key is None else optional_number(report.gan_train[key].hm)
-
-
-def check_targets(report: Report) -> dict[str, Verdict]:
-    """Whether the reproduction targets hold.
-
-    Returns
-    -------
-    dict
-        name -> :class:`Verdict`. Names: ``"ordering"`` (real HM >= PGGAN HM > DCGAN HM),
-        ``"pggan_vs_real"`` (PGGAN HM >= 0.85 x real HM), ``"memorization"`` (PGGAN, the method
-        reproduced: near-copies at most 1 point above the false-flag rate of held-out half B, the
-        real images that did not set the thresholds; every audited set when there is no PGGAN
-        entry; the text lists all sets).
-    """
-    real, pggan, dcgan = _hm(report, REAL_KEY), _hm(report, "pggan"), _hm(report, "dcgan")
-    out: dict[str, Verdict] = {}
-
-    if None in (real, pggan, dcgan):
-        out["ordering"] = Verdict(None, "real HM >= PGGAN HM > DCGAN HM: not checked (needs GAN-train HM of real, "
-                                        "pggan and dcgan)")
-    else:
-        ok = real >= pggan > dcgan
-        out["ordering"] = Verdict(ok, f"real HM >= PGGAN HM > DCGAN HM: {'met' if ok else 'MISSED'} "
-                                      f"({real:.3f}, {pggan:.3f}, {dcgan:.3f})")
-
-    share = TARGETS["pggan_share_of_real_hm"]
-    if None in (real, pggan):
-        out["pggan_vs_real"] = Verdict(None, f"PGGAN HM >= {share:g} x real HM: not checked (needs GAN-train HM of "
-                                             "real and pggan)")
-    else:
-        ok = pggan >= share * real
-        out["pggan_vs_real"] = Verdict(ok, f"PGGAN HM >= {share:g} x real HM: {'met' if ok else 'MISSED'} "
-                                           f"({pggan:.3f} vs {share * real:.3f})")
-
-    limit = TARGETS["max_excess_memorization"]
-    title = f"near-copies <= held-out half-B false flags + {100 * limit:g} pt"
-    excess = {display_name(k): (optional_number(v.excess_memorization), v) for k, v in report.privacy.items()}
-    measured = {k: v for k, v in excess.items() if v[0] is not None}
-    judged = {k: v for k, v in measured.items() if k == "PGGAN"} or measured
-    if not measured:
-        out["memorization"] = Verdict(None, f"{title}: not checked (no privacy audit with a half B)")
-    else:
-        ok = all(x <= limit + 1e-12 for x, _ in judged.values())
-        listing = ", ".join(f"{k} {fmt_pct(e.memorization.rate)} vs {fmt_rate_ci(e.false_flags.rate, e.false_flags.ci)}"
-                            for k, (_, e) in measured.items())
-        out["memorization"] = Verdict(ok, f"{title}: {'met' if ok else 'MISSED'} ({listing})")
-    return out
-
-
-def targets_line(report: Report) -> str:
-    """One sentence: which targets hold, which are missed, which could not be checked."""
-    verdicts = check_targets(report)
-    missed = [k for k, v in verdicts.items() if v.ok is False]
-    head = "All targets met." if not missed and all(v.ok for v in verdicts.values()) else (
-        f"Targets missed: {len(missed)} of {len(verdicts)}." if missed else "Some targets could not be checked.")
-    return head + " " + "; ".join(v.text for v in verdicts.values()) + "."
+    return [table1(report), per_fold_table(report), comparisons_table(report), gan_test_table(report),
+            fidelity_table(report), fidelity_per_fold_table(report), privacy_table(report),
+            closest_pairs_table(report), privacy_utility_table(report), timings_table(report)]
 
 
 # --- renderers ------------------------------------------------------------------------------
@@ -350,11 +403,6 @@ def to_text(table: Table) -> str:
     if not table.rows:
         out.append("(no results)")
     return "\n".join(out + table.notes)
-
-
-def format_table1(report: Report) -> str:
-    """The GAN-train table for the terminal, the paper's numbers beside ours, then the targets."""
-    return to_text(table1(report)) + "\n" + targets_line(report)
 
 
 def _md_cell(text: str) -> str:

@@ -1,7 +1,8 @@
 """The files the evaluation writes, all from typed documents.
 
 ``brainsynth evaluate``: ``report.json`` (:meth:`Report.to_dict`), ``report.md``, a
-self-contained ``report.html`` and ``figures/*.png`` (:func:`write_report`).
+self-contained ``report.html``, ``predictions.tsv`` (every fold's decision scores, from which
+the pooled numbers were computed) and ``figures/*.png`` (:func:`write_report`).
 
 ``brainsynth audit`` writes through :mod:`.privacy_writers`.
 
@@ -15,19 +16,19 @@ import html
 import logging
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from brainsynth.evaluate import figures
 from brainsynth.evaluate.schema import DataSummary, Report
 from brainsynth.evaluate.tables import (
     Table,
     all_tables,
-    check_targets,
     features_line,
-    targets_line,
+    protocol_line,
     to_html,
     to_markdown,
 )
+from brainsynth.evaluate.targets import check_targets, plain_words, targets_line, verdict_lines
 from brainsynth.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("brainsynth.evaluate.writers")
@@ -47,12 +48,11 @@ def write_report(
     out_dir: str | Path,
     report: Report,
     *,
-    real_train,
-    synthetic: Mapping[str, Any],
-    nearest_pairs: Mapping[str, Sequence[Mapping[str, Any]]],
+    predictions,
+    drawn: Sequence[Figure],
     runs: Mapping[str, str | Path],
 ) -> None:
-    """Write ``report.json``, ``report.md``, ``report.html`` and ``figures/*.png`` into ``out_dir``.
+    """Write ``report.json``, ``report.md``, ``report.html``, ``predictions.tsv`` and ``figures/*.png``.
 
     Parameters
     ----------
@@ -60,38 +60,36 @@ def write_report(
         A (staging) folder; files are written atomically.
     report : Report
         The evaluation results.
-    real_train : ImageSet
-        Real training images (float [N, H, W] in [0, 1]) and labels, shown beside the synthetic ones.
-    synthetic : dict
-        name -> :class:`brainsynth.imageset.ImageSet`.
-    nearest_pairs : dict
-        name -> pair dicts from :func:`brainsynth.evaluate.privacy.nearest_pairs`.
+    predictions : pandas.DataFrame
+        Every fold's decision scores (:data:`brainsynth.evaluate.protocol.PREDICTION_COLUMNS`).
+    drawn : list of Figure
+        Sample grids and nearest pairs (of one fold), shown in the page.
     runs : dict
         name -> training RUN_DIR holding ``stats.jsonl`` (may be empty).
     """
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "report.json", report.to_dict())
+    atomic_write_text(out_dir / "predictions.tsv", predictions.to_csv(sep="\t", index=False))
     tables = all_tables(report)
     atomic_write_text(out_dir / "report.md", render_markdown(report, tables))
-    drawn = report_figures(real_train, synthetic, nearest_pairs, runs)
+    drawn = [*summary_figures(report), *drawn, *training_figures(runs)]
     for section, name, _, png in drawn:
-        atomic_write_bytes(out_dir / "figures" / f"{section}_{_file_safe(name)}.png", png)
+        atomic_write_bytes(out_dir / "figures" / f"{section}_{file_safe(name)}.png", png)
     atomic_write_text(out_dir / "report.html", render_html(report, tables, drawn))
 
 
-def report_figures(real_train, synthetic: Mapping[str, Any], nearest_pairs: Mapping[str, Sequence[Mapping[str, Any]]],
-                   runs: Mapping[str, str | Path]) -> list[Figure]:
-    """Sample grids, nearest pairs and training curves, in the order the page shows them."""
+def summary_figures(report: Report) -> list[Figure]:
+    """The privacy-utility summary of the pooled report (the page's first figure), when a set was audited."""
+    if not report.privacy_utility.points:
+        return []
+    return [("summary", "privacy_utility", "each generator's GAN-train HM (utility, up) against its memorisation "
+             "rate (privacy, left), with 95% intervals, pooled over folds",
+             figures.figure_privacy_utility(report.privacy_utility))]
+
+
+def training_figures(runs: Mapping[str, str | Path]) -> list[Figure]:
+    """Training curves of each run that has statistics."""
     drawn: list[Figure] = []
-    for name, images in synthetic.items():
-        drawn.append(("samples", name, f"{name}: samples per class beside real training slices",
-                      figures.figure_samples(real_train, images, name)))
-    for name, pairs in nearest_pairs.items():
-        if pairs:
-            drawn.append(("pairs", name, f"{name}: the closest synthetic-training pairs after alignment (top: "
-                                         "synthetic; middle: its nearest training slice as aligned, with the "
-                                         "transform found; bottom: their difference; d = aligned pixel distance)",
-                          figures.figure_nearest_pairs(pairs, title=f"{name}: closest synthetic-training pairs")))
     for name, run_dir in runs.items():
         png = figures.figure_training_curves(figures.read_stats(run_dir), name)
         if png is not None:
@@ -99,18 +97,22 @@ def report_figures(real_train, synthetic: Mapping[str, Any], nearest_pairs: Mapp
     return drawn
 
 
-def _file_safe(name: str) -> str:
+def file_safe(name: str) -> str:
+    """A set name as a file-name part (``figures/samples_<name>.png``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "set"
 
 
 def data_lines(data: DataSummary) -> list[str]:
-    """One line per input: the real dataset's split, then each synthetic set's size."""
+    """One line per input: the real dataset and its folds, then each synthetic set's size."""
     real = data.real
-    lines = [f"real: {real.path}, {real.n_train} train / {real.n_test} test images of {len(real.train_subjects)} / "
-             f"{len(real.test_subjects)} subjects, {real.image_size} px"]
+    lines = [f"real: {real.path}, {real.n_images} images of {real.n_subjects} subjects, {real.image_size} px"]
+    for f in real.folds:
+        lines.append(f"fold r{f.repeat}/f{f.fold}: {f.n_train} train / {f.n_test} test images of "
+                     f"{len(f.train_subjects)} / {len(f.test_subjects)} subjects (test: {', '.join(f.test_subjects)})")
     for name, s in data.synthetic.items():
         counts = ", ".join(f"{n} {label}" for label, n in s.counts.items())
-        lines.append(f"synthetic {name}: {s.path}, {s.n_images} images ({counts})")
+        where = s.path if len(s.per_fold) == 1 else f"{len(s.per_fold)} folds, first {s.path}"
+        lines.append(f"synthetic {name}: {where}, {s.n_images} images ({counts})")
     return lines
 
 
@@ -121,11 +123,19 @@ def render_markdown(report: Report, tables: Sequence[Table] | None = None) -> st
     if report.simulated:
         lines += [f"> **{SIMULATED_BANNER}**", ""]
     lines += [f"brainsynth {report.brainsynth_version}, created {report.created}  ",
-              *[f"{line}  " for line in data_lines(report.data)], "", "## Targets", ""]
+              f"{protocol_line(report)}  ",
+              *[f"{line}  " for line in data_lines(report.data)], "", "## Targets", "",
+              "Judged on paired verdicts (95% CI of a difference on the same resampled subjects), never on point "
+              "estimates.", ""]
     lines += [f"- {v.text}" for v in check_targets(report).values()]
-    lines += ["", targets_line(report), "", "## Results", ""]
+    lines += ["", targets_line(report), "", "## In plain words", ""]
+    lines += [f"- {line}" for line in plain_words(report)]
+    lines += ["", "## Paired verdicts", ""]
+    lines += [f"- {line}" for line in verdict_lines(report)]
+    lines += ["", "## Results", ""]
     lines += [to_markdown(t) for t in tables]
-    lines += ["Figures (sample grids, nearest pairs, training curves) are in report.html and figures/.", ""]
+    lines += ["Figures (privacy and utility, sample grids, nearest pairs, training curves) are in report.html and "
+              "figures/.", ""]
     return "\n".join(lines)
 
 
@@ -156,16 +166,22 @@ def render_html(report: Report, tables: Sequence[Table], drawn: Sequence[Figure]
     if report.simulated:
         body.append(f'<p class="banner">{esc(SIMULATED_BANNER)}</p>')
     body.append(f"<p>brainsynth {esc(report.brainsynth_version)}, created {esc(report.created)}<br>"
-                f"{esc(features_line(report.features))}</p>")
+                f"{esc(protocol_line(report))}<br>{esc(features_line(report.features))}</p>")
     body.append("<p>" + "<br>".join(esc(line) for line in data_lines(report.data)) + "</p>")
-    body.append("<h2>Targets</h2><ul>")
+    body.append("<h2>Targets</h2><p>Judged on paired verdicts (95% CI of a difference on the same resampled "
+                "subjects), never on point estimates.</p><ul>")
     for verdict in check_targets(report).values():
         cls = {True: "met", False: "missed"}.get(verdict.ok, "unchecked")
         body.append(f'<li class="{cls}">{esc(verdict.text)}</li>')
+    body.append("</ul><h2>In plain words</h2><ul>")
+    body += [f"<li>{esc(line)}</li>" for line in plain_words(report)]
+    body.append("</ul><h2>Paired verdicts</h2><ul>")
+    body += [f"<li>{esc(line)}</li>" for line in verdict_lines(report)]
     body.append("</ul>")
     body.append("<h2>Results</h2>")
     body += [to_html(t) for t in tables]
-    sections = {"samples": "Samples", "pairs": "Closest training slices after alignment", "training": "Training curves"}
+    sections = {"summary": "Privacy and utility", "samples": "Samples",
+                "pairs": "Closest training slices after alignment", "training": "Training curves"}
     for section, heading in sections.items():
         chosen = [(caption, png) for s, _, caption, png in drawn if s == section]
         if not chosen:

@@ -1,6 +1,8 @@
-"""Network definitions: the progressive GAN (:mod:`.pggan`) and the DCGAN baseline (:mod:`.dcgan`).
+"""Network definitions: the progressive GAN (:mod:`.pggan`), the DCGAN baseline (:mod:`.dcgan`)
+and the diffusion model (:mod:`.ddpm`).
 
-:func:`build_models` is the one place that maps a model kind to its two networks.
+:func:`build_models` is the one place that maps a model kind to its networks: a generator
+and a discriminator for the GANs, the denoising UNet and ``None`` for the diffusion model.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from torch import nn
 from brainsynth import LABELS
 from brainsynth.config import TrainConfig
 from brainsynth.errors import ConfigError
-from brainsynth.models import dcgan, pggan
+from brainsynth.models import dcgan, ddpm, pggan
 
-MODEL_KINDS = {"pggan": pggan, "dcgan": dcgan}
-"""Model kind -> module defining ``Generator`` and ``Discriminator``."""
+MODEL_KINDS = {"pggan": (pggan.Generator, pggan.Discriminator), "dcgan": (dcgan.Generator, dcgan.Discriminator),
+               "ddpm": (ddpm.Denoiser, None)}
+"""Model kind -> (the network that makes images, its discriminator or None)."""
 
 
 def _accepted(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -24,8 +27,8 @@ def _accepted(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in names}
 
 
-def build_models(kind: str, **kwargs: Any) -> tuple[nn.Module, nn.Module]:
-    """Build ``(G, D)`` of one kind from shared keyword options.
+def build_models(kind: str, **kwargs: Any) -> tuple[nn.Module, nn.Module | None]:
+    """Build ``(G, D)`` of one kind from shared keyword options (``D`` is None for ``ddpm``).
 
     Each option goes to whichever constructor accepts it (``resolution`` and
     ``n_classes`` to both, ``z_dim`` to G, ``mbstd_group`` to D, ...); an option neither
@@ -33,22 +36,22 @@ def build_models(kind: str, **kwargs: Any) -> tuple[nn.Module, nn.Module]:
 
     Parameters
     ----------
-    kind : {"pggan", "dcgan"}
+    kind : {"pggan", "dcgan", "ddpm"}
     **kwargs
-        Constructor options, see :class:`brainsynth.models.pggan.Generator` and
-        :class:`brainsynth.models.dcgan.Generator`.
+        Constructor options, see :class:`brainsynth.models.pggan.Generator`,
+        :class:`brainsynth.models.dcgan.Generator` and :class:`brainsynth.models.ddpm.Denoiser`.
     """
     if kind not in MODEL_KINDS:
         raise ConfigError(f"model must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
-    module = MODEL_KINDS[kind]
-    g_kwargs = _accepted(module.Generator, kwargs)
-    d_kwargs = _accepted(module.Discriminator, kwargs)
+    g_cls, d_cls = MODEL_KINDS[kind]
+    classes = [c for c in (g_cls, d_cls) if c is not None]
+    g_kwargs = _accepted(g_cls, kwargs)
+    d_kwargs = _accepted(d_cls, kwargs) if d_cls is not None else {}
     unknown = sorted(set(kwargs) - set(g_kwargs) - set(d_kwargs))
     if unknown:
-        valid = sorted((set(inspect.signature(module.Generator.__init__).parameters)
-                        | set(inspect.signature(module.Discriminator.__init__).parameters)) - {"self"})
+        valid = sorted(set().union(*(inspect.signature(c.__init__).parameters for c in classes)) - {"self"})
         raise ConfigError(f"unknown {kind} option(s) {unknown}; valid: {', '.join(valid)}")
-    return module.Generator(**g_kwargs), module.Discriminator(**d_kwargs)
+    return g_cls(**g_kwargs), (d_cls(**d_kwargs) if d_cls is not None else None)
 
 
 def network_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -56,6 +59,10 @@ def network_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
     Plain types only (a checkpoint and a JSON card hold them); ``cfg.resolution`` must be known.
     """
+    if cfg.model == "ddpm":
+        return {"resolution": cfg.resolution, "n_classes": len(LABELS), "channels": list(cfg.ddpm_channels),
+                "attention": list(cfg.ddpm_attention), "res_blocks": cfg.ddpm_res_blocks,
+                "norm_groups": cfg.ddpm_norm_groups, "head_channels": cfg.ddpm_head_channels, "patch": cfg.ddpm_patch}
     common = {"resolution": cfg.resolution, "z_dim": cfg.z_dim, "n_classes": len(LABELS)}
     if cfg.model == "dcgan":
         return {**common, "width": cfg.dcgan_width}
@@ -63,4 +70,9 @@ def network_kwargs(cfg: TrainConfig) -> dict[str, Any]:
             "mbstd_group": cfg.mbstd_group, "widths": dict(cfg.widths) if cfg.widths else None}
 
 
-__all__ = ["MODEL_KINDS", "build_models", "dcgan", "network_kwargs", "pggan"]
+def diffusion_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The ddpm's noise process (:class:`brainsynth.models.ddpm.Sampler` options), stored in the model card."""
+    return {"timesteps": cfg.ddpm_timesteps, "schedule": cfg.ddpm_schedule, "prediction": cfg.ddpm_prediction}
+
+
+__all__ = ["MODEL_KINDS", "build_models", "dcgan", "ddpm", "diffusion_kwargs", "network_kwargs", "pggan"]

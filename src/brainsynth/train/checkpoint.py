@@ -8,8 +8,8 @@ one dict of tensors and plain Python values:
 ``version``         brainsynth version that wrote it
 ``config``          the resolved :class:`~brainsynth.train.config.TrainConfig` as a dict
 ``data``            summary of the training data (dataset path, counts per label)
-``G``/``D``/``G_ema``  state dicts
-``opt_G``/``opt_D``    Adam state dicts (of the current growth phase)
+``G``/``D``/``G_ema``  state dicts (the diffusion model: ``G`` is its denoiser, ``D`` None)
+``opt_G``/``opt_D``    Adam state dicts (of the current growth phase; ``opt_D`` None without a D)
 ``augment``         augmentation state dict (or ``None``)
 ``progress``        images_shown, step, phase index/resolution/alpha, Adam reset segment, ticks, ...
 ``rng``             torch CPU (+ CUDA), numpy, python ``random`` and the loop's generators

@@ -1,5 +1,10 @@
 """The training loop: setup, resume, then per step fetch, D step, G step, EMA; tick work.
 
+The diffusion model (``--model ddpm``) runs through the same loop with its own step: fetch,
+one denoising step (:mod:`brainsynth.train.diffusion`), EMA. It has no discriminator: its
+checkpoints hold ``D`` and ``opt_D`` as None, and its sample grid is DDIM-sampled from
+fixed noise.
+
 Progress is counted in images shown; the resolution, fade weight, batch size and learning
 rate are a pure function of it (:class:`~brainsynth.train.schedule.Schedule`), so a run
 resumed from a checkpoint continues at exactly the same position. A checkpoint holds
@@ -70,8 +75,8 @@ ROLLBACK_SEED_STRIDE = 1_000_003  # a rollback reseeds the batch stream away fro
 
 def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
           changes: Iterable[Override] = (), launch: Iterable[str] = (), dry_run: bool = False,
-          device: str | None = None, force: bool = False) -> Path:
-    """Train a PGGAN or DCGAN on a prepared DATASET's train split (``brainsynth train``).
+          device: str | None = None, force: bool = False, fold: int = 0, repeat: int = 0) -> Path:
+    """Train a PGGAN, DCGAN or diffusion model on a prepared DATASET's train split (``brainsynth train``).
 
     Parameters
     ----------
@@ -96,6 +101,9 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
         ``cpu``, ``cuda`` or ``cuda:N``; default CUDA when present.
     force : bool
         Delete an existing run in ``out`` and start over (ignored with ``resume``).
+    fold, repeat : int
+        Train on the training subjects of this fold of the dataset's cross-validation
+        (:meth:`brainsynth.data.dataset.PreparedDataset.fold`); repeat 0, fold 0 by default.
 
     Returns
     -------
@@ -103,12 +111,13 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
         The run folder.
     """
     return run_training(dataset, out, cfg, resume=resume, changes=changes, launch=launch, dry_run=dry_run,
-                        device=device, force=force)
+                        device=device, force=force, fold=fold, repeat=repeat)
 
 
 def run_training(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
                  changes: Iterable[Override] = (), launch: Iterable[str] = (), dry_run: bool = False,
-                 device: str | None = None, force: bool = False, stop_after_images: int | None = None) -> Path:
+                 device: str | None = None, force: bool = False, stop_after_images: int | None = None,
+                 fold: int = 0, repeat: int = 0) -> Path:
     """:func:`train` plus a test hook: ``stop_after_images`` returns after the first
     checkpoint at or beyond that many images, as if the process had been killed there."""
     changes, run_dir = list(changes), Path(out)
@@ -119,7 +128,7 @@ def run_training(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resu
     info = ddp.init_distributed(device)
     try:
         trainer = Trainer(dataset, run_dir, cfg, changes=changes, launch=list(launch), resume=resume, force=force,
-                          info=info)
+                          info=info, fold=(repeat, fold))
         trainer.run(stop_after_images=stop_after_images)
     finally:
         ddp.shutdown(info)
@@ -188,8 +197,9 @@ def _config_of_checkpoint(state: dict[str, Any], model: str, changes: list[Overr
 def build_schedule(cfg: TrainConfig):
     """The run's :class:`~brainsynth.train.schedule.Schedule`.
 
-    DCGAN does not grow: one phase at the final resolution. Without ``total_images`` it
-    shows as many images as the PGGAN schedule of the same config, a like-for-like budget.
+    DCGAN and the diffusion model do not grow: one phase at the final resolution. Without
+    ``total_images`` they show as many images as the PGGAN schedule of the same config, a
+    like-for-like budget.
     """
     from brainsynth.train.schedule import Schedule
 
@@ -225,12 +235,15 @@ class RealImages:
     resolution : int or None
         The config's final resolution; None takes the dataset's image size.
     device : torch.device
+    fold : (int, int)
+        ``(repeat, fold)`` of the dataset's cross-validation whose train split is used.
     """
 
-    def __init__(self, dataset: str | Path, resolution: int | None, device: torch.device):
+    def __init__(self, dataset: str | Path, resolution: int | None, device: torch.device,
+                 fold: tuple[int, int] = (0, 0)):
         from brainsynth.data.dataset import load_dataset
 
-        ds = load_dataset(dataset)
+        ds = load_dataset(dataset, fold=fold[1], repeat=fold[0])
         idx = ds.indices(split="train")
         if len(idx) == 0:
             raise InputError(f"{ds.root}: the dataset has no 'train' images; re-run 'brainsynth prepare'")
@@ -253,12 +266,16 @@ class RealImages:
             "dataset": str(Path(ds.root).resolve()),
             "simulated": bool(ds.manifest.get("simulated", False)),
             "split": "train",
+            "repeat": int(fold[0]),
+            "fold": int(fold[1]),
             "image_size": int(ds.image_size),
             "resolution": int(resolution),
             "n_images": int(self.n),
             "n_images_per_label": {lbl: int(c) for lbl, c in zip(LABELS, counts)},
             "n_subjects_per_label": {lbl: int(table.loc[table["label"] == lbl, "subject"].nunique()) for lbl in LABELS},
-            "fingerprint": hashlib.sha256(self.base.numpy().tobytes() + labels.tobytes()).hexdigest(),
+            # The subjects too: the fingerprint of each fold's training data differs.
+            "fingerprint": hashlib.sha256(self.base.numpy().tobytes() + labels.tobytes()
+                                          + ",".join(sorted(set(table["subject"]))).encode()).hexdigest(),
         }
 
     @staticmethod
@@ -301,7 +318,7 @@ class Trainer:
     """One training run; see the module docstring. Use :func:`train`."""
 
     def __init__(self, dataset: str | Path, run_dir: Path, cfg: TrainConfig, *, changes: list[Override],
-                 launch: list[str], resume: bool, force: bool, info: ddp.DistInfo):
+                 launch: list[str], resume: bool, force: bool, info: ddp.DistInfo, fold: tuple[int, int] = (0, 0)):
         # --- setup: run folder, config, data, networks, loss, optimisers
         self.run_dir = run_dir
         self.info = info
@@ -315,15 +332,17 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = info.device
-        self.data = RealImages(dataset, cfg.resolution, self.device)
+        self.data = RealImages(dataset, cfg.resolution, self.device, fold)
         if cfg.resolution is None:  # the dataset's image size, fixed from now on (and in the checkpoints)
             cfg.resolution = self.data.resolution
             cfg.check()
         self.schedule = build_schedule(cfg)
         self.target = self.schedule.total_images
         if state and state["data"].get("fingerprint") != self.data.summary["fingerprint"]:
-            raise ConfigError(f"{dataset} is not the dataset {run_dir} was trained on "
-                              f"({state['data'].get('dataset')}); resume with that DATASET")
+            was = state["data"]
+            raise ConfigError(f"{dataset} (repeat {fold[0]}, fold {fold[1]}) is not the training data {run_dir} was "
+                              f"trained on ({was.get('dataset')}, repeat {was.get('repeat', 0)}, fold "
+                              f"{was.get('fold', 0)}); resume with that DATASET, --fold and --repeat")
         self._seed_all(cfg.seed)
         self._build_networks()
         # From here on the global RNG (gradient-penalty mixing) is per rank; batches, latents
@@ -347,11 +366,12 @@ class Trainer:
             self._new_optimisers()
             self.phase_index = self.schedule.at(0).index
             self.adam_segment = self._adam_segment(self.schedule.at(0))
-        for net in (self.G, self.D, self.G_ema):
+        for net in self._networks():
             ddp.broadcast_module(net, info)  # every rank starts from rank 0's weights, whatever happened above
         self.clock = Stopwatch(wall_offset)
-        self.grid_z = torch.randn(cfg.grid_columns, cfg.z_dim,
-                                  generator=torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))  # [cols, z]
+        grid_shape = (1, cfg.resolution, cfg.resolution) if self.D is None else (cfg.z_dim,)  # ddpm: initial noise
+        self.grid_z = torch.randn(cfg.grid_columns, *grid_shape,
+                                  generator=torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))  # [cols, ...]
         # --- files: only rank 0 writes; the others wait until the folder is ready
         if self.main:
             if not resume and run_dir.exists():
@@ -380,13 +400,22 @@ class Trainer:
 
         cfg = self.cfg
         self.net_kwargs = network_kwargs(cfg)
-        G, D = build_models(cfg.model, **self.net_kwargs)
+        G, D = build_models(cfg.model, **self.net_kwargs)  # D is None for the diffusion model
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.G = G.to(self.device, memory_format=memory_format).train()
-        self.D = D.to(self.device, memory_format=memory_format).train()
+        self.D = D.to(self.device, memory_format=memory_format).train() if D is not None else None
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.ema_bn = ema_bn_mode(cfg)
         self.G_fwd = self._maybe_compile(self.G)
+        self.sampler = None
+        if self.D is None:
+            from brainsynth.models import diffusion_kwargs
+            from brainsynth.models.ddpm import Sampler
+
+            self.sampler = Sampler(self.G_ema, **diffusion_kwargs(cfg))  # the tick grid's DDIM sampler
+
+    def _networks(self) -> list[nn.Module]:
+        return [net for net in (self.G, self.D, self.G_ema) if net is not None]
 
     def _maybe_compile(self, G: nn.Module) -> nn.Module:
         # Only G: the gradient penalty's double backward through D is not supported by compiled graphs.
@@ -397,9 +426,12 @@ class Trainer:
             phase = self.schedule.at(0)
             n = ddp.per_rank_batch(phase.batch_size, self.info)
             saved = [b.detach().clone() for b in G.buffers()]
-            with torch.no_grad():  # compile now (as the D step calls it), so that a failure shows here
-                compiled(torch.zeros(n, self.cfg.z_dim, device=self.device),
-                         torch.zeros(n, dtype=torch.long, device=self.device), phase.res, phase.alpha)
+            labels = torch.zeros(n, dtype=torch.long, device=self.device)
+            with torch.no_grad():  # compile now (as the first step calls it), so that a failure shows here
+                if self.cfg.model == "ddpm":
+                    compiled(torch.zeros(n, 1, phase.res, phase.res, device=self.device), labels, labels)
+                else:
+                    compiled(torch.zeros(n, self.cfg.z_dim, device=self.device), labels, phase.res, phase.alpha)
                 for b, s in zip(G.buffers(), saved):
                     b.copy_(s)  # the warm-up must not move batch-norm statistics
             return compiled
@@ -417,7 +449,14 @@ class Trainer:
                                speed_images=cfg.augment_speed_images, batch_size=self.schedule.at(0).batch_size,
                                seed=cfg.seed * 7919 + self.info.rank)
         augment = self.augment if cfg.augment != "off" else None
-        if cfg.model == "pggan":
+        if cfg.model == "ddpm":
+            from brainsynth.train.diffusion import DiffusionLoss
+
+            if cfg.augment != "off":
+                log.warning("train.ddpm.augment=%s is ignored: it augments what a GAN's discriminator sees, and the "
+                            "diffusion model has none", cfg.augment)
+            self.loss = DiffusionLoss(self.G_fwd, cfg, null_label=len(LABELS))
+        elif cfg.model == "pggan":
             self.loss = WGANGPLoss(self.G_fwd, self.D, augment=augment, gp_lambda=cfg.gp_lambda, drift=cfg.drift,
                                    ac_weight=cfg.ac_weight, label_flip_every=cfg.label_flip_every)
         else:
@@ -439,17 +478,21 @@ class Trainer:
         cfg = self.cfg
         kwargs = {"lr": 0.0, "betas": (cfg.betas[0], cfg.betas[1]), "eps": cfg.eps}
         self.opt_G = torch.optim.Adam(self.G.parameters(), **kwargs)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **kwargs)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), **kwargs) if self.D is not None else None
+
+    def _optimisers(self) -> list[torch.optim.Optimizer]:
+        return [opt for opt in (self.opt_G, self.opt_D) if opt is not None]
 
     def _restore(self, state: dict[str, Any]) -> float:
         """Load a checkpoint's state into this trainer; return the wall time it had run."""
         try:
             self.G.load_state_dict(state["G"])
-            self.D.load_state_dict(state["D"])
             self.G_ema.load_state_dict(state["G_ema"])
             self._new_optimisers()
             self.opt_G.load_state_dict(state["opt_G"])
-            self.opt_D.load_state_dict(state["opt_D"])
+            if self.D is not None:
+                self.D.load_state_dict(state["D"])
+                self.opt_D.load_state_dict(state["opt_D"])
             if state["augment"] is not None:
                 self.augment.load_state_dict(state["augment"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
@@ -534,13 +577,50 @@ class Trainer:
         self.phase_index = phase.index
         self.data.set_resolution(phase.res)
         lr = phase.lr * self.lr_scale
-        for opt in (self.opt_G, self.opt_D):
+        for opt in self._optimisers():
             for group in opt.param_groups:
                 group["lr"] = lr
-
-        # --- fetch: the GLOBAL batch's draws, identical on every rank; each keeps its slice
         gb = phase.batch_size
         ddp.per_rank_batch(gb, self.info)
+        if self.D is None:
+            stats = self._denoiser_step(phase, gb)
+        else:
+            stats = self._gan_step(phase, gb)
+
+        # --- bookkeeping, as device tensors (read once per tick: no per-step host sync)
+        for key, value in stats.items():
+            self._acc[key] = self._acc.get(key, 0.0) + value.float()
+        self._acc_steps += 1
+        self.images_shown += gb
+        self.step += 1
+        self.observer.step(gb)
+
+    def _denoiser_step(self, phase, gb: int) -> dict[str, torch.Tensor]:
+        """The diffusion model's step: fetch, denoising loss, Adam (clipped), EMA."""
+        # --- fetch: the GLOBAL batch's draws, identical on every rank; each keeps its slice
+        idx, noise, t, drop = self.loss.draw(gb, self.data.n, phase.res, self.gen)
+        reals, labels = self.data.batch(ddp.shard(idx, self.info))  # [b, 1, res, res], [b]
+        noise, t, drop = (ddp.shard(x, self.info).to(self.device) for x in (noise, t, drop))
+
+        # --- denoising step
+        self.opt_G.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss, stats = self.loss.loss(reals, labels, noise, t, drop)
+        loss.backward()
+        self._check_finite(loss)
+        ddp.average_gradients(self.G, self.info)
+        if self.cfg.ddpm_grad_clip > 0:
+            stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.G.parameters(), self.cfg.ddpm_grad_clip)
+        self.opt_G.step()
+
+        # --- EMA
+        self._update_ema(gb)
+        return stats
+
+    def _gan_step(self, phase, gb: int) -> dict[str, torch.Tensor]:
+        """A GAN's step: fetch, D step, G step, EMA, augmentation probability."""
+        cfg = self.cfg
+        # --- fetch: the GLOBAL batch's draws, identical on every rank; each keeps its slice
         g = self.gen
         idx = torch.randint(self.data.n, (gb,), generator=g)  # [B]
         z_d = torch.randn(gb, cfg.z_dim, generator=g)  # [B, z]
@@ -573,23 +653,23 @@ class Trainer:
         ddp.average_gradients(self.G, self.info)
         self.opt_G.step()
         self.D.requires_grad_(True)
+        self._check_finite(loss_d, loss_g)
 
         # --- EMA of G, augmentation probability
         self._update_ema(gb)
         if cfg.augment == "adaptive":
             self.augment.update(ddp.all_mean(stats_d["real_sign"], self.info), batch_size=gb)
+        stats = dict(stats_d)
+        stats.update({key if key == "loss_g" else f"g_{key}": value for key, value in stats_g.items()})
+        return stats
 
-        # --- bookkeeping, as device tensors (read once per tick: no per-step host sync)
-        for key, value in stats_d.items():
-            self._acc[key] = self._acc.get(key, 0.0) + value.float()
-        for key, value in stats_g.items():
-            name = key if key == "loss_g" else f"g_{key}"
-            self._acc[name] = self._acc.get(name, 0.0) + value.float()
-        self._finite = self._finite & torch.isfinite(loss_d.detach()) & torch.isfinite(loss_g.detach())
-        self._acc_steps += 1
-        self.images_shown += gb
-        self.step += 1
-        self.observer.step(gb)
+    def _check_finite(self, *losses: torch.Tensor) -> None:
+        """Fold the losses just optimised into the tick's finite flag (a device tensor: no host sync).
+
+        The losses themselves, not their entries in the stats: a loss may report other stats.
+        """
+        for loss in losses:
+            self._finite = self._finite & torch.isfinite(loss.detach())
 
     def _update_ema(self, batch: int) -> None:
         update_ema(self.G_ema, self.G, ema_beta(self.cfg, batch), self.ema_bn)
@@ -610,8 +690,7 @@ class Trainer:
     # --- tick work
 
     def _all_finite(self) -> bool:
-        flags = [self._finite] + [p.detach().isfinite().all() for p in
-                                  (*self.G.parameters(), *self.D.parameters(), *self.G_ema.parameters())]
+        flags = [self._finite] + [p.detach().isfinite().all() for net in self._networks() for p in net.parameters()]
         ok = torch.stack(flags).all().float()
         return bool(ddp.all_min(ok, self.info).item() > 0)
 
@@ -647,9 +726,13 @@ class Trainer:
     def _samples(self, phase) -> torch.Tensor:
         """G_ema's images of the fixed latent: ``[n_classes, columns, res, res]``."""
         n_classes, cols = len(LABELS), self.cfg.grid_columns
-        z = self.grid_z.repeat(n_classes, 1).to(self.device)  # [C*cols, z]; same z in every row
+        z = self.grid_z.repeat(n_classes, *[1] * (self.grid_z.dim() - 1)).to(self.device)  # [C*cols, ...]; same z per row
         labels = torch.arange(n_classes, device=self.device).repeat_interleave(cols)  # [C*cols]
-        images = sample_ema(self.G_ema, z, labels, phase.res, phase.alpha, self.ema_bn)  # [C*cols, 1, res, res]
+        if self.sampler is not None:  # ddpm: DDIM from fixed noise, conditional model alone
+            images = self.sampler(z, labels, steps=self.cfg.ddpm_grid_steps, guidance=0.0,
+                                  precision=self.cfg.precision)  # [C*cols, 1, res, res]
+        else:
+            images = sample_ema(self.G_ema, z, labels, phase.res, phase.alpha, self.ema_bn)  # [C*cols, 1, res, res]
         return images.float().view(n_classes, cols, phase.res, phase.res)
 
     def _progress(self) -> dict[str, Any]:
@@ -664,8 +747,10 @@ class Trainer:
         if self.main:
             state = {
                 "config": as_dict(self.cfg), "data": self.data.summary, "launch": self.launch,
-                "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
-                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
+                # The diffusion model has no discriminator.
+                "D": self.D.state_dict() if self.D is not None else None,
+                "opt_D": self.opt_D.state_dict() if self.opt_D is not None else None,
                 "augment": self.augment.state_dict(), "progress": self._progress(),
                 "rng": ckpt.capture_rng({"data": self.gen}),
             }

@@ -176,15 +176,17 @@ class Observer:
                     strip = ((strip.float().clamp(-1, 1) + 1) / 2).unsqueeze(0).cpu()  # [1, H, columns * W]
                     self.writer.add_image(f"samples/{LABELS[k]}", strip, images_shown, dataformats="CHW")
             self.writer.flush()
+        # The GANs' loss_d and loss_g, the diffusion model's loss_mse.
+        losses = {k[len("loss_"):]: v for k, v in record.items() if k.startswith("loss_")}
         if self.bar is not None:
             self.bar.set_postfix_str(
                 f"res {record.get('res')} a {record.get('alpha', 0):.2f} kimg {images_shown / 1000:.1f} "
-                f"img/s {record.get('img_per_s', 0):.0f} D {record.get('loss_d', float('nan')):.3f} "
-                f"G {record.get('loss_g', float('nan')):.3f}", refresh=True)
+                f"img/s {record.get('img_per_s', 0):.0f} " + " ".join(f"{k} {v:.3f}" for k, v in losses.items()),
+                refresh=True)
         else:
-            log.info("kimg %.1f  res %s  alpha %.2f  img/s %.0f  loss_d %.4f  loss_g %.4f", images_shown / 1000,
-                     record.get("res"), record.get("alpha", 0), record.get("img_per_s", 0),
-                     record.get("loss_d", float("nan")), record.get("loss_g", float("nan")))
+            log.info("kimg %.1f  res %s  alpha %.2f  img/s %.0f  %s", images_shown / 1000, record.get("res"),
+                     record.get("alpha", 0), record.get("img_per_s", 0),
+                     "  ".join(f"loss_{k} {v:.4f}" for k, v in losses.items()))
 
     def message(self, text: str) -> None:
         """A status line that does not break the bar."""

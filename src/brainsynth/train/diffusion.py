@@ -1,0 +1,96 @@
+"""The diffusion model's training step: the denoising objective with label dropout.
+
+The training loop (:mod:`brainsynth.train.loop`) drives the diffusion model as it drives the
+GANs (schedule in images shown, EMA copy, ticks, checkpoints, rollback, torchrun); this module
+is the part that differs, the step. Per step, for a global batch of ``B`` real images
+``x0 [B, 1, R, R]`` with labels ``y [B]``:
+
+1. draw, from the loop's seeded generator and in this order, the batch rows, the noise
+   ``eps [B, 1, R, R]``, the steps ``t [B]`` uniform in ``[0, T)`` and the label-dropout
+   mask ``[B]`` (every rank draws the whole global batch and keeps its slice, so a 2-process
+   run sees exactly the data of a 1-process run);
+2. replace the dropped labels by the null class (classifier-free guidance, Ho & Salimans 2022);
+3. ``loss = mean(w_t * (net(x_t, t, y) - target)^2)`` with ``x_t`` and the target (``eps``, the
+   velocity or ``x0``) from MONAI's scheduler: ``w_t = 1`` is Ho et al. 2020's "simple"
+   objective; ``train.ddpm_min_snr = gamma > 0`` clips the signal-to-noise ratio
+   ``SNR_t = abar_t / (1 - abar_t)`` of each step's weight at gamma (Min-SNR-gamma, Hang et al.
+   2023: ``min(SNR, gamma) / SNR`` for epsilon, ``/ (SNR + 1)`` for velocity, ``min(SNR,
+   gamma)`` for x0), so that the nearly clean steps no longer dominate the gradient; Hang et
+   al. report about 3x faster convergence.
+
+The gradient is averaged over ranks and its norm clipped to ``train.ddpm_grad_clip`` (Ho et al.
+2020 clip at 1) before the Adam step; both happen in the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from brainsynth.config import TrainConfig
+from brainsynth.models.ddpm import diffusion_targets, make_schedulers
+
+
+class DiffusionLoss:
+    """The denoising loss of one diffusion run.
+
+    Parameters
+    ----------
+    net : nn.Module
+        The denoiser being trained (``Denoiser`` or its compiled forward).
+    cfg : TrainConfig
+        The run's ``train.ddpm`` section (timesteps, schedule, prediction, label dropout).
+    null_label : int
+        Index of the null class (the number of real classes).
+    """
+
+    def __init__(self, net: nn.Module, cfg: TrainConfig, null_label: int):
+        self.net = net
+        self.timesteps = cfg.ddpm_timesteps
+        self.label_dropout = cfg.ddpm_label_dropout
+        self.null_label = int(null_label)
+        self.scheduler, _ = make_schedulers(cfg.ddpm_timesteps, cfg.ddpm_schedule, cfg.ddpm_prediction)
+        self.weights = loss_weights(self.scheduler.alphas_cumprod.double(), cfg.ddpm_prediction,
+                                    cfg.ddpm_min_snr).float()  # [T]
+
+    def draw(self, batch: int, n_images: int, res: int, gen: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The global batch's random draws: rows ``[B]``, noise ``[B, 1, res, res]``, steps ``[B]``, dropout ``[B]``."""
+        idx = torch.randint(n_images, (batch,), generator=gen)  # [B]
+        noise = torch.randn(batch, 1, res, res, generator=gen)  # [B, 1, res, res]
+        t = torch.randint(self.timesteps, (batch,), generator=gen)  # [B]
+        drop = torch.rand(batch, generator=gen) < self.label_dropout  # [B] bool
+        return idx, noise, t, drop
+
+    def loss(self, reals: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+             drop: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The mean squared error of this rank's slice, and its stats (device tensors).
+
+        ``reals [b, 1, R, R]`` in [-1, 1], ``labels [b]``, ``noise`` like ``reals``, ``t [b]``,
+        ``drop [b]`` bool (labels replaced by the null class).
+        """
+        labels = torch.where(drop, torch.full_like(labels, self.null_label), labels)  # [b]
+        x_t, target = diffusion_targets(self.scheduler, reals.float(), noise, t)  # [b, 1, R, R] each
+        pred = self.net(x_t, t, labels)  # [b, 1, R, R]
+        per_image = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))  # [b]
+        loss = (self.weights.to(per_image.device)[t] * per_image).mean()
+        return loss, {"loss_mse": per_image.mean().detach()}
+
+
+def loss_weights(alphas_cumprod: torch.Tensor, prediction: str, min_snr: float) -> torch.Tensor:
+    """The per-step loss weight ``[T]``: 1, or Min-SNR-gamma (Hang et al. 2023) for ``min_snr > 0``."""
+    if min_snr <= 0:
+        return torch.ones_like(alphas_cumprod)
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)  # [T]
+    clipped = snr.clamp(max=min_snr)
+    if prediction == "epsilon":
+        return clipped / snr
+    if prediction == "v_prediction":
+        return clipped / (snr + 1.0)
+    return clipped  # x0 ("sample") prediction
+
+
+__all__ = ["DiffusionLoss", "loss_weights"]
