@@ -9,8 +9,8 @@ pooled rows have intervals, each fold's rows (1 subject per class) have none, wi
 
 from __future__ import annotations
 
-from brainsynth.evaluate.privacy_utility import privacy_utility
-from brainsynth.evaluate.schema import (
+from brainsynth.evaluate.report.privacy_utility import privacy_utility
+from brainsynth.evaluate.report.schema import (
     AuditInputs,
     AuditReport,
     Calibration,

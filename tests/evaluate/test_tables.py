@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from sample_reports import FOLD_NOTE, classifier, comparison, full_report
 
-from brainsynth.evaluate.tables import (
+from brainsynth.evaluate.report.tables import (
     PAPER_TABLE1,
     all_tables,
     comparisons_table,
@@ -19,7 +19,7 @@ from brainsynth.evaluate.tables import (
     to_markdown,
     to_text,
 )
-from brainsynth.evaluate.targets import check_targets, find_comparison, format_table1, plain_words, targets_line
+from brainsynth.evaluate.report.targets import check_targets, find_comparison, format_table1, plain_words, targets_line
 
 
 def test_table1_puts_the_paper_beside_ours_in_the_papers_row_order():
@@ -88,7 +88,7 @@ def test_comparisons_table_lists_each_pair_with_its_interval_and_verdict():
 
 
 def test_small_kid_values_keep_their_digits():
-    from brainsynth.evaluate.tables import fmt_kid
+    from brainsynth.evaluate.report.tables import fmt_kid
 
     assert [fmt_kid(x) for x in (0.0123, 2.1e-05, -3.456e-06, 0.0, None)] == ["0.0123", "2.10e-05", "-3.46e-06",
                                                                                "0.0000", "n/a"]

@@ -11,11 +11,11 @@ import pandas as pd
 from sample_reports import FOLD_NOTE, full_report
 
 from brainsynth.evaluate.folds import fold_figures
-from brainsynth.evaluate.privacy_utility import privacy_utility
+from brainsynth.evaluate.report.privacy_utility import privacy_utility
 from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
-from brainsynth.evaluate.schema import SCHEMA_VERSION, Report, read_report
-from brainsynth.evaluate.tables import PAPER_TABLE1
-from brainsynth.evaluate.writers import render_markdown, write_report
+from brainsynth.evaluate.report.schema import SCHEMA_VERSION, Report, read_report
+from brainsynth.evaluate.report.tables import PAPER_TABLE1
+from brainsynth.evaluate.report.writers import render_markdown, write_report
 from brainsynth.imageset import ImageSet
 
 PREDICTIONS = pd.DataFrame([("real", 0, 1, "s1", 40, 0, "adhd", 0.25)], columns=list(PREDICTION_COLUMNS))

@@ -1,9 +1,9 @@
-"""The report's tables and target verdicts, read from a typed :class:`~brainsynth.evaluate.schema.Report`.
+"""The report's tables and target verdicts, read from a typed :class:`~brainsynth.evaluate.report.schema.Report`.
 
 Every table is built once as a :class:`Table` of plain strings and rendered three ways: plain
 text for the terminal (:func:`to_text`), Markdown (:func:`to_markdown`) and HTML
 (:func:`to_html`). The paper's numbers live in :data:`PAPER_TABLE1` (the targets in
-:data:`brainsynth.evaluate.targets.TARGETS`); nothing else restates them. A number the report does not have (an ``Optional``
+:data:`brainsynth.evaluate.report.targets.TARGETS`); nothing else restates them. A number the report does not have (an ``Optional``
 field holding ``None``) is shown as ``n/a``; an interval that is ``n/a`` has its reason in the
 table's notes.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
 from brainsynth import LABELS
-from brainsynth.evaluate.schema import (
+from brainsynth.evaluate.report.schema import (
     Bounds,
     ClassifierResult,
     FeaturesInfo,
@@ -23,7 +23,7 @@ from brainsynth.evaluate.schema import (
     Report,
     Transform,
 )
-from brainsynth.evaluate.typed_json import optional_number
+from brainsynth.evaluate.report.typed_json import optional_number
 
 PAPER_TABLE1 = {
     "PGGAN": {"sensitivity": 0.762, "specificity": 0.712, "hm": 0.736},
