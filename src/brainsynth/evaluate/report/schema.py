@@ -51,7 +51,7 @@ from brainsynth.evaluate.report.schema_privacy import (  # noqa: F401  (re-expor
 )
 from brainsynth.evaluate.report.typed_json import Record, json_key
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version of the report files written by this module (1 = the untyped report before 2; 3 = the privacy
 audit with half-A/half-B calibration, aligned distances and membership intervals; 4 = the cross-validated
 protocol: folds, pooled intervals, paired verdicts; 5 = the privacy-utility summary,
@@ -232,6 +232,12 @@ class FidelityResult(Record):
                                         "distribution")
     coverage: Optional[float] = json_key("coverage (k = 5): share of real k-NN balls holding a synthetic "
                                          "feature, in [0, 1]")
+    background: Optional[float] = json_key("mean intensity in [0, 1] of the compared images outside the real "
+                                           "brains: over the pixels that at most 1% of the real training images "
+                                           "reach; a clean black background gives about background_real, a grey "
+                                           "smudge more; null when the real brains reach every pixel")
+    background_real: Optional[float] = json_key("the same mean for the real training images (the value the "
+                                                "compared set's background is read against)")
 
 
 @dataclass

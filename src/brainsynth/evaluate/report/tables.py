@@ -235,7 +235,7 @@ def gan_test_table(report: Report) -> Table:
 def fidelity_table(report: Report) -> Table:
     headers = ["Compared set", "FID", "KID (mean +/- std)", "SWD avg (x1e3)"]
     headers += [f"MS-SSIM {lbl} (set / real)" for lbl in LABELS]
-    headers += ["Precision", "Recall", "Density", "Coverage"]
+    headers += ["Precision", "Recall", "Density", "Coverage", "Background (set / real)"]
     rows = []
     for key in ordered_names(report.fidelity):
         e = report.fidelity[key]
@@ -246,6 +246,7 @@ def fidelity_table(report: Report) -> Table:
         row = [display_name(key), fmt_sd(e.fid, sd and sd.fid, 2), kid, fmt_sd(e.swd.avg, sd and sd.swd.avg, 2)]
         row += [f"{fmt(e.ms_ssim.synthetic[lbl])} / {fmt(e.ms_ssim.real[lbl])}" for lbl in LABELS]
         row += [fmt_sd(getattr(e, m), sd and getattr(sd, m)) for m in ("precision", "recall", "density", "coverage")]
+        row.append(f"{fmt(e.background, 3)} / {fmt(e.background_real, 3)}")
         rows.append(row)
     n_folds = max((len(e.per_fold) for e in report.fidelity.values()), default=0)
     return Table("Fidelity and diversity", headers, rows, [
@@ -253,7 +254,8 @@ def fidelity_table(report: Report) -> Table:
         "Real test (reference) = the fold's real TEST subjects against the same training images: the scale to "
         "read the synthetic rows on (a set as close as other real subjects matches it).",
         "FID/KID/P/R/D/C on the features below (k-NN balls over other subjects' images); SWD on pixels (Laplacian "
-        "pyramid, 7x7 patches); MS-SSIM between random pairs within a class (lower = more diverse).",
+        "pyramid, 7x7 patches); MS-SSIM between random pairs within a class (lower = more diverse). Background: "
+        "mean intensity in [0, 1] outside every real brain (0 = black), the set beside the real training images.",
         features_line(report.features),
     ])
 
