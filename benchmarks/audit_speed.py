@@ -26,10 +26,10 @@ import torch.nn.functional as F
 
 from brainsynth.config import AuditConfig
 from brainsynth.data.dataset import load_dataset
-from brainsynth.evaluate import privacy
-from brainsynth.evaluate import registration as reg
+from brainsynth.evaluate.privacy import fold as privacy
+from brainsynth.evaluate.privacy import registration as reg
 from brainsynth.evaluate.folds import image_ids
-from brainsynth.evaluate.planting import apply_plant, draw_plant
+from brainsynth.evaluate.privacy.planting import apply_plant, draw_plant
 
 
 def stand_ins(holdout: np.ndarray, n: int, seed: int) -> np.ndarray:

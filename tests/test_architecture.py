@@ -16,10 +16,9 @@ MAX_LINES = 500
 # Files allowed over MAX_LINES, each one coherent thing (DEVELOPERS.md says why).
 LONG_FILES = {
     "config.py": "every section of the configuration, with one comment per key",
-    "data/phantom.py": "the simulated cohort: anatomy, deformation, contrast and BIDS output",
     "data/fetch.py": "the ADHD-200 downloader: listing, resumable transfer, checksums, retries",
     "train/loop.py": "the one training loop, top to bottom (as stylegan2-ada's training_loop.py)",
-    "evaluate/schema.py": "every key of report.json and privacy.json, with one description per key",
+    "evaluate/report/schema.py": "every key of report.json and privacy.json, with one description per key",
 }
 
 

@@ -260,7 +260,7 @@ def cmd_export_images(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from brainsynth.evaluate import evaluate
-    from brainsynth.evaluate.targets import format_table1
+    from brainsynth.evaluate.report.targets import format_table1
 
     config = _config(args, "evaluate")
     report = evaluate(args.real, dict(args.synthetic), args.out, config.evaluate, config.audit,
@@ -278,7 +278,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                                           ("--filter", args.filter)) if value]
         if given:
             raise ConfigError(f"--selftest DATASET plants its own copies: leave out {', '.join(given)}")
-        from brainsynth.evaluate.selftest import selftest
+        from brainsynth.evaluate.privacy.selftest import selftest
 
         selftest(args.selftest, config.audit, config.evaluate, out=args.out, device=args.device, force=args.force)
         return 0

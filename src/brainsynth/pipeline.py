@@ -42,7 +42,7 @@ from brainsynth.options import as_dict
 from brainsynth.timing import Stopwatch
 
 if TYPE_CHECKING:
-    from brainsynth.evaluate.schema import Report
+    from brainsynth.evaluate.report.schema import Report
 
 log = logging.getLogger("brainsynth.pipeline")
 
@@ -343,8 +343,8 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
 
     # --- evaluate each fold, then pool --------------------------------------------------
     from brainsynth.evaluate.commands import evaluate_fold_dir, report_from_fold_dirs
-    from brainsynth.evaluate.schema import read_report
-    from brainsynth.evaluate.targets import format_table1
+    from brainsynth.evaluate.report.schema import read_report
+    from brainsynth.evaluate.report.targets import format_table1
 
     shared = _SharedExtractor(config, device, out / FEATURE_CACHE)
     fold_dirs, fp_folds = [], []

@@ -9,8 +9,8 @@ pooled rows have intervals, each fold's rows (1 subject per class) have none, wi
 
 from __future__ import annotations
 
-from brainsynth.evaluate.privacy_utility import privacy_utility
-from brainsynth.evaluate.schema import (
+from brainsynth.evaluate.report.privacy_utility import privacy_utility
+from brainsynth.evaluate.report.schema import (
     AuditInputs,
     AuditReport,
     Calibration,
@@ -110,7 +110,7 @@ def fidelity_values(fid: float = 41.234) -> FidelityResult:
         fid=fid, kid_mean=0.0123, kid_std=0.0021, swd=swd(12.5),
         swd_per_class={"control": swd(13.25), "adhd": swd(14.75)},
         ms_ssim=MsSsim(scales=3, synthetic={"control": 0.311, "adhd": 0.332}, real={"control": 0.293, "adhd": 0.274}),
-        precision=0.712, recall=0.523, density=0.934, coverage=0.645,
+        precision=0.712, recall=0.523, density=0.934, coverage=0.645, background=0.0187, background_real=0.0042,
     )
 
 
@@ -120,7 +120,7 @@ def fidelity(fid: float = 41.234) -> FidelitySummary:
     sd = FidelityResult(
         fid=1.414, kid_mean=0.0011, kid_std=0.0002, swd=swd(1.5), swd_per_class={"control": swd(1.25), "adhd": swd(1.75)},
         ms_ssim=MsSsim(scales=0, synthetic={"control": 0.011, "adhd": 0.012}, real={"control": 0.013, "adhd": 0.014}),
-        precision=0.021, recall=0.022, density=0.023, coverage=0.024)
+        precision=0.021, recall=0.022, density=0.023, coverage=0.024, background=0.0031, background_real=0.0001)
     folds = [FidelityFold(repeat=0, fold=k, values=fidelity_values(fid + (2 * k - 1))) for k in (0, 1)]
     return FidelitySummary(**{k: getattr(mean, k) for k in FidelityResult.__dataclass_fields__}, sd=sd, per_fold=folds)
 

@@ -46,3 +46,18 @@ def test_no_background_pixel_warns_and_gives_none(caplog):
         out = fd.background_fidelity(full, full)
     assert out == {"synthetic": None, "real": None, "difference": None, "mask_fraction": 0.0}
     assert "no background pixel" in caplog.text
+
+
+def test_every_fidelity_entry_carries_its_background_beside_the_real_one():
+    real, _, _ = _brains(n=24, h=32, w=32)
+    clean, _, _ = _brains(n=24, h=32, w=32, seed=1)
+    hazy, _, _ = _brains(n=24, h=32, w=32, seed=2, haze=0.05)
+    rng = np.random.default_rng(0)
+    labels = np.array(["control", "adhd"] * 12)
+    feats = {name: rng.normal(size=(24, 8)).astype(np.float32) for name in ("real", "clean", "hazy")}
+    out = fd.fidelity_reports(real, labels, feats["real"], {"clean": (clean, labels, feats["clean"]),
+                                                            "hazy": (hazy, labels, feats["hazy"])},
+                              labels=("control", "adhd"), seed=0, ms_ssim_pairs=8)
+    assert out["clean"]["background_real"] == out["hazy"]["background_real"] == 0.0
+    assert out["clean"]["background"] == 0.0
+    assert out["hazy"]["background"] == pytest.approx(0.05, abs=1e-6)

@@ -14,8 +14,8 @@ from scipy.ndimage import gaussian_filter
 from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.errors import ConfigError, InputError, OutputExistsError
 from brainsynth.evaluate import evaluate
-from brainsynth.evaluate.schema import Report, read_report
-from brainsynth.evaluate.targets import format_table1
+from brainsynth.evaluate.report.schema import Report, read_report
+from brainsynth.evaluate.report.targets import format_table1
 from brainsynth.imageset import write_image_set
 
 SIZE = 32

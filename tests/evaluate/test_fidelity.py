@@ -173,7 +173,8 @@ def test_fidelity_report_keys():
     r = fd.fidelity_report(imgs, labels, feats, imgs[::-1].copy(), labels[::-1].copy(), feats[::-1].copy(),
                            labels=("control", "adhd"), seed=0, ms_ssim_pairs=10)
     assert set(r) == {"fid", "kid_mean", "kid_std", "swd", "swd_per_class", "ms_ssim", "precision", "recall",
-                      "density", "coverage"}
+                      "density", "coverage", "background", "background_real"}
+    assert r["background"] == r["background_real"]  # the same images in another order
     assert abs(r["fid"]) < 1e-6 and r["swd"]["avg"] > 0 and set(r["swd_per_class"]) == {"control", "adhd"}
     assert r["ms_ssim"]["scales"] == 3 and set(r["ms_ssim"]["real"]) == {"control", "adhd"}
     assert r["precision"] == r["recall"] == r["coverage"] == 1.0

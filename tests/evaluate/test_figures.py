@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from brainsynth.evaluate import figures
+from brainsynth.evaluate.report import figures
 
 
 def test_montage_tiles_images_with_gaps():

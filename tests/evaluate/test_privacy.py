@@ -13,25 +13,25 @@ from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.errors import ConfigError, InputError, OutputExistsError, SelfTestFailed
 from brainsynth.evaluate import audit
 from brainsynth.evaluate import features as feat
-from brainsynth.evaluate import membership as mia
-from brainsynth.evaluate.calibration import (
+from brainsynth.evaluate.privacy import membership as mia
+from brainsynth.evaluate.privacy.calibration import (
     band_edges,
     calibrate,
     calibrate_thresholds,
     split_holdout,
     wilson_interval,
 )
-from brainsynth.evaluate.planting import FAMILIES, apply_plant, draw_plant
-from brainsynth.evaluate.privacy import (
+from brainsynth.evaluate.privacy.planting import FAMILIES, apply_plant, draw_plant
+from brainsynth.evaluate.privacy.fold import (
     audit_fold,
     distance_ratio,
     family_of,
     fold_reference,
     neighbour_distance_excluding_subject,
 )
-from brainsynth.evaluate.privacy_summary import pool_folds, privacy_audit
-from brainsynth.evaluate.schema import SCHEMA_VERSION, AuditReport, PrivacySummary, SelfTestReport
-from brainsynth.evaluate.selftest import selftest
+from brainsynth.evaluate.privacy.summary import pool_folds, privacy_audit
+from brainsynth.evaluate.report.schema import SCHEMA_VERSION, AuditReport, PrivacySummary, SelfTestReport
+from brainsynth.evaluate.privacy.selftest import selftest
 from brainsynth.imageset import read_image_set, write_image_set
 from brainsynth.shareable import absolute_paths
 

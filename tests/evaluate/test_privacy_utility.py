@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainsynth.evaluate import figures
-from brainsynth.evaluate.privacy_utility import privacy_utility
-from brainsynth.evaluate.schema import Report
-from brainsynth.evaluate.tables import privacy_utility_table, to_markdown
+from brainsynth.evaluate.report import figures
+from brainsynth.evaluate.report.privacy_utility import privacy_utility
+from brainsynth.evaluate.report.schema import Report
+from brainsynth.evaluate.report.tables import privacy_utility_table, to_markdown
 from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
-from brainsynth.evaluate.writers import summary_figures, write_report
+from brainsynth.evaluate.report.writers import summary_figures, write_report
 
 from sample_reports import full_report
 

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 from sample_reports import FEATURES, audit_report, full_report
 
-from brainsynth.evaluate import figures
-from brainsynth.evaluate.privacy_writers import privacy_markdown, selftest_markdown, selftest_table, summary_paragraph
-from brainsynth.evaluate.schema import PlantedFamily, Rate, SelfTestReport, SpaceTexts
-from brainsynth.evaluate.tables import closest_pairs_table, privacy_table
+from brainsynth.evaluate.report import figures
+from brainsynth.evaluate.report.privacy_writers import privacy_markdown, selftest_markdown, selftest_table, summary_paragraph
+from brainsynth.evaluate.report.schema import PlantedFamily, Rate, SelfTestReport, SpaceTexts
+from brainsynth.evaluate.report.tables import closest_pairs_table, privacy_table
 
 
 def test_privacy_markdown_reads_every_section_of_the_typed_audit():

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from brainsynth.evaluate import registration as reg
-from brainsynth.evaluate.distances import feature_distances, pixel_definition
-from brainsynth.evaluate.planting import FAMILIES, Plant, apply_plant, draw_plant, family_text
+from brainsynth.evaluate.privacy import registration as reg
+from brainsynth.evaluate.privacy.distances import feature_distances, pixel_definition
+from brainsynth.evaluate.privacy.planting import FAMILIES, Plant, apply_plant, draw_plant, family_text
 
 from privacy_data import cohort
 

@@ -12,7 +12,7 @@ import pytest
 from sample_reports import audit_report, full_report
 
 from brainsynth.errors import InputError
-from brainsynth.evaluate.schema import (
+from brainsynth.evaluate.report.schema import (
     SCHEMA_VERSION,
     AuditReport,
     ClassifierResult,
@@ -21,8 +21,8 @@ from brainsynth.evaluate.schema import (
     Report,
     read_report,
 )
-from brainsynth.evaluate.schema_doc import generated_block, schema_markdown
-from brainsynth.evaluate.typed_json import Record, schema_rows
+from brainsynth.evaluate.report.schema_doc import generated_block, schema_markdown
+from brainsynth.evaluate.report.typed_json import Record, schema_rows
 
 DOC = Path(__file__).parents[2] / "docs" / "report-schema.md"
 
@@ -244,7 +244,7 @@ def test_building_from_the_maths_dicts():
 def test_the_documentation_lists_every_key_and_is_up_to_date():
     text = DOC.read_text()
     assert generated_block(text) == schema_markdown().strip(), (
-        "docs/report-schema.md is stale: run python -m brainsynth.evaluate.schema_doc --update docs/report-schema.md")
+        "docs/report-schema.md is stale: run python -m brainsynth.evaluate.report.schema_doc --update docs/report-schema.md")
     documented = {path for cls in (Report, AuditReport) for path, _, _ in schema_rows(cls)}
     for document in (full_report(), audit_report()):
         for path in json_paths(document.to_dict()):

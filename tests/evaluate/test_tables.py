@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from sample_reports import FOLD_NOTE, classifier, comparison, full_report
 
-from brainsynth.evaluate.tables import (
+from brainsynth.evaluate.report.tables import (
     PAPER_TABLE1,
     all_tables,
     comparisons_table,
@@ -19,7 +19,7 @@ from brainsynth.evaluate.tables import (
     to_markdown,
     to_text,
 )
-from brainsynth.evaluate.targets import check_targets, find_comparison, format_table1, plain_words, targets_line
+from brainsynth.evaluate.report.targets import check_targets, find_comparison, format_table1, plain_words, targets_line
 
 
 def test_table1_puts_the_paper_beside_ours_in_the_papers_row_order():
@@ -60,7 +60,7 @@ def test_absent_numbers_and_absent_intervals_show_as_n_a_with_the_reason():
     assert pggan_row[1:3] == ["0.800 [CI n/a]", "n/a"]
     assert "CI n/a: bootstrap = 0 (no resamples)" in t.notes
     fid_row = next(r for r in fidelity_table(report).rows if r[0] == "PGGAN")
-    assert fid_row[2] == "0.0123" and fid_row[-1] == "n/a" and fid_row[5] == "0.332 / n/a"
+    assert fid_row[2] == "0.0123" and fid_row[-2] == "n/a" and fid_row[5] == "0.332 / n/a"
     row = next(r for r in privacy_table(report).rows if r[0] == "PGGAN r0/f0")
     assert row[5] == "0.521 [0.411, 0.611] p=n/a" and row[6] == "n/a"
 
@@ -88,7 +88,7 @@ def test_comparisons_table_lists_each_pair_with_its_interval_and_verdict():
 
 
 def test_small_kid_values_keep_their_digits():
-    from brainsynth.evaluate.tables import fmt_kid
+    from brainsynth.evaluate.report.tables import fmt_kid
 
     assert [fmt_kid(x) for x in (0.0123, 2.1e-05, -3.456e-06, 0.0, None)] == ["0.0123", "2.10e-05", "-3.46e-06",
                                                                                "0.0000", "n/a"]
@@ -99,7 +99,7 @@ def test_fidelity_and_privacy_tables_read_each_field():
     fid = {r[0]: r for r in t.rows}
     assert fid["PGGAN"] == ["PGGAN", "41.23 +/- 1.41", "0.0123 +/- 0.0021", "12.50 +/- 1.50", "0.311 / 0.293",
                             "0.332 / 0.274", "0.712 +/- 0.021", "0.523 +/- 0.022", "0.934 +/- 0.023",
-                            "0.645 +/- 0.024"]
+                            "0.645 +/- 0.024", "0.019 / 0.004"]
     assert fid["DCGAN"][1] == "87.65 +/- 1.41"
     assert [r[0] for r in t.rows] == ["PGGAN", "DCGAN", "Real test (reference)"]  # the reference scale last
     assert fid["Real test (reference)"][1] == "3.21 +/- 1.41" and "Mean over 2 fold(s)" in t.notes[0]

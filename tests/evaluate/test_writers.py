@@ -11,11 +11,11 @@ import pandas as pd
 from sample_reports import FOLD_NOTE, full_report
 
 from brainsynth.evaluate.folds import fold_figures
-from brainsynth.evaluate.privacy_utility import privacy_utility
+from brainsynth.evaluate.report.privacy_utility import privacy_utility
 from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
-from brainsynth.evaluate.schema import SCHEMA_VERSION, Report, read_report
-from brainsynth.evaluate.tables import PAPER_TABLE1
-from brainsynth.evaluate.writers import render_markdown, write_report
+from brainsynth.evaluate.report.schema import SCHEMA_VERSION, Report, read_report
+from brainsynth.evaluate.report.tables import PAPER_TABLE1
+from brainsynth.evaluate.report.writers import render_markdown, write_report
 from brainsynth.imageset import ImageSet
 
 PREDICTIONS = pd.DataFrame([("real", 0, 1, "s1", 40, 0, "adhd", 0.25)], columns=list(PREDICTION_COLUMNS))
@@ -62,7 +62,7 @@ def test_write_report_writes_three_self_contained_files(tmp_path):
     assert "features: vgg16-random (weights random(seed=0)), layer fc7, input 224 px" in md
     assert md.count("features: vgg16-random") >= 4  # beside every feature-based table
     pggan_fidelity = next(line for line in md.splitlines() if line.startswith("| PGGAN | 41.23 +/- 1.41 |"))
-    assert pggan_fidelity.endswith("| 0.934 +/- 0.023 | n/a |")  # the absent coverage
+    assert pggan_fidelity.endswith("| 0.934 +/- 0.023 | n/a | 0.019 / 0.004 |")  # the absent coverage
     assert "real: dataset, 120 images of 4 subjects, 64 px" in md
     assert "fold r0/f1: 60 train / 60 test images of 2 / 2 subjects (test: s1, s2)" in md
     assert "synthetic pggan: 2 folds, first r0/f0/synthetic/pggan, 200 images (100 control, 100 adhd)" in md

@@ -2,21 +2,18 @@
 
 Layers, each importing only the ones above it:
 
-- maths (arrays in, numbers out): :mod:`.features`, :mod:`.gan_train`, :mod:`.fidelity`,
-  :mod:`.shortcut` (global slice features), :mod:`.protocol` (pooled scores, cluster bootstrap,
-  paired verdicts), and the privacy audit: :mod:`.registration` (aligning a training slice onto
-  a synthetic image), :mod:`.distances`, :mod:`.calibration`, :mod:`.membership`,
-  :mod:`.planting`, :mod:`.privacy`;
-- :mod:`.schema` (on :mod:`.typed_json`, privacy keys in :mod:`.schema_privacy`): the typed
-  ``report.json``, ``fold.json``, ``privacy.json`` and ``selftest.json``;
-- :mod:`.figures` (PNG bytes), :mod:`.tables` (tables, three renderers), :mod:`.targets` (targets
-  judged on verdicts, the console table), :mod:`.writers` and :mod:`.privacy_writers` (the files);
+- maths (arrays in, numbers out): :mod:`.features` (VGG-16 in :mod:`.vgg16`, cached by content in
+  :mod:`.feature_cache`), :mod:`.gan_train`, :mod:`.fidelity` (pixel metrics in
+  :mod:`.image_fidelity`), :mod:`.shortcut` (global slice features), :mod:`.protocol` (pooled
+  scores, cluster bootstrap, paired verdicts), and the privacy audit, :mod:`.privacy`;
+- :mod:`.report`: the typed ``report.json``, ``fold.json``, ``privacy.json`` and ``selftest.json``,
+  and their figures, tables and files;
 - commands: :mod:`.folds` (one fold of the cross-validation), :mod:`.pooling` (the folds into one
-  report), :mod:`.commands` (``evaluate``), :mod:`.audit_command` (``audit``) and
-  :mod:`.selftest` (``audit --selftest``).
+  report), :mod:`.commands` (``evaluate``), :mod:`.audit_command` (``audit``); ``audit
+  --selftest`` is :mod:`.privacy.selftest`.
 
 The two commands are loaded on first use: they bring torch and scikit-learn, which a tool that
-only reads ``report.json`` (:func:`brainsynth.evaluate.schema.read_report`) does not need.
+only reads ``report.json`` (:func:`brainsynth.evaluate.report.schema.read_report`) does not need.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``brainsynth audit``: the privacy audit of one synthetic set on its own (OUT/privacy.json/.md, ...).
 
-The maths is :mod:`.privacy` (one fold: the dataset's train split against its test split); this
+The maths is :mod:`brainsynth.evaluate.privacy.fold` (one fold: the dataset's train split against its test split); this
 module reads the inputs, extracts features, runs it and writes the files through a staged folder.
-``brainsynth audit --selftest DATASET`` (:mod:`.selftest`) checks that the audit finds planted
+``brainsynth audit --selftest DATASET`` (:mod:`brainsynth.evaluate.privacy.selftest`) checks that the audit finds planted
 copies on the user's own data.
 """
 
@@ -23,10 +23,10 @@ from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate.commands import _created, _features_info, check_same_size
 from brainsynth.evaluate.feature_cache import FeatureStore
 from brainsynth.evaluate.folds import image_ids, record_name
-from brainsynth.evaluate.privacy import audit_fold
-from brainsynth.evaluate.privacy_summary import nearest_pairs, summarise_privacy
-from brainsynth.evaluate.schema import AuditInputs, AuditReport, PrivacySummary
-from brainsynth.evaluate.privacy_writers import summary_paragraph, write_audit, write_filtered_set
+from brainsynth.evaluate.privacy.fold import audit_fold
+from brainsynth.evaluate.privacy.summary import nearest_pairs, summarise_privacy
+from brainsynth.evaluate.report.schema import AuditInputs, AuditReport, PrivacySummary
+from brainsynth.evaluate.report.privacy_writers import summary_paragraph, write_audit, write_filtered_set
 from brainsynth.fsio import atomic_write_text, check_output_free, staged_output_dir
 from brainsynth.imageset import read_image_set
 

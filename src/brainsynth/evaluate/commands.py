@@ -45,10 +45,10 @@ from brainsynth.evaluate import pooling
 from brainsynth.evaluate.feature_cache import FeatureStore
 from brainsynth.evaluate.folds import (MIN_IMAGES_PER_CLASS, FoldResult, evaluate_fold, fold_name,
                                        read_fold, write_fold)
-from brainsynth.evaluate.privacy_utility import privacy_utility
-from brainsynth.evaluate.schema import FeaturesInfo, Report, Timings
-from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
-from brainsynth.evaluate.writers import write_report
+from brainsynth.evaluate.report.privacy_utility import privacy_utility
+from brainsynth.evaluate.report.schema import FeaturesInfo, Report, Timings
+from brainsynth.evaluate.report.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
+from brainsynth.evaluate.report.writers import write_report
 from brainsynth.fsio import atomic_write_text, check_output_free, staged_output_dir
 from brainsynth.imageset import ImageSet, read_image_set
 from brainsynth.timing import Stopwatch

@@ -288,7 +288,8 @@ def fidelity_report(real_images: np.ndarray, real_labels: np.ndarray, real_featu
     -------
     dict
         ``fid``, ``kid_mean``, ``kid_std``, ``swd``, ``swd_per_class``, ``ms_ssim``,
-        ``precision``, ``recall``, ``density``, ``coverage`` (the report.json block).
+        ``precision``, ``recall``, ``density``, ``coverage``, ``background`` and
+        ``background_real`` (the report.json block).
     """
     return fidelity_reports(real_images, real_labels, real_features,
                             {"synthetic": (synth_images, synth_labels, synth_features)},
@@ -342,12 +343,17 @@ def _fidelity_reports(real_images: np.ndarray, real_labels: np.ndarray, real_fea
     real_ms = {lbl: ms_ssim_diversity(real_images[real_labels == lbl], n_pairs=ms_ssim_pairs, seed=seed)[0]
                for lbl in labels}
     radii = knn_radii_many(real_features, (PR_K, DC_K), real_subjects)
+    # One background mask, from the real images, for every set (synthetic images have no brain mask).
+    mask = background_mask(real_images)
+    real_background = background_intensity(real_images, mask)
     for name, (images, image_labels, feats) in synthetic.items():
         ms: dict[str, Any] = {"scales": 0, "synthetic": {}, "real": dict(real_ms)}
         for lbl in labels:
             ms["synthetic"][lbl], ms["scales"] = ms_ssim_diversity(images[image_labels == lbl],
                                                                    n_pairs=ms_ssim_pairs, seed=seed)
         out[name]["ms_ssim"] = ms
+        out[name]["background"] = background_intensity(images, mask)
+        out[name]["background_real"] = real_background
         out[name].update(prdc(real_features, feats, real_radii=radii, real_groups=real_subjects,
                               fake_groups=(synth_subjects or {}).get(name)))
     return out

@@ -19,9 +19,9 @@ privacy
 The decision scores are kept (``predictions.tsv``), so that pooling over folds
 (:mod:`brainsynth.evaluate.pooling`) works from predictions, not from per-fold summaries.
 
-A fold folder holds ``fold.json`` (:class:`~brainsynth.evaluate.schema.FoldReport`),
+A fold folder holds ``fold.json`` (:class:`~brainsynth.evaluate.report.schema.FoldReport`),
 ``predictions.tsv`` (:data:`~brainsynth.evaluate.protocol.PREDICTION_COLUMNS`), ``gan_test.tsv``,
-``privacy_pool.npz`` (what :func:`brainsynth.evaluate.privacy_summary.pool_folds` needs of each
+``privacy_pool.npz`` (what :func:`brainsynth.evaluate.privacy.summary.pool_folds` needs of each
 set's audit: its flags and the headline membership attack's pair counts) and ``figures/``
 (sample grids and nearest pairs of this fold).
 """
@@ -42,18 +42,18 @@ from brainsynth import LABELS
 from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.errors import InputError
 from brainsynth.evaluate import fidelity as fidelity_metrics
-from brainsynth.evaluate import figures
+from brainsynth.evaluate.report import figures
 from brainsynth.evaluate.feature_cache import FeatureStore
 from brainsynth.evaluate.gan_train import balanced_subsample, make_classifier
-from brainsynth.evaluate import membership
-from brainsynth.evaluate.privacy import fold_reference
-from brainsynth.evaluate.privacy_summary import privacy_audit
+from brainsynth.evaluate.privacy import membership
+from brainsynth.evaluate.privacy.fold import fold_reference
+from brainsynth.evaluate.privacy.summary import privacy_audit
 from brainsynth.evaluate.protocol import PREDICTION_COLUMNS
-from brainsynth.evaluate.schema import (FeaturesInfo, FidelityResult, FoldData, FoldReport, PrivacySummary,
+from brainsynth.evaluate.report.schema import (FeaturesInfo, FidelityResult, FoldData, FoldReport, PrivacySummary,
                                        SyntheticFold)
 from brainsynth.evaluate.shortcut import global_slice_features
-from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
-from brainsynth.evaluate.writers import Figure, file_safe
+from brainsynth.evaluate.report.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
+from brainsynth.evaluate.report.writers import Figure, file_safe
 from brainsynth.fsio import atomic_output_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from brainsynth.imageset import ImageSet
 from brainsynth.timing import Stopwatch
@@ -131,7 +131,7 @@ def check_fold(view) -> None:
 @dataclass
 class PoolInputs:
     """What pooling a set's privacy audit over folds needs of one fold's
-    :class:`~brainsynth.evaluate.privacy.PrivacyResult` (it is pooled from arrays, not from summaries)."""
+    :class:`~brainsynth.evaluate.privacy.fold.PrivacyResult` (it is pooled from arrays, not from summaries)."""
 
     flagged: np.ndarray  # bool [N] synthetic images flagged
     holdout_flagged: np.ndarray  # bool [H] held-out images flagged

@@ -5,7 +5,7 @@ every test slice of every fold and repeat, each subject tested once per repeat, 
 cluster-bootstrap resamples over test subjects shared by every row, every interval and every
 paired comparison. GAN-test is pooled over the folds' synthetic images. Fidelity numbers are
 the mean over folds with their standard deviation, and every fold's own numbers; the privacy
-audit is pooled by :func:`brainsynth.evaluate.privacy_summary.pool_folds` (counts summed with
+audit is pooled by :func:`brainsynth.evaluate.privacy.summary.pool_folds` (counts summed with
 Wilson intervals, the mean headline membership AUC with a joint permutation p-value).
 """
 
@@ -23,8 +23,8 @@ from brainsynth.config import AuditConfig, EvaluateConfig
 from brainsynth.evaluate import protocol
 from brainsynth.evaluate.folds import FoldResult, fold_name
 from brainsynth.evaluate.gan_train import score_predictions
-from brainsynth.evaluate.privacy_summary import pool_folds
-from brainsynth.evaluate.schema import (
+from brainsynth.evaluate.privacy.summary import pool_folds
+from brainsynth.evaluate.report.schema import (
     ClassifierResult,
     Comparison,
     DataSummary,
@@ -40,7 +40,7 @@ from brainsynth.evaluate.schema import (
     RealData,
     SyntheticData,
 )
-from brainsynth.evaluate.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
+from brainsynth.evaluate.report.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_KEY
 
 IMAGE_FEATURES = "image features (see features)"
 SHORTCUT_INPUTS = ("global slice features: brain area, mean and SD of brain intensity, slice position "
@@ -202,7 +202,7 @@ def pool_fidelity(results: Sequence[FoldResult]) -> dict[str, FidelitySummary]:
 # --- privacy ------------------------------------------------------------------------------------
 
 def pool_privacy(results: Sequence[FoldResult], cfg: AuditConfig) -> dict[str, PrivacyPooled]:
-    """Each set's audits pooled over folds (:func:`brainsynth.evaluate.privacy_summary.pool_folds`), beside each
+    """Each set's audits pooled over folds (:func:`brainsynth.evaluate.privacy.summary.pool_folds`), beside each
     fold's whole audit."""
     names = [fold_name(r.report.repeat, r.report.fold) for r in results]
     out = {}

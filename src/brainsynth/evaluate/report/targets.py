@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from brainsynth.evaluate.schema import Comparison, Report
-from brainsynth.evaluate.typed_json import optional_number
-from brainsynth.evaluate.tables import (
+from brainsynth.evaluate.report.schema import Comparison, Report
+from brainsynth.evaluate.report.typed_json import optional_number
+from brainsynth.evaluate.report.tables import (
     REAL_KEY,
     SHORTCUT_KEY,
     display_name,

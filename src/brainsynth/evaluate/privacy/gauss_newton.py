@@ -4,7 +4,7 @@ Levenberg-Marquardt steps (Lucas & Kanade 1981; Baker & Matthews 2004) on rotati
 shift, the mirror state fixed, the brightness fit ``a + b w`` solved in closed form at every step
 (variable projection, Golub & Pereyra 2003). The distance at the end fits the increasing
 brightness curve ``c0 + c1 w + c2 w^2`` (:func:`r2_curve`). Called by
-:func:`brainsynth.evaluate.registration.refine`.
+:func:`brainsynth.evaluate.privacy.registration.refine`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from brainsynth.evaluate.transforms import STEP_INTERPOLATION, Family, affine, matrix, sample, sample_points
+from brainsynth.evaluate.privacy.transforms import STEP_INTERPOLATION, Family, affine, matrix, sample, sample_points
 
 ITERATIONS = 8  # Gauss-Newton steps per candidate pair (most settle in 3-5)
 CONVERGED_ROTATION, CONVERGED_SCALE, CONVERGED_SHIFT = 0.02, 2e-4, 0.01  # deg, log scale, px: a step this small ends

@@ -1,4 +1,4 @@
-"""The privacy keys of ``report.json`` and ``privacy.json`` (re-exported by :mod:`.schema`).
+"""The privacy keys of ``report.json`` and ``privacy.json`` (re-exported by :mod:`brainsynth.evaluate.report.schema`).
 
 Kept apart from the rest of the report's layout so that the audit's fields, which an ethics board
 reads, are described in one place.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from brainsynth.evaluate.typed_json import Record, json_key
+from brainsynth.evaluate.report.typed_json import Record, json_key
 
 Bounds = tuple[Optional[float], Optional[float]]
 

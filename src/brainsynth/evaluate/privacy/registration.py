@@ -34,14 +34,14 @@ fine (Lucas & Kanade 1981; Baker & Matthews 2004 for the Gauss-Newton form):
    candidates are its ``k`` best references, plus the best reference of each of its most similar
    subjects (so its nearest image of another subject is measured too), and, for questions asked
    the other way round, each reference's ``k`` best queries.
-2. *Refinement* (:func:`refine`, :mod:`.gauss_newton`). For each candidate pair, the best grid
+2. *Refinement* (:func:`refine`, :mod:`brainsynth.evaluate.privacy.gauss_newton`). For each candidate pair, the best grid
    transform of each mirror state (plus the shift implied by the two centroids) starts
    Levenberg-Marquardt steps over rotation, scale and shift at ``work_size``, the brightness
    fitted in closed form at every step (variable projection, Golub & Pereyra 2003), each
    parameter kept inside its bound. A brain is nearly symmetric, so both mirror states get two
    steps and the better one continues. Pairs that are not candidates get distance ``inf``.
 
-Resampling uses torch's ``affine_grid``/``grid_sample`` (:mod:`.transforms`; border padding,
+Resampling uses torch's ``affine_grid``/``grid_sample`` (:mod:`brainsynth.evaluate.privacy.transforms`; border padding,
 bicubic for the distance, bilinear for the steps): it is already a dependency, it warps thousands
 of image pairs in one batched call, each with its own transform, and sampling the gradient images
 at the same points gives the Jacobian the Gauss-Newton step needs. SimpleITK, the obvious
@@ -60,8 +60,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainsynth.evaluate.gauss_newton import ITERATIONS, final_distance, gauss_newton, readable
-from brainsynth.evaluate.transforms import Family, affine, matrix, sample
+from brainsynth.evaluate.privacy.gauss_newton import ITERATIONS, final_distance, gauss_newton, readable
+from brainsynth.evaluate.privacy.transforms import Family, affine, matrix, sample
 
 BLUR_SIGMA_AT_64 = 1.0
 """Gaussian blur (px per 64 px of image side) applied before matching. Independent pixel noise

@@ -9,15 +9,15 @@ twice: the HM and its interval are ``gan_train.<set>``'s, the rate, its flagged 
 Wilson score interval (Wilson 1927) are the audit's pooled ``privacy.<set>.memorization`` (summed over folds), and the
 reference a generator that copies nothing would reach is the audit's ``false_flags`` (held-out
 half-B images, which did not set the thresholds). The Wilson interval is the audit's own
-(:func:`~brainsynth.evaluate.calibration.wilson_interval`), not recomputed here.
+(:func:`~brainsynth.evaluate.privacy.calibration.wilson_interval`), not recomputed here.
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-from brainsynth.evaluate.schema import ClassifierResult, PrivacyPooled, PrivacyUtility, PrivacyUtilityPoint
-from brainsynth.evaluate.tables import REAL_KEY
+from brainsynth.evaluate.report.schema import ClassifierResult, PrivacyPooled, PrivacyUtility, PrivacyUtilityPoint
+from brainsynth.evaluate.report.tables import REAL_KEY
 
 CI_METHOD = ("GAN-train HM: the report's 95% cluster-bootstrap interval over test subjects (gan_train.<set>.ci.hm); "
              "memorisation rate and false-flag rate: the audit's 95% Wilson score intervals "

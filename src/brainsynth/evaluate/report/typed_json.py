@@ -1,6 +1,6 @@
 """Dataclasses to and from JSON, strictly, and the key table of their documentation.
 
-The machinery behind :mod:`brainsynth.evaluate.schema`. A :class:`Record` dataclass declares
+The machinery behind :mod:`brainsynth.evaluate.report.schema`. A :class:`Record` dataclass declares
 each JSON key as a field made by :func:`json_key`, which carries the key's meaning. Writing
 (:meth:`Record.to_dict`) is driven by the values: plain JSON types, NaN and infinity as ``null``.
 Reading (:meth:`Record.from_dict`) is driven by the type annotations and is strict: a missing

@@ -147,7 +147,7 @@ def calibrate(holdout_scores: dict[str, np.ndarray], area: np.ndarray, half_a: n
         Brain-area bands wanted (fewer when a band would hold < :data:`MIN_PER_BAND` calibration images).
     extra_scores, extra_area : dict, np.ndarray, optional
         More calibration images (never half B): the training images scored against the OTHER
-        training subjects (see :func:`brainsynth.evaluate.privacy.audit_fold`).
+        training subjects (see :func:`brainsynth.evaluate.privacy.fold.audit_fold`).
     """
     scores = {s: d[half_a] for s, d in holdout_scores.items()}
     pool_area = area[half_a]
@@ -178,6 +178,6 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float | None, 
 
 
 def share(flags: np.ndarray) -> dict[str, Any]:
-    """``{"rate", "ci", "k", "n"}`` of a bool array (a :class:`~.schema_privacy.Rate`)."""
+    """``{"rate", "ci", "k", "n"}`` of a bool array (a :class:`~brainsynth.evaluate.report.schema_privacy.Rate`)."""
     k, n = int(np.sum(flags)), int(np.size(flags))
     return {"rate": k / n if n else None, "ci": list(wilson_interval(k, n)), "k": k, "n": n}

@@ -4,7 +4,7 @@
 self-contained ``report.html``, ``predictions.tsv`` (every fold's decision scores, from which
 the pooled numbers were computed) and ``figures/*.png`` (:func:`write_report`).
 
-``brainsynth audit`` writes through :mod:`.privacy_writers`.
+``brainsynth audit`` writes through :mod:`brainsynth.evaluate.report.privacy_writers`.
 
 Every file is written atomically into a folder the caller stages.
 """
@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from brainsynth.evaluate import figures
-from brainsynth.evaluate.schema import DataSummary, Report
-from brainsynth.evaluate.tables import (
+from brainsynth.evaluate.report import figures
+from brainsynth.evaluate.report.schema import DataSummary, Report
+from brainsynth.evaluate.report.tables import (
     Table,
     all_tables,
     features_line,
@@ -28,10 +28,10 @@ from brainsynth.evaluate.tables import (
     to_html,
     to_markdown,
 )
-from brainsynth.evaluate.targets import check_targets, plain_words, targets_line, verdict_lines
+from brainsynth.evaluate.report.targets import check_targets, plain_words, targets_line, verdict_lines
 from brainsynth.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-log = logging.getLogger("brainsynth.evaluate.writers")
+log = logging.getLogger("brainsynth.evaluate.report.writers")
 
 SIMULATED_BANNER = (
     "SIMULATED cohort: these numbers come from a simulated cohort (brainsynth phantom), not from patients; "

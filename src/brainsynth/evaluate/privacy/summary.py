@@ -3,7 +3,7 @@
 * :func:`privacy_audit`: audit one fold and summarise it (what ``evaluate`` and ``audit`` call;
   with cross-validation, call it once per fold: training subjects vs that fold's held-out
   subjects, calibration inside the fold).
-* :func:`pool_folds`: combine the folds' :class:`~brainsynth.evaluate.privacy.PrivacyResult`
+* :func:`pool_folds`: combine the folds' :class:`~brainsynth.evaluate.privacy.fold.PrivacyResult`
   (counts summed with Wilson intervals, membership AUC averaged with a joint permutation test).
 """
 
@@ -14,11 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainsynth.config import AuditConfig
-from brainsynth.evaluate import membership as mia
-from brainsynth.evaluate import registration as reg
-from brainsynth.evaluate.calibration import share, subject_of
-from brainsynth.evaluate.distances import FEATURE_DEFINITION, pixel_definition
-from brainsynth.evaluate.privacy import LIMITS, SPACES, FoldReference, PrivacyResult, audit_fold, distance_ratio
+from brainsynth.evaluate.privacy import membership as mia
+from brainsynth.evaluate.privacy import registration as reg
+from brainsynth.evaluate.privacy.calibration import share, subject_of
+from brainsynth.evaluate.privacy.distances import FEATURE_DEFINITION, pixel_definition
+from brainsynth.evaluate.privacy.fold import LIMITS, SPACES, FoldReference, PrivacyResult, audit_fold, distance_ratio
 
 N_NEAREST_PAIRS = 8
 """How many of the synthetic images most like a copy are shown with their training slice."""
@@ -49,8 +49,8 @@ def _authentic_share(query_to_train: np.ndarray, train_neighbour: np.ndarray) ->
 
 def summarise_privacy(result: PrivacyResult, *, synth_files: Sequence[str],
                       n_pairs: int = N_NEAREST_PAIRS) -> dict[str, Any]:
-    """The JSON-ready summary of an :func:`~brainsynth.evaluate.privacy.audit_fold` result (the keys of
-    :class:`~brainsynth.evaluate.schema_privacy.PrivacySummary`)."""
+    """The JSON-ready summary of an :func:`~brainsynth.evaluate.privacy.fold.audit_fold` result (the keys of
+    :class:`~brainsynth.evaluate.report.schema_privacy.PrivacySummary`)."""
     if result.attacks is None:
         raise ValueError("the result has no membership inference; run audit_fold(..., membership=True)")
     pix = result.spaces["pixel"]
@@ -106,7 +106,7 @@ def summarise_privacy(result: PrivacyResult, *, synth_files: Sequence[str],
 
 
 def calibration_summary(result: PrivacyResult) -> dict[str, Any]:
-    """The thresholds and the held-out split (a :class:`~.schema_privacy.Calibration`)."""
+    """The thresholds and the held-out split (a :class:`~brainsynth.evaluate.report.schema_privacy.Calibration`)."""
     cal, ids = result.calibration, result.holdout_ids
     return {
         "percentile": cal.percentile,
@@ -123,7 +123,7 @@ def calibration_summary(result: PrivacyResult) -> dict[str, Any]:
 
 
 def bands_summary(result: PrivacyResult) -> list[dict[str, Any]]:
-    """One entry per brain-area band (a :class:`~.schema_privacy.CalibrationBand`)."""
+    """One entry per brain-area band (a :class:`~brainsynth.evaluate.report.schema_privacy.CalibrationBand`)."""
     cal = result.calibration
     hold_band, synth_band = cal.band(result.holdout_area), cal.band(result.synth_area)
     edges = [None, *[float(e) for e in cal.edges], None]
@@ -213,17 +213,17 @@ def privacy_audit(
     cfg: AuditConfig | None = None,
     reference: FoldReference | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], PrivacyResult]:
-    """Audit one fold and summarise it (:func:`~brainsynth.evaluate.privacy.audit_fold`,
+    """Audit one fold and summarise it (:func:`~brainsynth.evaluate.privacy.fold.audit_fold`,
     :func:`summarise_privacy`, :func:`nearest_pairs`); parameters as for ``audit_fold``.
 
     With several synthetic sets per fold, build the fold's real side once
-    (:func:`~brainsynth.evaluate.privacy.fold_reference`) and pass it as ``reference``; the
+    (:func:`~brainsynth.evaluate.privacy.fold.fold_reference`) and pass it as ``reference``; the
     training images are still needed for the figures' aligned slices.
 
     Returns
     -------
     summary : dict
-        JSON-ready (the keys of :class:`~brainsynth.evaluate.schema_privacy.PrivacySummary`).
+        JSON-ready (the keys of :class:`~brainsynth.evaluate.report.schema_privacy.PrivacySummary`).
     pairs : list of dict
         The pairs most like a copy, with their images, for figures.
     result : PrivacyResult
@@ -242,12 +242,12 @@ def pool_folds(results: Sequence[PrivacyResult], names: Sequence[str] | None = N
 
     Memorisation and half-B false flags are summed over folds (Wilson intervals on the sums); the
     membership headline is the mean of the folds' headline AUCs, its p-value from relabelling
-    subjects within every fold at once (:func:`~brainsynth.evaluate.membership.permutation_p_value`).
+    subjects within every fold at once (:func:`~brainsynth.evaluate.privacy.membership.permutation_p_value`).
 
     Returns
     -------
     dict
-        The keys of :class:`~brainsynth.evaluate.schema_privacy.PooledPrivacy`.
+        The keys of :class:`~brainsynth.evaluate.report.schema_privacy.PooledPrivacy`.
     """
     if not results:
         raise ValueError("no folds to pool")

@@ -1,9 +1,9 @@
 """The two distances of the privacy audit, in words and in code: aligned pixels and features.
 
 The *pixel* distance asks whether some plausible re-acquisition of a training slice reproduces a
-synthetic image; the search behind it is :mod:`.registration`. The *feature* distance compares
+synthetic image; the search behind it is :mod:`brainsynth.evaluate.privacy.registration`. The *feature* distance compares
 CNN features, which catches copies that differ in pixels but not in content.
-:mod:`brainsynth.evaluate.privacy` calibrates thresholds on both. The definitions below are
+:mod:`brainsynth.evaluate.privacy.fold` calibrates thresholds on both. The definitions below are
 written into every privacy report, for readers who never open the code.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from brainsynth.evaluate.registration import BLUR_SIGMA_AT_64, Family
+from brainsynth.evaluate.privacy.registration import BLUR_SIGMA_AT_64, Family
 
 FEATURE_DEFINITION = "cosine distance (1 - cos) between feature vectors centred on the training-set mean"
 

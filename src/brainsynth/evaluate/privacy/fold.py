@@ -5,14 +5,14 @@ images of subjects it never saw (*held-out*); :func:`pool_folds` combines folds.
 
 **Near-copies (memorisation).** A synthetic image is a near-copy when it is much closer to one
 training person's slice than to any slice of every other training person. Distances are measured
-twice: the *aligned pixel distance* (:mod:`.registration`: the training slice may be mirrored,
+twice: the *aligned pixel distance* (:mod:`brainsynth.evaluate.privacy.registration`: the training slice may be mirrored,
 rotated, scaled, shifted and given another brightness curve before comparing) and the *feature
 distance* (cosine distance of CNN features). In each space the score is the nearest-neighbour
 distance ratio (:func:`distance_ratio`; Lowe 2004 for matching, NNDR in synthetic-data privacy
 evaluation): the distance to the nearest training image over the distance to the nearest training
 image of another subject. An image is flagged when either space's ratio is below its threshold.
 
-**Calibration that can be checked** (:mod:`.calibration`). The held-out subjects are split in
+**Calibration that can be checked** (:mod:`brainsynth.evaluate.privacy.calibration`). The held-out subjects are split in
 two, by subject, seeded and stratified by label. Half A sets the thresholds: the quantile of half
 A's ratios at which the OR-rule flags at most ``percentile`` % of half A, per brain-area band (a
 small low slice would otherwise set the threshold for every slice; synthetic images have no slice
@@ -29,9 +29,9 @@ people do not carry over to others. On the demo cohort they flagged 38 % of half
 nearest training image than that training image is to its nearest training image of another
 subject (slices of one subject are near-duplicates of each other).
 
-**Membership inference**: :mod:`.membership`.
+**Membership inference**: :mod:`brainsynth.evaluate.privacy.membership`.
 
-This module is the maths (arrays in, numbers out); :mod:`.privacy_summary` turns it into the report's
+This module is the maths (arrays in, numbers out); :mod:`brainsynth.evaluate.privacy.summary` turns it into the report's
 numbers and pools folds. The command is :mod:`.audit_command`.
 """
 
@@ -46,10 +46,10 @@ import numpy as np
 
 from brainsynth.config import AuditConfig
 from brainsynth.errors import InputError
-from brainsynth.evaluate import membership as mia
-from brainsynth.evaluate.calibration import Calibration, calibrate, split_holdout, subject_of
-from brainsynth.evaluate import registration as reg
-from brainsynth.evaluate.distances import feature_distances
+from brainsynth.evaluate.privacy import membership as mia
+from brainsynth.evaluate.privacy.calibration import Calibration, calibrate, split_holdout, subject_of
+from brainsynth.evaluate.privacy import registration as reg
+from brainsynth.evaluate.privacy.distances import feature_distances
 
 log = logging.getLogger("brainsynth.privacy")
 

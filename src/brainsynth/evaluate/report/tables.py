@@ -1,9 +1,9 @@
-"""The report's tables and target verdicts, read from a typed :class:`~brainsynth.evaluate.schema.Report`.
+"""The report's tables and target verdicts, read from a typed :class:`~brainsynth.evaluate.report.schema.Report`.
 
 Every table is built once as a :class:`Table` of plain strings and rendered three ways: plain
 text for the terminal (:func:`to_text`), Markdown (:func:`to_markdown`) and HTML
 (:func:`to_html`). The paper's numbers live in :data:`PAPER_TABLE1` (the targets in
-:data:`brainsynth.evaluate.targets.TARGETS`); nothing else restates them. A number the report does not have (an ``Optional``
+:data:`brainsynth.evaluate.report.targets.TARGETS`); nothing else restates them. A number the report does not have (an ``Optional``
 field holding ``None``) is shown as ``n/a``; an interval that is ``n/a`` has its reason in the
 table's notes.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
 from brainsynth import LABELS
-from brainsynth.evaluate.schema import (
+from brainsynth.evaluate.report.schema import (
     Bounds,
     ClassifierResult,
     FeaturesInfo,
@@ -23,7 +23,7 @@ from brainsynth.evaluate.schema import (
     Report,
     Transform,
 )
-from brainsynth.evaluate.typed_json import optional_number
+from brainsynth.evaluate.report.typed_json import optional_number
 
 PAPER_TABLE1 = {
     "PGGAN": {"sensitivity": 0.762, "specificity": 0.712, "hm": 0.736},
@@ -235,7 +235,7 @@ def gan_test_table(report: Report) -> Table:
 def fidelity_table(report: Report) -> Table:
     headers = ["Compared set", "FID", "KID (mean +/- std)", "SWD avg (x1e3)"]
     headers += [f"MS-SSIM {lbl} (set / real)" for lbl in LABELS]
-    headers += ["Precision", "Recall", "Density", "Coverage"]
+    headers += ["Precision", "Recall", "Density", "Coverage", "Background (set / real)"]
     rows = []
     for key in ordered_names(report.fidelity):
         e = report.fidelity[key]
@@ -246,6 +246,7 @@ def fidelity_table(report: Report) -> Table:
         row = [display_name(key), fmt_sd(e.fid, sd and sd.fid, 2), kid, fmt_sd(e.swd.avg, sd and sd.swd.avg, 2)]
         row += [f"{fmt(e.ms_ssim.synthetic[lbl])} / {fmt(e.ms_ssim.real[lbl])}" for lbl in LABELS]
         row += [fmt_sd(getattr(e, m), sd and getattr(sd, m)) for m in ("precision", "recall", "density", "coverage")]
+        row.append(f"{fmt(e.background, 3)} / {fmt(e.background_real, 3)}")
         rows.append(row)
     n_folds = max((len(e.per_fold) for e in report.fidelity.values()), default=0)
     return Table("Fidelity and diversity", headers, rows, [
@@ -253,7 +254,8 @@ def fidelity_table(report: Report) -> Table:
         "Real test (reference) = the fold's real TEST subjects against the same training images: the scale to "
         "read the synthetic rows on (a set as close as other real subjects matches it).",
         "FID/KID/P/R/D/C on the features below (k-NN balls over other subjects' images); SWD on pixels (Laplacian "
-        "pyramid, 7x7 patches); MS-SSIM between random pairs within a class (lower = more diverse).",
+        "pyramid, 7x7 patches); MS-SSIM between random pairs within a class (lower = more diverse). Background: "
+        "mean intensity in [0, 1] outside every real brain (0 = black), the set beside the real training images.",
         features_line(report.features),
     ])
 

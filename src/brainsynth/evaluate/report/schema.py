@@ -1,8 +1,8 @@
 """The typed report: every key of ``report.json`` (and of ``fold.json`` and the audit's ``privacy.json``), described once.
 
 Each key of the files is a field of a dataclass below, with its meaning beside it
-(:func:`~brainsynth.evaluate.typed_json.json_key`). ``docs/report-schema.md`` is generated from
-those descriptions (``python -m brainsynth.evaluate.schema_doc --update docs/report-schema.md``) and a
+(:func:`~brainsynth.evaluate.report.typed_json.json_key`). ``docs/report-schema.md`` is generated from
+those descriptions (``python -m brainsynth.evaluate.report.schema_doc --update docs/report-schema.md``) and a
 test fails when the two disagree, so the documentation cannot drift from the files.
 
 Writing is :meth:`Report.to_dict` (plain JSON types; NaN and infinity become ``null``). Reading
@@ -17,7 +17,7 @@ maths turns a NaN into ``None`` for those fields. A plain ``float`` field read a
 that was not expected) becomes NaN again, so every file written here reads back.
 
 Versions: ``schema_version`` 2 is the first typed report, 3 the privacy audit with a checked
-calibration (:mod:`.schema_privacy`), 4 the cross-validated protocol (``protocol``, ``per_fold``
+calibration (:mod:`brainsynth.evaluate.report.schema_privacy`), 4 the cross-validated protocol (``protocol``, ``per_fold``
 in every classifier, fidelity and privacy entry, ``comparisons``, the ``shortcut`` and
 ``real-test`` rows), 5 adds the privacy-utility summary (``privacy_utility``). Files without a
 version are the untyped schema 1 of earlier brainsynth versions, refused with a message saying so.
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
 from brainsynth.errors import InputError
-from brainsynth.evaluate.schema_privacy import (  # noqa: F401  (re-exported: the privacy keys live there)
+from brainsynth.evaluate.report.schema_privacy import (  # noqa: F401  (re-exported: the privacy keys live there)
     Calibration,
     CalibrationBand,
     FlaggedImage,
@@ -49,9 +49,9 @@ from brainsynth.evaluate.schema_privacy import (  # noqa: F401  (re-exported: th
     SynthVsHoldout,
     Transform,
 )
-from brainsynth.evaluate.typed_json import Record, json_key
+from brainsynth.evaluate.report.typed_json import Record, json_key
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version of the report files written by this module (1 = the untyped report before 2; 3 = the privacy
 audit with half-A/half-B calibration, aligned distances and membership intervals; 4 = the cross-validated
 protocol: folds, pooled intervals, paired verdicts; 5 = the privacy-utility summary,
@@ -232,6 +232,12 @@ class FidelityResult(Record):
                                         "distribution")
     coverage: Optional[float] = json_key("coverage (k = 5): share of real k-NN balls holding a synthetic "
                                          "feature, in [0, 1]")
+    background: Optional[float] = json_key("mean intensity in [0, 1] of the compared images outside the real "
+                                           "brains: over the pixels that at most 1% of the real training images "
+                                           "reach; a clean black background gives about background_real, a grey "
+                                           "smudge more; null when the real brains reach every pixel")
+    background_real: Optional[float] = json_key("the same mean for the real training images (the value the "
+                                                "compared set's background is read against)")
 
 
 @dataclass
@@ -273,7 +279,7 @@ class PrivacyFold(Record):
 @dataclass
 class PrivacyPooled(PooledPrivacy):
     """The privacy audits of one synthetic set's folds: pooled (the keys of :class:`PooledPrivacy`,
-    :func:`brainsynth.evaluate.privacy_summary.pool_folds`), then every fold's own audit.
+    :func:`brainsynth.evaluate.privacy.summary.pool_folds`), then every fold's own audit.
 
     Each fold's generator is audited against that fold's training subjects and calibrated on
     its own held-out subjects; ``per_fold[].fold`` names it ``r<repeat>/f<fold>``.

@@ -17,10 +17,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from brainsynth import __version__
-from brainsynth.evaluate import figures
-from brainsynth.evaluate.privacy import PrivacyResult
-from brainsynth.evaluate.schema import AuditReport, PrivacySummary, SelfTestReport
-from brainsynth.evaluate.tables import (
+from brainsynth.evaluate.report import figures
+from brainsynth.evaluate.privacy.fold import PrivacyResult
+from brainsynth.evaluate.report.schema import AuditReport, PrivacySummary, SelfTestReport
+from brainsynth.evaluate.report.tables import (
     Table,
     features_line,
     fmt,
@@ -54,7 +54,7 @@ def write_audit(out_dir: str | Path, document: AuditReport, result: PrivacyResul
     result : PrivacyResult
         The distances behind them (for the per-image table and the histogram).
     pairs : list of dict
-        The closest pairs with their images, from :func:`brainsynth.evaluate.privacy.nearest_pairs`.
+        The closest pairs with their images, from :func:`brainsynth.evaluate.privacy.fold.nearest_pairs`.
     synth_files : sequence of str
         [N] synthetic file names, in the order of ``result``'s rows.
     filtered_note : str, optional

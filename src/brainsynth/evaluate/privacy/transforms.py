@@ -5,7 +5,7 @@ centre, x to the right and y down. A training slice ``t`` re-acquired by (mirror
 ``theta``, scale ``s``, shift ``d``) is the image ``copy(y) = t(A (y - d))`` with
 ``A = M R(-theta) / s``: mirrored left-right, rotated about the centre (clockwise as displayed for
 ``theta > 0``), scaled about the centre, then shifted. Warps use torch's ``affine_grid`` /
-``grid_sample`` with border padding (see :mod:`.registration` for why).
+``grid_sample`` with border padding (see :mod:`brainsynth.evaluate.privacy.registration` for why).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each *family* changes a slice in one way (or all ways at once, ``combined``), with parameters
 drawn uniformly from the ranges below and from the audit's search bounds
-(:class:`~brainsynth.evaluate.registration.Family`). The geometry is resampled with scipy's cubic
+(:class:`~brainsynth.evaluate.privacy.registration.Family`). The geometry is resampled with scipy's cubic
 spline (:func:`scipy.ndimage.affine_transform`), deliberately not with the bilinear torch warp the
 detector aligns with, so a detection cannot rest on sharing the interpolator.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from brainsynth.evaluate.registration import Family
+from brainsynth.evaluate.privacy.registration import Family
 
 FAMILIES = ("exact", "shift", "flip", "rotate", "scale", "intensity", "gamma", "noise", "combined")
 """The planted transform families, in table order (``exact`` is the unchanged slice, a sanity row)."""
@@ -108,7 +108,7 @@ def draw_plant(family: str, rng: np.random.Generator, bounds: Family, side: int)
 def apply_plant(image: np.ndarray, plant: Plant, rng: np.random.Generator) -> np.ndarray:
     """``image`` (float [H, W] in [0, 1]) re-acquired by ``plant``; float32 [H, W] in [0, 1].
 
-    The geometry follows :mod:`~brainsynth.evaluate.registration`: copy(y) = slice(A (y - d)) with
+    The geometry follows :mod:`~brainsynth.evaluate.privacy.registration`: copy(y) = slice(A (y - d)) with
     ``A = M R(-theta) / s`` in (x, y) coordinates from the image centre.
     """
     from scipy.ndimage import affine_transform

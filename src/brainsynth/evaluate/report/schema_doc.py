@@ -1,6 +1,6 @@
-"""Generate the key tables of ``docs/report-schema.md`` from :mod:`brainsynth.evaluate.schema`.
+"""Generate the key tables of ``docs/report-schema.md`` from :mod:`brainsynth.evaluate.report.schema`.
 
-``python -m brainsynth.evaluate.schema_doc`` prints them; ``--update docs/report-schema.md``
+``python -m brainsynth.evaluate.report.schema_doc`` prints them; ``--update docs/report-schema.md``
 rewrites the generated block of that file in place. A test compares the file with
 :func:`schema_markdown`, so the documentation cannot drift from the dataclasses.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brainsynth.evaluate.schema import AuditReport, FoldReport, Report, SelfTestReport
-from brainsynth.evaluate.typed_json import schema_rows
+from brainsynth.evaluate.report.schema import AuditReport, FoldReport, Report, SelfTestReport
+from brainsynth.evaluate.report.typed_json import schema_rows
 
-DOC_BEGIN = "<!-- begin generated: python -m brainsynth.evaluate.schema_doc --update docs/report-schema.md -->"
+DOC_BEGIN = "<!-- begin generated: python -m brainsynth.evaluate.report.schema_doc --update docs/report-schema.md -->"
 DOC_END = "<!-- end generated -->"
 
 

@@ -1,7 +1,7 @@
 """Every figure of the evaluation and the privacy audit, as PNG bytes.
 
 Figures are drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas: no pyplot, so
-no global state and no display is needed. Writers (:mod:`.writers`) decide where the bytes go.
+no global state and no display is needed. Writers (:mod:`brainsynth.evaluate.report.writers`) decide where the bytes go.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from brainsynth import LABELS
-from brainsynth.evaluate.typed_json import optional_number
+from brainsynth.evaluate.report.typed_json import optional_number
 
 if TYPE_CHECKING:  # the maths module imports torch; the type alone does not need it
-    from brainsynth.evaluate.privacy import PrivacyResult
-    from brainsynth.evaluate.schema import PrivacyUtility
+    from brainsynth.evaluate.privacy.fold import PrivacyResult
+    from brainsynth.evaluate.report.schema import PrivacyUtility
 
-log = logging.getLogger("brainsynth.evaluate.figures")
+log = logging.getLogger("brainsynth.evaluate.report.figures")
 
 N_SAMPLES_PER_CLASS = 8
 """Images per class and source in a sample grid."""
@@ -94,7 +94,7 @@ def _short_transform(t: Mapping[str, Any]) -> str:
 def figure_nearest_pairs(pairs: Sequence[Mapping[str, Any]], title: str = "closest synthetic-training pairs") -> bytes:
     """PNG bytes: each pair as a column: synthetic, its training slice as aligned, and their difference.
 
-    ``pairs`` as from :func:`brainsynth.evaluate.privacy.nearest_pairs` (``synthetic_image``,
+    ``pairs`` as from :func:`brainsynth.evaluate.privacy.fold.nearest_pairs` (``synthetic_image``,
     ``aligned_image``, ``transform``, ``distance``, ``threshold``, ...). The difference is
     synthetic minus aligned, red where the synthetic image is brighter.
     """

@@ -1,7 +1,7 @@
 """``brainsynth audit --selftest DATASET``: does the audit find copies on this dataset?
 
 Copies of training slices are planted, each re-acquired by one transform family (and all at
-once, ``combined``; :mod:`.planting`), among the real images of held-out half B, which play the
+once, ``combined``; :mod:`brainsynth.evaluate.privacy.planting`), among the real images of held-out half B, which play the
 synthetic set that copies nothing. The audit then runs as it would on a generator's output
 (thresholds set on half A), and the self-test reports, per family, the share of planted copies
 flagged (with a 95 % Wilson interval), and the share of the half-B images flagged (false flags).
@@ -25,14 +25,14 @@ from brainsynth.data.dataset import load_dataset
 from brainsynth.errors import SelfTestFailed
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate.audit_command import real_split
-from brainsynth.evaluate.calibration import share, split_holdout, subject_of
+from brainsynth.evaluate.privacy.calibration import share, split_holdout, subject_of
 from brainsynth.evaluate.commands import _created, _features_info
-from brainsynth.evaluate.distances import FEATURE_DEFINITION, pixel_definition
-from brainsynth.evaluate.planting import FAMILIES, apply_plant, draw_plant, family_text
-from brainsynth.evaluate.privacy import audit_fold, family_of
-from brainsynth.evaluate.privacy_summary import calibration_summary
-from brainsynth.evaluate.schema import SCHEMA_VERSION, SelfTestReport
-from brainsynth.evaluate.privacy_writers import selftest_markdown, selftest_table
+from brainsynth.evaluate.privacy.distances import FEATURE_DEFINITION, pixel_definition
+from brainsynth.evaluate.privacy.planting import FAMILIES, apply_plant, draw_plant, family_text
+from brainsynth.evaluate.privacy.fold import audit_fold, family_of
+from brainsynth.evaluate.privacy.summary import calibration_summary
+from brainsynth.evaluate.report.schema import SCHEMA_VERSION, SelfTestReport
+from brainsynth.evaluate.report.privacy_writers import selftest_markdown, selftest_table
 from brainsynth.fsio import atomic_write_json, atomic_write_text, check_output_free, staged_output_dir
 
 log = logging.getLogger("brainsynth.selftest")
