@@ -52,7 +52,7 @@ from brainsynth.data.dataset import load_dataset  # noqa: E402
 from brainsynth.evaluate import features as extractors  # noqa: E402
 from brainsynth.evaluate import fidelity  # noqa: E402
 from brainsynth.evaluate.feature_cache import FeatureStore  # noqa: E402
-from brainsynth.evaluate.figures import figure_samples  # noqa: E402
+from brainsynth.evaluate.report.figures import figure_samples  # noqa: E402
 from brainsynth.fsio import atomic_write_text  # noqa: E402
 from brainsynth.imageset import read_image_set  # noqa: E402
 
