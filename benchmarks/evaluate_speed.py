@@ -52,6 +52,7 @@ from brainsynth.evaluate import evaluate
 from brainsynth.evaluate.features import Extractor, get_extractor
 from brainsynth.evaluate.vgg16 import VGG16
 from brainsynth.imageset import write_image_set
+from brainsynth.timing import machine_busy_seconds
 
 SLICES_PER_SUBJECT = 91  # the paper's slices #30..#120
 PEAK_SHAPE = dict(batch=32, channels=256, size=32)  # the same "large convolution" as train_throughput.py
@@ -99,28 +100,19 @@ def write_standin_synthetic(root: Path, n: int, size: int, seed: int = 1) -> Pat
 
 # --- load and peak --------------------------------------------------------------------------------
 
-def _busy_seconds() -> float:
-    """CPU seconds all processes have been busy since boot (Linux /proc/stat; 0 elsewhere)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:8]]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = fields
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 class Timed:
     """Wall time of a block and the share of all CPUs that other processes used meanwhile."""
 
     def __enter__(self) -> "Timed":
-        self.busy0, self.own0, self.t0 = _busy_seconds(), time.process_time(), time.perf_counter()
+        self.busy0, self.own0, self.t0 = machine_busy_seconds(), time.process_time(), time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self.wall = time.perf_counter() - self.t0
         self.cpu = time.process_time() - self.own0
-        others = (_busy_seconds() - self.busy0) - self.cpu
+        others = (machine_busy_seconds() - self.busy0) - self.cpu
         self.others = max(0.0, others) / (self.wall * (os.cpu_count() or 1))
 
 

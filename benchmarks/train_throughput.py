@@ -37,6 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainsynth.models import dcgan, pggan
+from brainsynth.timing import machine_busy_seconds
 from brainsynth.train.losses import DCGANLoss, WGANGPLoss
 
 PEAK_SHAPE = dict(batch=32, channels=256, size=32)  # the "large convolution" of the peak measurement
@@ -161,27 +162,18 @@ def count_flops(step) -> int:
     return int(counter.get_total_flops())
 
 
-def _busy_seconds() -> float:
-    """CPU seconds all processes have been busy since boot (Linux /proc/stat; 0 elsewhere)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:8]]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = fields
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 OTHERS: list[float] = []  # per timed repeat: share of all CPUs that OTHER processes used
 
 
 def time_steps(step, steps: int) -> float:
-    busy0, own0 = _busy_seconds(), time.process_time()
+    busy0, own0 = machine_busy_seconds(), time.process_time()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     wall = time.perf_counter() - t0
-    OTHERS.append(max(0.0, (_busy_seconds() - busy0) - (time.process_time() - own0)) / (wall * os.cpu_count()))
+    OTHERS.append(max(0.0, (machine_busy_seconds() - busy0) - (time.process_time() - own0)) / (wall * os.cpu_count()))
     return wall
 
 

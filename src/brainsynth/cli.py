@@ -47,14 +47,21 @@ def _slice_range(text: str) -> list[int]:
     return [int(a), int(b)]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse ``type``: a whole number >= ``minimum``, else one line saying what was given."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _fraction(text: str) -> float:
@@ -148,16 +155,6 @@ def _add_feature_flags(p: argparse.ArgumentParser) -> None:
     # resolved config.yaml and of `brainsynth run`'s stage fingerprints.
     p.add_argument("--feature-cache", metavar="DIR", default=None,
                    help="reuse/keep VGG-16 features in DIR (content-addressed; shared by evaluate and audit)")
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def _add_fold_flags(p: argparse.ArgumentParser, what: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from typing import Iterator
 
@@ -42,3 +43,17 @@ class Stopwatch:
             self.seconds[name] = self.seconds.get(name, 0.0) + dt
             if self.log:
                 self.log.info("%s done in %.1f s", name, dt)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of this machine have been busy since boot (Linux /proc/stat; 0 elsewhere).
+
+    Benchmarks subtract their own CPU time from its growth to state the load they ran under.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:8]]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
