@@ -141,14 +141,15 @@ def with_comparisons(report, *found):
     # Checked against held-out half B (2.5% in the sample): 3.5% passes, 4% does not.
     ((0.04, 0.0), False),
     ((0.035, 0.0), True),
-    # The verdict is on PGGAN (the method); a memorising baseline is listed but does not fail it.
-    ((0.0, 0.05), True),
+    # Every audited set is judged: a memorising baseline fails the target too, and is named.
+    ((0.0, 0.05), False),
 ])
 def test_the_memorisation_target_reads_the_pooled_excess_over_half_b(rates, ok):
     verdict = check_targets(full_report(0.86, 0.75, 0.6, rates))["memorization"]
     assert verdict.ok is ok and ("MISSED" in verdict.text) == (not ok)
     assert verdict.text.startswith("near-copies <= held-out half-B false flags + 1 pt (pooled over folds): ")
     assert f"PGGAN {100 * rates[0]:.1f}% vs 2.5% [0.7%, 8.7%]" in verdict.text and "DCGAN" in verdict.text
+    assert ("MISSED by DCGAN" in verdict.text) == (rates[1] > 0.035)
 
 
 @pytest.mark.parametrize("real_pggan, pggan_dcgan, ok", [

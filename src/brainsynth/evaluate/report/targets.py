@@ -94,9 +94,9 @@ def check_targets(report: Report) -> dict[str, Verdict]:
         HM: met when the paired 95% interval of PGGAN / real HM lies at or above 0.85, missed when
         it lies below, not shown when it straddles 0.85), ``"shortcut"`` (the real baseline is
         ``better`` than the shortcut: the classifier learns more than global trivia),
-        ``"memorization"`` (PGGAN, the method reproduced: pooled near-copies at most 1 point above
-        the pooled false-flag rate of held-out half B, the real images that did not set the
-        thresholds; every audited set when there is no PGGAN entry; the text lists all sets). A comparison without an interval
+        ``"memorization"`` (every audited set: pooled near-copies at most 1 point above the pooled
+        false-flag rate of held-out half B, the real images that did not set the thresholds; the
+        text lists all sets and names those over the limit). A comparison without an interval
         (``n/a``) leaves its target not checked.
     """
     out: dict[str, Verdict] = {}
@@ -139,14 +139,16 @@ def check_targets(report: Report) -> dict[str, Verdict]:
     title = f"near-copies <= held-out half-B false flags + {100 * limit:g} pt (pooled over folds)"
     excess = {display_name(k): (optional_number(v.excess_memorization), v) for k, v in report.privacy.items()}
     measured = {k: v for k, v in excess.items() if v[0] is not None}
-    judged = {k: v for k, v in measured.items() if k == "PGGAN"} or measured
     if not measured:
         out["memorization"] = Verdict(None, f"{title}: not checked (no privacy audit with a half B)")
     else:
-        ok = all(x <= limit + 1e-12 for x, _ in judged.values())
+        # Every audited set is judged, not only the reproduced method: any of them may be the set
+        # that leaves the hospital, and a baseline that copies patients must not pass unnoticed.
+        over = [k for k, (x, _) in measured.items() if x > limit + 1e-12]
         listing = ", ".join(f"{k} {fmt_pct(e.memorization.rate)} vs {fmt_rate_ci(e.false_flags.rate, e.false_flags.ci)}"
                             for k, (_, e) in measured.items())
-        out["memorization"] = Verdict(ok, f"{title}: {'met' if ok else 'MISSED'} ({listing})")
+        state = "met" if not over else f"MISSED by {', '.join(over)}"
+        out["memorization"] = Verdict(not over, f"{title}: {state} ({listing})")
     return out
 
 
