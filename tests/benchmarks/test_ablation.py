@@ -1,20 +1,12 @@
 """benchmarks/ablation.py: its settings, its scoring against the real test images, its table."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation.py"
-
-
 @pytest.fixture(scope="module")
-def ablation():
-    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ablation(load_benchmark):
+    return load_benchmark("ablation")
 
 
 def test_a_setting_is_a_name_a_model_and_train_keys(ablation):

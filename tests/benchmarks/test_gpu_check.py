@@ -1,6 +1,5 @@
 """benchmarks/gpu_check.py at tiny scale on the CPU, so that the GPU check cannot rot."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,15 +9,9 @@ import pytest
 
 from brainsynth.errors import OutputExistsError
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-
-
 @pytest.fixture(scope="module")
-def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gpu_check(load_benchmark):
+    return load_benchmark("gpu_check")
 
 
 def write_dataset(root: Path, size: int = 16, per_subject: int = 8) -> Path:
