@@ -1,8 +1,8 @@
 """benchmarks/ablation.py: its settings, its scoring against the real test images, its table."""
 
-
 import numpy as np
 import pytest
+
 
 @pytest.fixture(scope="module")
 def ablation(load_benchmark):
