@@ -30,6 +30,7 @@ from brainsynth.evaluate.report.schema import (
     LevelScores,
     Membership,
     MembershipAttack,
+    MembershipVerdict,
     MsSsim,
     NearestPair,
     PrivacyFold,
@@ -163,7 +164,8 @@ def privacy(rate: float, flagged: tuple[str, ...] = (), mia: float = 0.521, perc
         mia_p_value=0.0667,
         membership=Membership(headline="pixel/slice", attacks={
             "pixel/slice": attack("pixel", "slice", mia), "pixel/subject": attack("pixel", "subject", 0.583),
-            "feature/slice": attack("feature", "slice", mia - 0.1), "feature/subject": attack("feature", "subject", 0.5)}),
+            "feature/slice": attack("feature", "slice", mia - 0.1), "feature/subject": attack("feature", "subject", 0.5)},
+            half_a=attack("pixel", "slice", mia - 0.007), half_b=attack("pixel", "slice", mia + 0.013)),
         authenticity=0.551,
         authenticity_by_space=SpaceComparison(pixel=SynthVsHoldout(synthetic=0.551, holdout=0.604),
                                               feature=SynthVsHoldout(synthetic=0.502, holdout=0.533)),
@@ -188,6 +190,13 @@ def privacy(rate: float, flagged: tuple[str, ...] = (), mia: float = 0.521, perc
     )
 
 
+def membership_verdict(auc: float, p_value: float = 0.0833) -> MembershipVerdict:
+    """The membership rule on half B: passed when auc <= 0.60 (p_value is above 0.05)."""
+    return MembershipVerdict(rule="half B: AUC <= 0.60 and p >= 0.05", half="b", max_auc=0.6, min_p_value=0.05,
+                             auc=auc, p_value=p_value, p_value_exact=True, smallest_p_value=1 / 36, n_folds=2,
+                             passed=auc <= 0.6 and p_value >= 0.05)
+
+
 def pooled_privacy(rate: float, flagged: tuple[str, ...] = (), mia: float = 0.521) -> PrivacyPooled:
     """Two folds' audits pooled (both folds' audits have the same numbers, for brevity)."""
     fold = privacy(rate, flagged, mia)
@@ -196,7 +205,9 @@ def pooled_privacy(rate: float, flagged: tuple[str, ...] = (), mia: float = 0.52
         n_folds=2, memorization=Rate(rate=k / 400, ci=(max(0.0, rate - 0.003), rate + 0.017), k=k, n=400),
         false_flags=Rate(rate=0.025, ci=(0.0069, 0.0868), k=2, n=80), excess_memorization=rate - 0.025,
         mia_auc=mia, mia_p_value=0.0444, mia_p_value_exact=True,
-        per_fold=[FoldPrivacy(fold=f"r0/f{k}", memorization_rate=rate, false_flag_rate=0.025, mia_auc=mia)
+        membership_rule=membership_verdict(mia + 0.013),
+        per_fold=[FoldPrivacy(fold=f"r0/f{k}", memorization_rate=rate, false_flag_rate=0.025, mia_auc=mia,
+                              mia_auc_half_b=mia + 0.013, mia_p_value_half_b=0.1667)
                   for k in (0, 1)],
         audits=[PrivacyFold(repeat=0, fold=k, audit=fold) for k in (0, 1)])
 

@@ -219,6 +219,17 @@ def test_pooling_folds_sums_counts_and_tests_the_mean_auc(fold):
     assert pooled["false_flags"]["n"] == 2 * int(result.half_b.sum())
     assert pooled["mia_auc"] == pytest.approx(result.attacks["pixel/slice"].auc)
     assert 0 < pooled["mia_p_value"] <= 1 and [f["fold"] for f in pooled["per_fold"]] == ["r0/f0", "r0/f1"]
+    # The membership rule reads half B alone: 6 training and 2 half-B subjects per fold.
+    half_b = result.halves["b"]
+    assert half_b.n_nonmember_subjects == 2 and half_b.n_nonmembers == int(result.half_b.sum())
+    verdict = pooled["membership_rule"]
+    assert verdict["half"] == "b" and verdict["n_folds"] == 2 and verdict["auc"] == pytest.approx(half_b.auc)
+    assert verdict["smallest_p_value"] == pytest.approx(1 / 101)  # 28**2 = 784 relabellings > 100 drawn
+    assert verdict["passed"] == (half_b.auc <= 0.6 and verdict["p_value"] >= 0.05)
+    assert pooled["per_fold"][0]["mia_auc_half_b"] == pytest.approx(half_b.auc)
+    assert pooled["per_fold"][0]["mia_p_value_half_b"] == pytest.approx(half_b.p_value)
+    assert result.halves["a"].n_nonmember_subjects == 2
+    assert fold["summary"]["membership"]["half_b"]["auc"] == pytest.approx(half_b.auc)
 
 
 def test_a_fold_reference_shared_by_two_sets_gives_the_same_audit():

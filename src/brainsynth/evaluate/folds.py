@@ -140,6 +140,7 @@ class PoolInputs:
     counts: np.ndarray | None = None  # [S, S] its pair counts over subjects
     sizes: np.ndarray | None = None  # [S] its scored units per subject
     n_member_subjects: int = 0
+    nonmember_in_a: np.ndarray | None = None  # bool [held-out subjects, sorted]: in half A (else half B)
 
     @classmethod
     def of(cls, result) -> PoolInputs:
@@ -148,14 +149,16 @@ class PoolInputs:
         return cls(flagged=np.asarray(result.flagged), holdout_flagged=np.asarray(result.holdout_flagged),
                    half_b=np.asarray(result.half_b), auc=attack.auc if attack else None,
                    counts=attack.counts if keep else None, sizes=attack.sizes if keep else None,
-                   n_member_subjects=attack.n_member_subjects if attack else 0)
+                   n_member_subjects=attack.n_member_subjects if attack else 0,
+                   nonmember_in_a=np.asarray(result.nonmember_in_a) if attack else None)
 
     def as_result(self) -> SimpleNamespace:
         """The attributes of a ``PrivacyResult`` that ``pool_folds`` reads."""
         attack = None if self.auc is None and self.counts is None else SimpleNamespace(
             auc=self.auc, counts=self.counts, sizes=self.sizes, n_member_subjects=self.n_member_subjects)
         return SimpleNamespace(flagged=self.flagged, holdout_flagged=self.holdout_flagged, half_b=self.half_b,
-                               attacks={membership.headline_key(): attack} if attack else None)
+                               attacks={membership.headline_key(): attack} if attack else None,
+                               nonmember_in_a=self.nonmember_in_a)
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         out = {f"{name}/flagged": self.flagged, f"{name}/holdout_flagged": self.holdout_flagged,
@@ -164,6 +167,8 @@ class PoolInputs:
             out[f"{name}/auc"] = np.array(self.auc)
         if self.counts is not None:
             out[f"{name}/counts"], out[f"{name}/sizes"] = self.counts, self.sizes
+        if self.nonmember_in_a is not None:
+            out[f"{name}/nonmember_in_a"] = self.nonmember_in_a
         return out
 
     @classmethod
@@ -172,7 +177,8 @@ class PoolInputs:
         auc = get("auc")
         return cls(flagged=get("flagged").astype(bool), holdout_flagged=get("holdout_flagged").astype(bool),
                    half_b=get("half_b").astype(bool), auc=None if auc is None else float(auc), counts=get("counts"),
-                   sizes=get("sizes"), n_member_subjects=int(get("n_member_subjects")))
+                   sizes=get("sizes"), n_member_subjects=int(get("n_member_subjects")),
+                   nonmember_in_a=None if get("nonmember_in_a") is None else get("nonmember_in_a").astype(bool))
 
 
 @dataclass

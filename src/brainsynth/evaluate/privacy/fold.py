@@ -141,6 +141,7 @@ class PrivacyResult:
     work_size: int
     seed: int  # of the half-A / half-B split
     attacks: dict[str, mia.Attack] | None = None
+    halves: dict[str, mia.Attack] | None = None  # "a"/"b" -> the headline attack against that half's subjects only
 
     @property
     def flagged(self) -> np.ndarray:
@@ -153,6 +154,10 @@ class PrivacyResult:
     @property
     def half_b(self) -> np.ndarray:
         return ~self.calibration.half_a  # [H]
+
+    @property
+    def nonmember_in_a(self) -> np.ndarray:
+        return nonmember_half_a(self.holdout_ids, self.calibration.half_a)  # bool [held-out subjects, sorted]
 
 
 def family_of(cfg: AuditConfig) -> reg.Family:
@@ -315,7 +320,26 @@ def audit_fold(
         scores = {s: (spaces[s].synth_to_train.min(axis=0), spaces[s].synth_to_holdout.min(axis=0)) for s in SPACES}
         result.attacks = mia.membership_inference(scores, ref.subjects, [subject_of(i) for i in ref.holdout_ids],
                                                   n_boot=cfg.bootstrap, n_perm=cfg.permutations, seed=cfg.seed)
+        result.halves = half_attacks(result.attacks[mia.headline_key()], ref.holdout_ids, calibration.half_a, cfg)
     return result
+
+
+def nonmember_half_a(holdout_ids: Sequence[str], half_a: np.ndarray) -> np.ndarray:
+    """bool [held-out subjects, sorted]: which held-out subject is in half A (the attacks' order of non-members)."""
+    in_a = {subject_of(i): bool(a) for i, a in zip(holdout_ids, half_a)}
+    return np.array([in_a[s] for s in sorted(in_a)], dtype=bool)
+
+
+def half_attacks(headline: mia.Attack, holdout_ids: Sequence[str], half_a: np.ndarray,
+                 cfg: AuditConfig) -> dict[str, mia.Attack]:
+    """The headline attack against half A's and against half B's subjects alone.
+
+    Half A is what a choice among checkpoints may read (it also set the near-copy thresholds);
+    half B is what the report's membership verdict is judged on, and nothing was chosen on it.
+    """
+    in_a = nonmember_half_a(holdout_ids, half_a)
+    return {half: mia.half_attack(headline, mask, n_boot=cfg.bootstrap, n_perm=cfg.permutations, seed=cfg.seed)
+            for half, mask in (("a", in_a), ("b", ~in_a))}
 
 
 def _check_synthetic(synth_images: np.ndarray, synth_features: np.ndarray, ref: FoldReference) -> None:

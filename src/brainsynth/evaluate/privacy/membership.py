@@ -80,7 +80,7 @@ def pair_counts(groups: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _auc(counts: np.ndarray, sizes: np.ndarray, member: np.ndarray) -> float:
+def grouping_auc(counts: np.ndarray, sizes: np.ndarray, member: np.ndarray) -> float:
     """AUC of the grouping ``member`` (bool [S]) from the pair counts."""
     n_m, n_n = sizes[member].sum(), sizes[~member].sum()
     return float(counts[np.ix_(member, ~member)].sum() / (n_m * n_n))
@@ -120,7 +120,7 @@ def attack(member_scores: np.ndarray, member_subjects: Sequence[str], nonmember_
         return result
     counts = pair_counts(groups)
     result.counts, result.sizes = counts, sizes
-    result.auc = _auc(counts, sizes, member)
+    result.auc = grouping_auc(counts, sizes, member)
     rng = np.random.default_rng(seed)
     if n_boot > 0:
         result.ci = _bootstrap(counts, sizes, member, n_boot, rng)
@@ -156,7 +156,7 @@ def permutation_p_value(folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray
     p_value : float
     exact : bool
     """
-    observed = np.mean([_auc(c, s, m) for c, s, m in folds])
+    observed = np.mean([grouping_auc(c, s, m) for c, s, m in folds])
     sizes = [math.comb(len(m), int(m.sum())) for _, _, m in folds]
     total = math.prod(sizes)
     if total <= n_perm:
@@ -166,7 +166,7 @@ def permutation_p_value(folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray
             for chosen in combinations(range(len(member)), int(member.sum())):
                 labels = np.zeros(len(member), dtype=bool)
                 labels[list(chosen)] = True
-                aucs.append(_auc(counts, n, labels))
+                aucs.append(grouping_auc(counts, n, labels))
             per_fold.append(np.asarray(aucs))
         stat = per_fold[0]
         for aucs in per_fold[1:]:
@@ -175,7 +175,7 @@ def permutation_p_value(folds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray
         return float(np.mean(stat >= observed - 1e-12)), True
     hits = 0
     for _ in range(n_perm):
-        stat = np.mean([_auc(c, s, rng.permutation(m)) for c, s, m in folds])
+        stat = np.mean([grouping_auc(c, s, rng.permutation(m)) for c, s, m in folds])
         hits += stat >= observed - 1e-12
     return float((1 + hits) / (1 + n_perm)), False
 
@@ -203,3 +203,38 @@ def membership_inference(scores: dict[str, tuple[np.ndarray, np.ndarray]], membe
 
 def headline_key() -> str:
     return f"{HEADLINE[0]}/{HEADLINE[1]}"
+
+
+def restricted(attack: Attack, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(counts, sizes, member)`` of ``attack`` with only the non-member subjects in ``nonmembers``.
+
+    ``nonmembers`` is bool [n_nonmember_subjects], in the attack's order of non-member subjects
+    (sorted). The pair counts of two subjects do not depend on the others, so a sub-matrix of
+    ``attack.counts`` is exactly the attack run on the members and those non-members alone.
+    """
+    n_m = attack.n_member_subjects
+    keep = np.r_[np.ones(n_m, dtype=bool), np.asarray(nonmembers, dtype=bool)]
+    return attack.counts[np.ix_(keep, keep)], attack.sizes[keep], np.arange(int(keep.sum())) < n_m
+
+
+def half_attack(attack: Attack, nonmembers: np.ndarray, *, n_boot: int, n_perm: int, seed: int) -> Attack:
+    """``attack`` against the non-member subjects in ``nonmembers`` only (one half of the held-out subjects).
+
+    The AUC, its subject-bootstrap interval and its subject-permutation p-value are those of the
+    members against these non-members: the data of the other held-out subjects takes no part.
+    """
+    out = Attack(space=attack.space, level=attack.level, auc=None, ci=(None, None), p_value=None,
+                 n_members=attack.n_members, n_nonmembers=0, n_member_subjects=attack.n_member_subjects,
+                 n_nonmember_subjects=int(np.sum(nonmembers)), exact=False)
+    if attack.counts is None or not np.any(nonmembers) or attack.n_member_subjects == 0:
+        return out
+    counts, sizes, member = restricted(attack, nonmembers)
+    out.counts, out.sizes = counts, sizes
+    out.n_nonmembers = int(sizes[~member].sum())
+    out.auc = grouping_auc(counts, sizes, member)
+    rng = np.random.default_rng(seed)
+    if n_boot > 0:
+        out.ci = _bootstrap(counts, sizes, member, n_boot, rng)
+    if n_perm > 0:
+        out.p_value, out.exact = permutation_p_value([(counts, sizes, member)], n_perm, rng)
+    return out

@@ -15,6 +15,7 @@ import numpy as np
 
 from brainsynth.config import AuditConfig
 from brainsynth.evaluate.privacy import membership as mia
+from brainsynth.evaluate.privacy import membership_rule
 from brainsynth.evaluate.privacy import registration as reg
 from brainsynth.evaluate.privacy.calibration import share, subject_of
 from brainsynth.evaluate.privacy.distances import FEATURE_DEFINITION, pixel_definition
@@ -75,7 +76,8 @@ def summarise_privacy(result: PrivacyResult, *, synth_files: Sequence[str],
         "mia_auc": headline.auc,
         "mia_ci": list(headline.ci),
         "mia_p_value": headline.p_value,
-        "membership": {"headline": mia.headline_key(), "attacks": {k: a.to_dict() for k, a in result.attacks.items()}},
+        "membership": {"headline": mia.headline_key(), "attacks": {k: a.to_dict() for k, a in result.attacks.items()},
+                       "half_a": result.halves["a"].to_dict(), "half_b": result.halves["b"].to_dict()},
         "authenticity": _authentic_share(pix.synth_to_train, pix.train_neighbour),
         "authenticity_by_space": {
             s: {"synthetic": _authentic_share(result.spaces[s].synth_to_train, result.spaces[s].train_neighbour),
@@ -261,6 +263,11 @@ def pool_folds(results: Sequence[PrivacyResult], names: Sequence[str] | None = N
     if auc is not None and n_perm > 0:
         folds = [(a.counts, a.sizes, np.arange(len(a.sizes)) < a.n_member_subjects) for a in usable]
         p_value, exact = mia.permutation_p_value(folds, n_perm, np.random.default_rng(seed))
+    half_b = [mia.restricted(a, ~r.nonmember_in_a)
+              if a is not None and a.counts is not None and getattr(r, "nonmember_in_a", None) is not None else None
+              for r, a in zip(results, headlines)]
+    verdict = membership_rule.judge([h for h in half_b if h is not None], "b", n_perm=n_perm, seed=seed)
+    per_fold_b = [_fold_half(h, n_perm, seed) for h in half_b]
     return {
         "n_folds": len(results),
         "memorization": memorisation,
@@ -269,8 +276,19 @@ def pool_folds(results: Sequence[PrivacyResult], names: Sequence[str] | None = N
         "mia_auc": auc,
         "mia_p_value": p_value,
         "mia_p_value_exact": exact,
+        "membership_rule": verdict.to_dict(),
         "per_fold": [{"fold": str(name), "memorization_rate": float(r.flagged.mean()),
                       "false_flag_rate": float(r.holdout_flagged[r.half_b].mean()) if r.half_b.any() else None,
-                      "mia_auc": a.auc if a is not None else None}
-                     for name, r, a in zip(names, results, headlines)],
+                      "mia_auc": a.auc if a is not None else None, "mia_auc_half_b": b[0], "mia_p_value_half_b": b[1]}
+                     for name, r, a, b in zip(names, results, headlines, per_fold_b)],
     }
+
+
+def _fold_half(restricted: tuple[np.ndarray, np.ndarray, np.ndarray] | None, n_perm: int,
+               seed: int) -> tuple[float | None, float | None]:
+    """(AUC, p-value) of one fold's headline attack restricted to one half's non-members."""
+    if restricted is None or not restricted[2].any() or restricted[2].all():
+        return None, None
+    auc = mia.grouping_auc(*restricted)
+    p_value = mia.permutation_p_value([restricted], n_perm, np.random.default_rng(seed))[0] if n_perm > 0 else None
+    return auc, p_value

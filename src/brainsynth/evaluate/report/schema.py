@@ -38,6 +38,7 @@ from brainsynth.evaluate.report.schema_privacy import (  # noqa: F401  (re-expor
     FoldPrivacy,
     Membership,
     MembershipAttack,
+    MembershipVerdict,
     NearestPair,
     PooledPrivacy,
     PrivacyRules,
@@ -51,11 +52,11 @@ from brainsynth.evaluate.report.schema_privacy import (  # noqa: F401  (re-expor
 )
 from brainsynth.evaluate.report.typed_json import Record, json_key
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Version of the report files written by this module (1 = the untyped report before 2; 3 = the privacy
 audit with half-A/half-B calibration, aligned distances and membership intervals; 4 = the cross-validated
 protocol: folds, pooled intervals, paired verdicts; 5 = the privacy-utility summary,
-``privacy_utility``)."""
+``privacy_utility``; 7 = membership per held-out half and the membership rule, ``membership_rule``)."""
 
 
 # --- GAN-train and GAN-test --------------------------------------------------------------------

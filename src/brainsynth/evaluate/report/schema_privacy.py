@@ -166,6 +166,28 @@ class Membership(Record):
     headline: str = json_key("key of the headline attack in attacks, declared before the data are seen: "
                              "'pixel/slice'")
     attacks: dict[str, MembershipAttack] = json_key("every attack, '<space>/<level>'", keys="attack")
+    half_a: MembershipAttack = json_key("the headline attack against held-out half A's subjects only (the half "
+                                        "that set the near-copy thresholds; what checkpoint selection may read)")
+    half_b: MembershipAttack = json_key("the headline attack against held-out half B's subjects only (the half that "
+                                        "set and chose nothing; what the membership rule is judged on)")
+
+
+@dataclass
+class MembershipVerdict(Record):
+    """The pre-declared membership rule applied to a set's folds on one held-out half."""
+
+    rule: str = json_key("the rule in words")
+    half: str = json_key("the held-out half it is judged on: 'b' in reports (never used to set or choose anything)")
+    max_auc: float = json_key("largest pooled headline AUC allowed")
+    min_p_value: float = json_key("smallest pooled p-value allowed")
+    auc: Optional[float] = json_key("mean over folds of the headline AUC against this half's subjects")
+    p_value: Optional[float] = json_key("one-sided p-value of that mean, membership relabelled among the members and "
+                                        "this half's subjects within every fold at once")
+    p_value_exact: bool = json_key("true when every joint relabelling was enumerated")
+    smallest_p_value: Optional[float] = json_key("the smallest p-value these group sizes can give (the test's "
+                                                 "resolution: 1/45 for one fold of 8 training and 2 half-B subjects)")
+    n_folds: int = json_key("folds judged (with training and half-B subjects)")
+    passed: Optional[bool] = json_key("auc <= max_auc and p_value >= min_p_value; null when not measurable")
 
 
 @dataclass
@@ -258,6 +280,9 @@ class FoldPrivacy(Record):
     memorization_rate: float = json_key("share of that fold's synthetic images flagged")
     false_flag_rate: Optional[float] = json_key("share of that fold's half-B images flagged")
     mia_auc: Optional[float] = json_key("that fold's headline membership AUC")
+    mia_auc_half_b: Optional[float] = json_key("that fold's headline AUC against its half-B subjects only")
+    mia_p_value_half_b: Optional[float] = json_key("its subject-permutation p-value (with 2 half-B subjects no "
+                                                   "value is below 1/45)")
 
 
 @dataclass
@@ -272,4 +297,5 @@ class PooledPrivacy(Record):
     mia_p_value: Optional[float] = json_key("one-sided p-value of that mean, labels permuted among subjects within "
                                             "each fold")
     mia_p_value_exact: bool = json_key("true when every joint relabelling was enumerated")
+    membership_rule: MembershipVerdict = json_key("the pre-declared membership rule judged on held-out half B")
     per_fold: list[FoldPrivacy] = json_key("each fold's numbers")

@@ -11,14 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from brainsynth.evaluate.privacy.membership_rule import MAX_AUC, MIN_P, RULE_TEXT
 from brainsynth.evaluate.report.schema import Comparison, Report
 from brainsynth.evaluate.report.typed_json import optional_number
 from brainsynth.evaluate.report.tables import (
     REAL_KEY,
     SHORTCUT_KEY,
+    Table,
     display_name,
     fmt,
     fmt_ci,
+    fmt_p,
     fmt_pct,
     fmt_rate_ci,
     ordered_names,
@@ -96,8 +99,10 @@ def check_targets(report: Report) -> dict[str, Verdict]:
         ``better`` than the shortcut: the classifier learns more than global trivia),
         ``"memorization"`` (every audited set: pooled near-copies at most 1 point above the pooled
         false-flag rate of held-out half B, the real images that did not set the thresholds; the
-        text lists all sets and names those over the limit). A comparison without an interval
-        (``n/a``) leaves its target not checked.
+        text lists all sets and names those over the limit), ``"membership"`` (every audited set:
+        the pre-declared membership rule, :mod:`brainsynth.evaluate.privacy.membership_rule`,
+        judged on held-out half B; the text names the sets that break it). A comparison without
+        an interval (``n/a``) leaves its target not checked.
     """
     out: dict[str, Verdict] = {}
     real_pggan, pggan_dcgan = find_comparison(report, REAL_KEY, "pggan"), find_comparison(report, "pggan", "dcgan")
@@ -149,7 +154,44 @@ def check_targets(report: Report) -> dict[str, Verdict]:
                             for k, (_, e) in measured.items())
         state = "met" if not over else f"MISSED by {', '.join(over)}"
         out["memorization"] = Verdict(not over, f"{title}: {state} ({listing})")
+    out["membership"] = membership_verdict(report)
     return out
+
+
+def membership_verdict(report: Report) -> Verdict:
+    """The membership rule for every audited set (judged on held-out half B, pooled over folds)."""
+    title = (f"membership on held-out half B: AUC <= {MAX_AUC:.2f} and p >= {MIN_P:g} (pooled over folds, "
+             "rule declared in advance)")
+    rules = {display_name(k): v.membership_rule for k, v in report.privacy.items()}
+    judged = {k: r for k, r in rules.items() if r.passed is not None}
+    if not judged:
+        return Verdict(None, f"{title}: not checked (no privacy audit with half-B subjects)")
+    failed = [k for k, r in judged.items() if not r.passed]
+    listing = ", ".join(f"{k} AUC {fmt(r.auc)} {fmt_p(r.p_value)}" for k, r in judged.items())
+    unjudged = [k for k in rules if k not in judged]
+    state = "met" if not failed else f"MISSED by {', '.join(failed)}"
+    note = f"; not measured for {', '.join(unjudged)}" if unjudged else ""
+    ok = False if failed else (None if unjudged else True)  # a set not measured is not a pass
+    return Verdict(ok, f"{title}: {state} ({listing}{note})")
+
+
+def privacy_verdicts_table(report: Report) -> Table:
+    """One row per audited set: does it meet the near-copy target and the membership rule?"""
+    limit = TARGETS["max_excess_memorization"]
+    rows = []
+    for key in ordered_names(report.privacy):
+        e, rule = report.privacy[key], report.privacy[key].membership_rule
+        excess = optional_number(e.excess_memorization)
+        copies = "n/a" if excess is None else ("pass" if excess <= limit + 1e-12 else "FAIL")
+        member = "n/a" if rule.passed is None else ("pass" if rule.passed else "FAIL")
+        both = "yes" if copies == member == "pass" else ("no" if "FAIL" in (copies, member) else "not checked")
+        rows.append([display_name(key), f"{fmt_pct(e.memorization.rate)} vs {fmt_pct(e.false_flags.rate)}: {copies}",
+                     f"AUC {fmt(rule.auc)} {fmt_p(rule.p_value)}: {member}", both])
+    return Table("Privacy verdicts (pooled over folds)", ["Synthetic set", "near-copies vs half-B false flags",
+                                                          "membership, half B", "private by both rules"], rows, [
+        f"Near-copies: at most {100 * limit:g} point above the false-flag rate of held-out half B. Membership: "
+        f"{RULE_TEXT}. The near-copy filter (brainsynth audit --filter) removes look-alikes; it does not stop "
+        "membership inference."])
 
 
 def targets_line(report: Report) -> str:
@@ -208,4 +250,6 @@ def format_table1(report: Report) -> str:
     lines = [to_text(table1(report)), "Paired verdicts on pooled slice HM (a vs b: CI of a - b above 0 = better):"]
     lines += [f"  {line}" for line in verdict_lines(report)]
     lines += ["In plain words:", *[f"  {line}" for line in plain_words(report)]]
+    if report.privacy:
+        lines.append(to_text(privacy_verdicts_table(report)))
     return "\n".join(lines + [targets_line(report)])

@@ -28,7 +28,8 @@ from brainsynth.evaluate.report.tables import (
     to_html,
     to_markdown,
 )
-from brainsynth.evaluate.report.targets import check_targets, plain_words, targets_line, verdict_lines
+from brainsynth.evaluate.report.targets import (check_targets, plain_words, privacy_verdicts_table, targets_line,
+                                                verdict_lines)
 from brainsynth.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("brainsynth.evaluate.report.writers")
@@ -70,7 +71,7 @@ def write_report(
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "report.json", report.to_dict())
     atomic_write_text(out_dir / "predictions.tsv", predictions.to_csv(sep="\t", index=False))
-    tables = all_tables(report)
+    tables = report_tables(report)
     atomic_write_text(out_dir / "report.md", render_markdown(report, tables))
     drawn = [*summary_figures(report), *drawn, *training_figures(runs)]
     for section, name, _, png in drawn:
@@ -116,9 +117,14 @@ def data_lines(data: DataSummary) -> list[str]:
     return lines
 
 
+def report_tables(report: Report) -> list[Table]:
+    """Every table of the report; the privacy verdicts first when a set was audited (they decide what may be shared)."""
+    return [privacy_verdicts_table(report), *all_tables(report)] if report.privacy else all_tables(report)
+
+
 def render_markdown(report: Report, tables: Sequence[Table] | None = None) -> str:
     """``report.md``: banner, inputs, targets, then every table with its features line."""
-    tables = all_tables(report) if tables is None else tables
+    tables = report_tables(report) if tables is None else tables
     lines = ["# brainsynth evaluation report", ""]
     if report.simulated:
         lines += [f"> **{SIMULATED_BANNER}**", ""]
