@@ -121,7 +121,10 @@ class Discriminator(nn.Module):
         """``x [N, 1, R, R]``, ``labels [N]`` -> ``(logit [N], None)``."""
         if res is not None:
             _check_res(res, self.resolution)
-        planes = F.one_hot(labels, self.n_classes).to(x.dtype)[:, :, None, None]  # [N, K, 1, 1]
+        # A comparison, not F.one_hot: one_hot checks its input's range on the host, which
+        # torch.func.vmap (per-sample gradients, brainsynth.train.dp) cannot run.
+        classes = torch.arange(self.n_classes, device=labels.device)  # [K]
+        planes = (labels[:, None] == classes).to(x.dtype)[:, :, None, None]  # [N, K, 1, 1]
         planes = planes.expand(-1, -1, x.shape[2], x.shape[3])  # [N, K, R, R]
         return self.net(torch.cat([x, planes], dim=1)).view(-1), None
 

@@ -19,7 +19,9 @@ from them.
 - :func:`pixel_norm`: one fp32-accumulating reduction and one multiply forward,
   ``s * (g - y * mean_c(g * y))`` backward, instead of about a dozen elementwise kernels.
 
-Under ``torch.compile`` each falls back to the plain expression, which the compiler fuses itself.
+Under ``torch.compile`` each falls back to the plain expression, which the compiler fuses itself;
+so it does under torch.func transforms (the per-sample gradients of :mod:`brainsynth.train.dp`),
+which cannot run these functions' ``ctx``-style backward.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from torch.autograd.function import once_differentiable
 
 LRELU_SLOPE = 0.2
 PIXELNORM_EPS = 1e-8
+
+
+def _plain() -> bool:
+    """Use the stock ops: inside torch.compile (it fuses them) or a torch.func transform (vmap, grad)."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
 
 
 class _PixelNorm(torch.autograd.Function):
@@ -65,7 +72,7 @@ def pixel_norm(x: torch.Tensor, eps: float = PIXELNORM_EPS) -> torch.Tensor:
     x : Tensor
         ``[N, C]`` or ``[N, C, H, W]``; normalised over dimension 1.
     """
-    if torch.compiler.is_compiling():
+    if _plain():
         scale = torch.rsqrt(x.float().square().mean(dim=1, keepdim=True) + eps)  # [N, 1, (H, W)]
         return x * scale.to(x.dtype)
     return _PixelNorm.apply(x, eps)
@@ -187,7 +194,7 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: in
     ``F.conv2d`` would, so the saved tensors and every derivative share that dtype.
     Under ``torch.compile``, plain ``F.conv2d`` (compiled graphs have no double backward).
     """
-    if torch.compiler.is_compiling():
+    if _plain():
         return F.conv2d(x, w, b, padding=padding)
     dev = x.device.type
     if torch.is_autocast_enabled(dev):
@@ -250,13 +257,13 @@ class _AvgPool2Grad(torch.autograd.Function):
 
 def avg_pool2x2(x: torch.Tensor) -> torch.Tensor:
     """``F.avg_pool2d(x, 2)``, differentiable to any order without zero gradients (see _AvgPool2Grad)."""
-    if torch.compiler.is_compiling():
+    if _plain():
         return F.avg_pool2d(x, 2)
     return _AvgPool2.apply(x)
 
 
 def leaky_relu(x: torch.Tensor) -> torch.Tensor:
     """In-place LReLU(0.2) of a fresh tensor (a layer's output), differentiable to any order."""
-    if torch.compiler.is_compiling():
+    if _plain():
         return F.leaky_relu(x, LRELU_SLOPE)
     return _LeakyReLU.apply(x)
