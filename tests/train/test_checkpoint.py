@@ -130,3 +130,45 @@ def test_the_evil_object_really_runs_code_when_unpickled_unsafely(tmp_path):
     with open(path, "rb") as f:
         pickle.load(f)
     assert marker.exists()
+
+
+# --- snapshots at a geometric series of images shown --------------------------------------------
+
+def test_geometric_points_double_up_to_the_total():
+    assert ckpt.geometric_points(1000, 2.0, 24000) == [1000, 2000, 4000, 8000, 16000, 24000]
+    assert ckpt.geometric_points(10, 1.5, 40) == [10, 15, 22, 34, 40]
+    assert ckpt.geometric_points(5000, 2.0, 5000) == [5000]
+    with pytest.raises(ValueError):
+        ckpt.geometric_points(1000, 1.0, 5000)
+
+
+def test_the_first_checkpoint_at_or_after_each_point_is_kept_beside_the_rolling_ones(tmp_path):
+    points = ckpt.geometric_points(64, 2.0, 640)  # [64, 128, 256, 512, 640]
+    kept = []
+    for images in range(48, 641, 48):  # a checkpoint every 48 images, the last 2 kept
+        path = ckpt.save_checkpoint(tmp_path, _state(images), keep=2)
+        snapshot = ckpt.keep_snapshot(tmp_path, path, points)
+        if snapshot is not None:
+            kept.append(images)
+    # 96 is the first at/after 64, 144 after 128, 288 after 256, 528 after 512, 672 > 640: none for 640
+    assert kept == [96, 144, 288, 528]
+    assert [ckpt.images_of(p) for p in ckpt.list_snapshots(tmp_path)] == kept
+    assert [ckpt.images_of(p) for p in ckpt.list_checkpoints(tmp_path)] == [576, 624]  # pruned, snapshots not
+    assert [ckpt.images_of(p) for p in ckpt.kept_checkpoints(tmp_path)] == [96, 144, 288, 528, 576, 624]
+    snap = tmp_path / "snapshots" / "ckpt-000000288.pt"
+    assert ckpt.load_checkpoint(snap)["progress"]["images_shown"] == 288
+    assert not list((tmp_path / "snapshots").glob(".*"))  # no temporary file left behind
+
+
+def test_snapshots_are_decided_from_the_folder_so_a_resumed_run_keeps_the_same_ones(tmp_path):
+    points = [100, 200, 400]
+    first = ckpt.save_checkpoint(tmp_path, _state(120), keep=1)
+    assert ckpt.keep_snapshot(tmp_path, first, points) is not None
+    # The run crashes and resumes: the snapshot folder alone says 100 is covered, 200 is not.
+    assert not ckpt.snapshot_due(tmp_path, 150, points)
+    assert ckpt.snapshot_due(tmp_path, 250, points)
+    two_points = ckpt.save_checkpoint(tmp_path, _state(420), keep=1)  # covers 200 and 400 at once
+    assert ckpt.keep_snapshot(tmp_path, two_points, points) is not None
+    assert not ckpt.snapshot_due(tmp_path, 10_000, points)
+    with pytest.raises(CheckpointError, match="not a checkpoint file name"):
+        ckpt.images_of(tmp_path / "model.pt")

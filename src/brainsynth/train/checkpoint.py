@@ -15,6 +15,11 @@ one dict of tensors and plain Python values:
 ``rng``             torch CPU (+ CUDA), numpy, python ``random`` and the loop's generators
 ==================  ==========================================================
 
+Beside the rolling last ``K`` checkpoints, a run can keep **snapshots** at a geometric series of
+images shown (``RUN_DIR/snapshots/``, :func:`keep_snapshot`): the first checkpoint at or after
+each point of :func:`geometric_points` is kept (a hard link, else a copy) and never pruned. They
+are what the privacy trajectory and checkpoint selection read (:func:`kept_checkpoints`).
+
 Every value is a tensor or a plain type, so :func:`load_checkpoint` can use
 ``torch.load(weights_only=True)``: a file holding any other object (for instance a
 pickle whose ``__reduce__`` would run code) is refused before anything executes.
@@ -23,11 +28,13 @@ pickle whose ``__reduce__`` would run code) is refused before anything executes.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
+import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +47,7 @@ log = logging.getLogger("brainsynth.train.checkpoint")
 
 FORMAT = "brainsynth-checkpoint-v1"
 CHECKPOINT_DIR = "checkpoints"
+SNAPSHOT_DIR = "snapshots"
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
 REQUIRED_KEYS = ("format", "version", "config", "data", "G", "D", "G_ema", "opt_G", "opt_D", "augment",
                  "progress", "rng")
@@ -75,6 +83,82 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
             "('brainsynth train ... --out RUN_DIR')?"
         )
     return found[-1]
+
+
+def images_of(path: str | Path) -> int:
+    """Images shown of a checkpoint file, from its name (``ckpt-000012000.pt`` -> 12000)."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise CheckpointError(f"{path}: not a checkpoint file name (ckpt-<9 digits>.pt)")
+    return int(match.group(1))
+
+
+# --- snapshots at a geometric series of images shown ------------------------------------------
+
+def geometric_points(first: int, factor: float, total: int) -> list[int]:
+    """``first, first * factor, first * factor**2, ...`` (rounded) up to ``total``, and ``total`` itself.
+
+    A geometric series spends as many snapshots on the first thousands of images, where a
+    generator changes fastest, as on the last hundred thousands.
+    """
+    if first < 1 or factor <= 1.0 or total < 1:
+        raise ValueError("first and total must be >= 1 and factor > 1")
+    points, x = [], float(first)
+    while round(x) < total:
+        if not points or round(x) > points[-1]:
+            points.append(int(round(x)))
+        x *= factor
+    return points + [int(total)]
+
+
+def list_snapshots(run_dir: str | Path) -> list[Path]:
+    """Snapshot files of a run, oldest first."""
+    folder = Path(run_dir) / SNAPSHOT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def snapshot_due(run_dir: str | Path, images_shown: int, points: Sequence[int]) -> bool:
+    """Whether a checkpoint taken now would be kept as a snapshot: a point lies after the last snapshot and
+    at or before ``images_shown`` (the loop may take a checkpoint at such a tick even off its schedule)."""
+    kept = list_snapshots(run_dir)
+    last = images_of(kept[-1]) if kept else 0
+    return any(last < p <= images_shown for p in points)
+
+
+def keep_snapshot(run_dir: str | Path, checkpoint: str | Path, points: Sequence[int]) -> Path | None:
+    """Keep ``checkpoint`` in ``RUN_DIR/snapshots/`` when it is the first checkpoint at or after a point.
+
+    Stateless (it reads the snapshots already kept), so it is right after a resume: a point is
+    covered once a snapshot at or after it exists. Several points between two checkpoints are
+    covered by one snapshot. The file is hard-linked (no copy; pruning the rolling checkpoint
+    then leaves it), else copied, atomically.
+
+    Returns
+    -------
+    Path or None
+        The snapshot, or None when no point fell due.
+    """
+    checkpoint = Path(checkpoint)
+    if not snapshot_due(run_dir, images_of(checkpoint), points):
+        return None
+    target = Path(run_dir) / SNAPSHOT_DIR / checkpoint.name
+    with atomic_output_path(target) as tmp:
+        tmp.unlink()  # the temporary name is free again for the link
+        try:
+            os.link(checkpoint, tmp)
+        except OSError:  # another file system, or no hard links: a copy
+            shutil.copyfile(checkpoint, tmp)
+    log.debug("snapshot %s", target)
+    return target
+
+
+def kept_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Every checkpoint a run still has, snapshots and the rolling last ones, oldest first (one per images shown)."""
+    by_images = {images_of(p): p for p in list_snapshots(run_dir)}
+    by_images.update({images_of(p): p for p in list_checkpoints(run_dir)})
+    return [by_images[k] for k in sorted(by_images)]
 
 
 # --- random number generators ----------------------------------------------------------------
