@@ -78,12 +78,15 @@ def train(dataset: PathLike, out: PathLike, *, model: str = "pggan", config: Con
 
 
 def generate_images(run_dir: PathLike, out: PathLike, *, config: ConfigLike = DEFAULT_PRESET, label: str = "both",
-                    device: str | None = None, force: bool = False, **settings: Any) -> Path:
-    """Sample synthetic images (``brainsynth generate``); keywords are ``generate`` keys (images_per_label, ...)."""
-    from brainsynth.generate import generate_images as stage
+                    device: str | None = None, force: bool = False, dataset: PathLike | None = None,
+                    **settings: Any) -> Path:
+    """Sample synthetic images (``brainsynth generate``); keywords are ``generate`` keys (images_per_label,
+    select, ...). With ``select="private-best"``, ``dataset`` is the run's DATASET (default: the one its
+    checkpoint names)."""
+    from brainsynth.selection import generate_selected
 
-    return stage(run_dir, out, _config(config, "generate", settings).generate, label=label, device=device,
-                 force=force)
+    return generate_selected(run_dir, out, _config(config, "generate", settings), label=label, device=device,
+                             force=force, dataset=dataset)[0]
 
 
 def export_generator(run_dir: PathLike, out: PathLike, *, force: bool = False) -> Path:

@@ -230,10 +230,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from brainsynth.generate import generate_images
+    from brainsynth.selection import generate_selected
 
-    out = generate_images(args.run_dir, args.out, _config(args, "generate").generate, label=args.label,
-                          device=args.device, force=args.force)
+    out, chosen = generate_selected(args.run_dir, args.out, _config(args, "generate"), label=args.label,
+                                    device=args.device, force=args.force, dataset=args.dataset)
+    if chosen.mode != "last":
+        print(f"checkpoint {chosen.path.name}: {chosen.reason}")
     print(f"synthetic images written to {out}")
     return 0
 
@@ -393,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     _key_flag(p, "--steps", "generate.steps", "ddpm: DDIM sampling steps", type=_positive_int)
     _key_flag(p, "--guidance", "generate.guidance", "ddpm: classifier-free guidance weight (0: conditional only)",
               type=float, metavar="W")
+    _key_flag(p, "--select", "generate.select", "checkpoint to sample: last, or private-best (audited on held-out "
+              "half A)", choices=("last", "private-best"))
+    p.add_argument("--dataset", metavar="DIR", help="the run's DATASET, for --select private-best (default: the one "
+                   "its checkpoint names)")
     _add_device(p)
     p.add_argument("--force", action="store_true")
 

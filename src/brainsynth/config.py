@@ -56,6 +56,7 @@ ADAM_RESETS = ("resolution", "lod")
 DDPM_SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")  # MONAI's names
 DDPM_PREDICTIONS = ("epsilon", "v_prediction", "sample")
 EMA_BN_MODES = ("copy", "recompute", "train_mode", "no_ema")
+SELECTIONS = ("last", "private-best")  # generate.select
 DEFAULT_TEMPLATE = "mni152-2009"  # the simulated cohort's default anatomy (nilearn's MNI152 2009)
 
 # Official progressive-GAN minibatch per resolution on one GPU (Karras et al. 2018, Table 4 setup).
@@ -336,6 +337,7 @@ class GenerateConfig(Section):
     steps: int = 50  # ddpm: DDIM sampling steps (Song et al. 2021)
     guidance: float = 0.0  # ddpm: classifier-free guidance weight w, pred = (1+w) cond - w uncond; 0 = conditional only
     precision: str = field(default="fp32", metadata=choices(*PRECISIONS))  # ddpm: bf16 autocast of the sampler's network (the GANs sample in fp32)
+    select: str = field(default="last", metadata=choices(*SELECTIONS))  # checkpoint sampled: the newest (last), or the best SWD among kept checkpoints meeting the privacy rules on held-out half A (private-best; docs/privacy.md)
 
     def check(self) -> None:
         self.at_least(1, "images_per_label", "steps")

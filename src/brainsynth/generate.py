@@ -216,9 +216,41 @@ def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     return G
 
 
+def sample_state(state: dict[str, Any], cfg: GenerateConfig, classes: Sequence[int], device: torch.device | str,
+                 ) -> tuple[np.ndarray, list[int], list[int], int | None]:
+    """``cfg.images_per_label`` images of each class in ``classes`` from a loaded checkpoint, with the
+    per-image seeds of ``cfg.seed`` (what :func:`generate_images` writes; selection samples the same way).
+
+    Returns
+    -------
+    images : np.ndarray
+        float32 ``[N, res, res]`` in [0, 1].
+    labels, seeds : list of int
+        Class index and per-image seed of each image.
+    stats_batch : int or None
+        The batch sampled with batch statistics (DCGAN ``train_mode``), else None.
+    """
+    G = load_generator_from_checkpoint(state)
+    if state["config"].get("num_threads"):
+        torch.set_num_threads(int(state["config"]["num_threads"]))  # the run's choice (see configs/demo.yaml)
+    progress = state["progress"]
+    res, alpha = int(progress["resolution"]), float(progress["alpha"])
+    z_dim = int(state["config"]["z_dim"])
+    n = cfg.images_per_label
+    labels = [c for c in classes for _ in range(n)]
+    seeds = [image_seed(cfg.seed, c, i) for c in classes for i in range(n)]
+    if state["config"]["model"] == "ddpm":
+        return sample_diffusion(G, labels, seeds, res, cfg.steps, cfg.guidance, cfg.precision, device), labels, seeds, None
+    stats_batch = sampling_batch_stats(state["config"], res)
+    images = sample_images(G, labels, seeds, res, alpha, z_dim, device, batch_size=stats_batch,
+                           batch_stats=stats_batch is not None)  # [N, res, res]
+    return images, labels, seeds, stats_batch
+
+
 def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *, label: str = "both",
-                    device: str | None = None, force: bool = False) -> Path:
-    """Write ``cfg.images_per_label`` synthetic images PER LABEL from the newest checkpoint of ``run_dir``.
+                    device: str | None = None, force: bool = False, checkpoint: str | Path | None = None,
+                    selection: dict[str, Any] | None = None) -> Path:
+    """Write ``cfg.images_per_label`` synthetic images PER LABEL from a checkpoint of ``run_dir``.
 
     Parameters
     ----------
@@ -231,6 +263,12 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
     label : {"control", "adhd", "both"}
     device : str, optional
         ``cpu`` or ``cuda``; default CUDA when present.
+    checkpoint : path, optional
+        The checkpoint to sample (default: the run's newest); :func:`brainsynth.selection.choose_checkpoint`
+        picks one by ``generate.select``.
+    selection : dict, optional
+        How it was chosen (:class:`brainsynth.selection.Selection` ``.record()``), written into the
+        set's metadata as ``generator.selection``.
 
     Returns
     -------
@@ -240,28 +278,16 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
     cfg.check()
     if label not in LABEL_CHOICES:
         raise ConfigError(f"--label {label!r}: choose one of {', '.join(LABEL_CHOICES)}")
-    n, fmt, seed = cfg.images_per_label, cfg.format, cfg.seed
+    fmt, seed = cfg.format, cfg.seed
     check_output_free(out, force)  # before the sampling work, not after
     dev = resolve_device(device)
-    path = ckpt.latest_checkpoint(run_dir)
+    path = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
     state = ckpt.load_checkpoint(path)
-    G = load_generator_from_checkpoint(state)
-    if state["config"].get("num_threads"):
-        torch.set_num_threads(int(state["config"]["num_threads"]))  # the run's choice (see configs/demo.yaml)
     progress = state["progress"]
     res, alpha = int(progress["resolution"]), float(progress["alpha"])
-    z_dim = int(state["config"]["z_dim"])
-
     classes = [LABELS.index(label)] if label != "both" else list(range(len(LABELS)))
-    labels = [c for c in classes for _ in range(n)]
-    seeds = [image_seed(seed, c, i) for c in classes for i in range(n)]
     diffusion = state["config"]["model"] == "ddpm"
-    stats_batch = None if diffusion else sampling_batch_stats(state["config"], res)
-    if diffusion:
-        images = sample_diffusion(G, labels, seeds, res, cfg.steps, cfg.guidance, cfg.precision, dev)  # [N, res, res]
-    else:
-        images = sample_images(G, labels, seeds, res, alpha, z_dim, dev, batch_size=stats_batch,
-                               batch_stats=stats_batch is not None)  # [N, res, res]
+    images, labels, seeds, stats_batch = sample_state(state, cfg, classes, dev)  # [N, res, res]
     records = [{"label": LABELS[c], "seed": s} for c, s in zip(labels, seeds)]
     extra = {
         "synthetic": True,
@@ -276,6 +302,7 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
             "batch_norm": f"batch statistics, batches of {stats_batch}" if stats_batch else "eval mode",
             **({"sampler": "DDIM (eta 0)", "steps": cfg.steps, "guidance": cfg.guidance,
                 "precision": cfg.precision} if diffusion else {}),
+            **({"selection": selection} if selection is not None else {}),
         },
         "seed": seed,
         "latent": ("x_T = torch.randn(1, res, res, generator=torch.Generator().manual_seed(record seed))" if diffusion

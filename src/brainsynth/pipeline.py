@@ -327,17 +327,19 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
     timings.update(train_models(pipe, dataset, jobs, device, config.run.parallel_training, config.source))
 
     # --- generate, per fold and model -------------------------------------------------
-    from brainsynth.generate import generate_images
-
+    shared = _SharedExtractor(config, device, out / FEATURE_CACHE)
+    selecting = config.generate.select != "last"
     synthetic: dict[tuple[int, int], dict[str, str]] = {fid: {} for fid in folds}
     fp_gen: dict[tuple[int, int], list[str]] = {fid: [] for fid in folds}
     for job in jobs:
         fid = (job.repeat, job.fold)
         syn_dir = out / fold_prefix(*fid) / "synthetic" / job.model
         name = f"{fold_prefix(*fid)}/generate_{job.model}"
-        fp = fingerprint("generate", job.fingerprint, as_dict(config.generate))
+        # Selection audits the checkpoints on held-out half A with the evaluate extractor: both count.
+        fp = fingerprint("generate", job.fingerprint, as_dict(config.generate),
+                         *((as_dict(config.audit), as_dict(config.evaluate)) if selecting else ()))
         timings[name] = pipe.stage(name, fp, syn_dir, lambda restart, run_dir=job.run_dir, syn_dir=syn_dir:
-                                   generate_images(run_dir, syn_dir, config.generate, device=device, force=True))
+                                   _generate(run_dir, syn_dir, config, dataset, device, shared))
         synthetic[fid][job.model] = str(syn_dir)
         fp_gen[fid].append(fp)
 
@@ -346,7 +348,6 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
     from brainsynth.evaluate.report.schema import read_report
     from brainsynth.evaluate.report.targets import format_table1
 
-    shared = _SharedExtractor(config, device, out / FEATURE_CACHE)
     fold_dirs, fp_folds = [], []
     for fid in folds:
         fold_dir = out / fold_prefix(*fid) / "evaluation"
@@ -378,6 +379,15 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
           + f"; this invocation {clock.total():.0f} s")
     print(f"report: {report_dir / 'report.html'}")
     return report
+
+
+def _generate(run_dir: Path, syn_dir: Path, config: RunConfig, dataset: Path, device: str | None,
+              shared: "_SharedExtractor") -> None:
+    """One synthetic set: the checkpoint chosen by ``generate.select`` (on held-out half A), then sampled."""
+    from brainsynth.selection import generate_selected
+
+    generate_selected(run_dir, syn_dir, config, device=device, force=True, dataset=dataset,
+                      store=shared.get() if config.generate.select != "last" else None)
 
 
 SPLIT_KEYS = ("folds", "repeats", "test_fraction", "seed")

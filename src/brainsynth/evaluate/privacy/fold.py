@@ -211,12 +211,18 @@ class FoldReference:
 
 def fold_reference(train_images: np.ndarray, holdout_images: np.ndarray, *, train_features: np.ndarray,
                    holdout_features: np.ndarray, train_ids: Sequence[str], holdout_ids: Sequence[str],
-                   holdout_labels: Sequence[str] | None = None, cfg: AuditConfig | None = None) -> FoldReference:
-    """Match the fold's real images and set its thresholds (see :func:`audit_fold` for the parameters)."""
+                   holdout_labels: Sequence[str] | None = None, cfg: AuditConfig | None = None,
+                   half_a: np.ndarray | None = None) -> FoldReference:
+    """Match the fold's real images and set its thresholds (see :func:`audit_fold` for the parameters).
+
+    ``half_a`` (bool [H]) overrides the split of the held-out images: all True when they ARE half A
+    (checkpoint selection passes half A alone, so half B is not even loaded).
+    """
     cfg = AuditConfig() if cfg is None else cfg
     cfg.check()
     _check_inputs(train_images, holdout_images, train_features, holdout_features, train_ids, holdout_ids)
-    half_a = split_holdout([subject_of(i) for i in holdout_ids], holdout_labels, cfg.seed)
+    if half_a is None:
+        half_a = split_holdout([subject_of(i) for i in holdout_ids], holdout_labels, cfg.seed)
     subjects = [subject_of(i) for i in train_ids]
     groups = np.unique(np.asarray(subjects), return_inverse=True)[1]  # [M] subject index per training image
     family, k = family_of(cfg), cfg.candidates
