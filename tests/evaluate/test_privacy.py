@@ -270,7 +270,7 @@ def dataset(tmp_path, monkeypatch):
     return write_dataset(tmp_path / "dataset")
 
 
-def test_audit_writes_its_outputs_and_filters_every_flagged_image(dataset, tmp_path, capsys):
+def test_audit_writes_its_outputs_and_the_filter_records_what_it_dropped(dataset, tmp_path, capsys):
     images = np.load(dataset / "images.npy").astype(np.float32) / 255
     novel, _, _ = cohort(7, 1, n_slices=9)
     synth = np.concatenate([images[[3, 14, 25]], novel])  # copies of three training subjects' slices
@@ -299,7 +299,13 @@ def test_audit_writes_its_outputs_and_filters_every_flagged_image(dataset, tmp_p
     filtered = read_image_set(out / "filtered")
     kept = {r["source_file"] for r in filtered.records}
     assert len(filtered) == 12 - len(flagged) and not kept & flagged
-    assert set(filtered.meta["privacy_filter"]["removed"]) == flagged
+    record = filtered.meta["privacy_filter"]
+    assert set(record["removed"]) == flagged
+    assert (record["n_source"], record["n_removed"], record["n_kept"]) == (12, len(flagged), 12 - len(flagged))
+    assert record["rule"] == doc["privacy"]["rules"]["flagged"] and record["percentile"] == 0.5
+    assert record["membership_of_source_half_b"]["auc"] == doc["privacy"]["membership"]["half_b"]["auc"]
+    assert "does not stop membership inference" in record["does_not"]
+    assert "does not stop membership inference" in md  # the audit's own report says it too
     assert filtered.meta["generator"]["checkpoint_sha256"] == "abc" and filtered.synthetic
     assert not absolute_paths(json.loads((out / "filtered" / "metadata.json").read_text()))
 

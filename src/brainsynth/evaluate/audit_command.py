@@ -154,7 +154,7 @@ def audit(
         note = None
         if filter_flagged:
             note = write_filtered_set(stage, synth, result.flagged, synth_files, images_fingerprint(synth.images),
-                                      cfg.percentile)
+                                      document.privacy)
         write_audit(stage, document, result, pairs, synth_files, filtered_note=note)
         atomic_write_text(stage / "config.yaml", sections_yaml(features, cfg, what="privacy audit"))
     print(summary_paragraph(document.privacy, out))

@@ -86,12 +86,20 @@ def distances_tsv(result: PrivacyResult, synth_files: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+FILTER_LIMIT = ("The filter removes the synthetic images that look like a (re-acquired) copy of a training slice. It "
+                "does not stop membership inference: the images kept were made by the same generator, and can still "
+                "let someone tell who was in its training set (see the membership result of the audit); nor does it "
+                "give any differential-privacy guarantee.")
+"""What the near-copy filter does and does not do, written into every filtered set and report."""
+
+
 def write_filtered_set(out_dir: Path, synth, flagged: np.ndarray, synth_files: Sequence[str], source_sha256: str,
-                       percentile: float) -> str:
+                       summary: PrivacySummary) -> str:
     """Write ``out_dir/filtered``: the synthetic set minus EVERY flagged image. Returns a one-line note.
 
     The filtered set is what gets shared, so its metadata names the audited set by the SHA-256 of
-    its pixels, never by its path (:mod:`brainsynth.shareable`).
+    its pixels, never by its path (:mod:`brainsynth.shareable`), and says what was dropped, by
+    which rule, and what the filter does not do (:data:`FILTER_LIMIT`).
 
     Parameters
     ----------
@@ -103,8 +111,8 @@ def write_filtered_set(out_dir: Path, synth, flagged: np.ndarray, synth_files: S
         [N] names of the images (recorded as each kept image's ``source_file``).
     source_sha256 : str
         Fingerprint of the audited images.
-    percentile : float
-        The audit's calibration level, recorded too.
+    summary : PrivacySummary
+        The audit of the set: its rule, calibration level and membership result are recorded.
     """
     from brainsynth.imageset import write_image_set
 
@@ -117,18 +125,25 @@ def write_filtered_set(out_dir: Path, synth, flagged: np.ndarray, synth_files: S
         rec = {k: v for k, v in synth.records[i].items() if k not in ("file", "index")}
         rec["source_file"] = synth_files[i]
         records.append(rec)
+    half_b = summary.membership.half_b
     # Keep the generator's provenance, drop what write_image_set recomputes, and say what was done.
     meta = {k: v for k, v in synth.meta.items() if k not in ("synthetic", "format", "image_size", "n_images", "counts")}
     meta["privacy_filter"] = {
         "tool": f"brainsynth {__version__} audit",
         "source_images_sha256": source_sha256,
-        "percentile": float(percentile),
+        "rule": summary.rules.flagged,
+        "percentile": float(summary.percentile),
+        "n_source": len(flagged),
         "n_removed": len(removed),
+        "n_kept": len(keep),
         "removed": removed,
+        "membership_of_source_half_b": {"auc": half_b.auc, "p_value": half_b.p_value},
+        "does_not": FILTER_LIMIT,
     }
     write_image_set(out_dir / "filtered", synth.images[keep], records, synthetic=synth.synthetic,
                     fmt=synth.meta.get("format", "png"), extra_meta=strip_local_paths(meta))
-    return f"`filtered/` holds the {len(keep)} synthetic images that were not flagged ({len(removed)} removed)."
+    return (f"`filtered/` holds the {len(keep)} synthetic images that were not flagged ({len(removed)} removed). "
+            + FILTER_LIMIT)
 
 
 def summary_paragraph(summary: PrivacySummary, out: str | Path | None = None) -> str:
