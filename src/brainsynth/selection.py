@@ -160,29 +160,44 @@ def decide(candidates: Sequence[Candidate]) -> tuple[int, bool, str]:
                          "by these rules")
 
 
-def score_checkpoint(path: Path, cfg: GenerateConfig, real: HalfA, reference: FoldReference, store,
-                     device: Any) -> tuple[Candidate, np.ndarray]:
-    """Sample ``path`` as ``generate`` would and score its set's privacy on half A.
+@dataclass
+class CheckpointAudit:
+    """One checkpoint's synthetic set (as ``generate`` samples it) and its privacy audit against a fold."""
 
-    Returns the candidate (its ``swd`` still NaN: :func:`choose_checkpoint` computes every
-    candidate's SWD against one pyramid of the training images) and its images.
-    """
+    checkpoint: str  # file name
+    images_shown: int
+    images: np.ndarray  # float32 [N, H, W]
+    features: np.ndarray  # [N, D]
+    result: Any  # PrivacyResult
+
+
+def audit_checkpoint(path: Path, cfg: GenerateConfig, reference: FoldReference, store, device: Any) -> CheckpointAudit:
+    """Sample ``path`` with ``cfg`` (every class, the per-image seeds of ``generate``) and audit the set."""
     state = ckpt.load_checkpoint(path)
     images, _, _, _ = sample_state(state, cfg, list(range(len(LABELS))), device)  # [N, H, W]
-    if images.shape[1:] != real.train_images.shape[1:]:
-        raise InputError(f"{path.name} samples {images.shape[2]}x{images.shape[1]} px images, the fold's are "
-                         f"{real.train_images.shape[2]}x{real.train_images.shape[1]}: select among checkpoints of the "
-                         "final resolution")
+    if images.shape[-1] != reference.side:
+        raise InputError(f"{path.name} samples {images.shape[-1]} px images, the fold's are {reference.side} px: "
+                         "audit checkpoints of the final resolution")
     features = store.images(images, what=f"checkpoint {path.name}")
     result = audit_fold(None, None, images, synth_features=features, reference=reference)
-    half_a = result.halves["a"]
-    precision, recall = fidelity_metrics.precision_recall(reference.train_features, features,
+    return CheckpointAudit(path.name, int(state["progress"]["images_shown"]), images, features, result)
+
+
+def score_checkpoint(path: Path, cfg: GenerateConfig, real: HalfA, reference: FoldReference, store,
+                     device: Any) -> tuple[Candidate, np.ndarray]:
+    """:func:`audit_checkpoint` on half A, as a :class:`Candidate`, with its images.
+
+    The candidate's ``swd`` is still NaN: :func:`choose_checkpoint` computes every candidate's
+    SWD against one pyramid of the training images.
+    """
+    audited = audit_checkpoint(path, cfg, reference, store, device)
+    result, half_a = audited.result, audited.result.halves["a"]
+    precision, recall = fidelity_metrics.precision_recall(reference.train_features, audited.features,
                                                           real_groups=real.train_subjects)
-    return Candidate(checkpoint=path.name, images_shown=int(state["progress"]["images_shown"]),
-                     near_copies=float(result.flagged.mean()),
+    return Candidate(checkpoint=path.name, images_shown=audited.images_shown, near_copies=float(result.flagged.mean()),
                      half_a_flag_rate=float(result.holdout_flagged.mean()), mia_auc=half_a.auc,
                      mia_p_value=half_a.p_value, swd=float("nan"), precision=float(precision),
-                     recall=float(recall)), images
+                     recall=float(recall)), audited.images
 
 
 def choose_checkpoint(run_dir: str | Path, cfg: GenerateConfig, audit_cfg: AuditConfig, evaluate_cfg: EvaluateConfig,
@@ -224,9 +239,7 @@ def choose_checkpoint(run_dir: str | Path, cfg: GenerateConfig, audit_cfg: Audit
                                holdout_features=store.images(real.holdout_images), train_ids=real.train_ids,
                                holdout_ids=real.holdout_ids, holdout_labels=real.holdout_labels, cfg=audit_a,
                                half_a=np.ones(len(real.holdout_ids), dtype=bool))
-    final = [p for p in ckpt.kept_checkpoints(run_dir) if _at_final_resolution(p, real.train_images.shape[-1])]
-    if not final:
-        raise CheckpointError(f"{run_dir}: no kept checkpoint at the dataset's image size to select from")
+    final = final_checkpoints(run_dir, real.train_images.shape[-1])
     candidates, pyramids, dev = [], {}, resolve_device(device)
     for path in final:
         candidate, images = score_checkpoint(path, cfg, real, reference, store, dev)
@@ -263,7 +276,14 @@ def generate_selected(run_dir: str | Path, out: str | Path, config, *, label: st
     return path, chosen
 
 
-def _at_final_resolution(path: Path, size: int) -> bool:
-    """A PGGAN checkpoint of an earlier growth phase samples smaller images: not a candidate."""
-    progress = ckpt.load_checkpoint(path)["progress"]
-    return int(progress["resolution"]) == size and float(progress["alpha"]) >= 1.0
+def final_checkpoints(run_dir: str | Path, size: int) -> list[Path]:
+    """The kept checkpoints of ``run_dir`` that sample ``size`` px images (a PGGAN checkpoint of an earlier
+    growth phase, or of the final one's fade-in, is not one)."""
+    def final(path: Path) -> bool:
+        progress = ckpt.load_checkpoint(path)["progress"]
+        return int(progress["resolution"]) == size and float(progress["alpha"]) >= 1.0
+
+    found = [p for p in ckpt.kept_checkpoints(run_dir) if final(p)]
+    if not found:
+        raise CheckpointError(f"{run_dir}: no kept checkpoint at the dataset's image size ({size} px)")
+    return found
