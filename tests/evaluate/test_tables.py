@@ -62,7 +62,7 @@ def test_absent_numbers_and_absent_intervals_show_as_n_a_with_the_reason():
     fid_row = next(r for r in fidelity_table(report).rows if r[0] == "PGGAN")
     assert fid_row[2] == "0.0123" and fid_row[-2] == "n/a" and fid_row[5] == "0.332 / n/a"
     row = next(r for r in privacy_table(report).rows if r[0] == "PGGAN r0/f0")
-    assert row[5] == "0.521 [0.411, 0.611] p=n/a" and row[6] == "n/a"
+    assert row[5] == "0.521 [0.411, 0.611] p=n/a" and row[7] == "n/a"
 
 
 def test_per_fold_rows_have_no_interval_and_say_why():
@@ -107,9 +107,10 @@ def test_fidelity_and_privacy_tables_read_each_field():
     rows = {r[0]: r for r in priv.rows}
     # pooled over the two folds first, then each fold's whole audit
     assert rows["PGGAN (pooled)"] == ["PGGAN (pooled)", "0.5% [0.2%, 2.2%]", "2 of 400", "2.5% [0.7%, 8.7%] (2 of 80)",
-                                      "-2.0%", "0.521 (mean of 2) p=0.044", "per fold", "per fold"]
+                                      "-2.0%", "0.521 (mean of 2) p=0.044", "0.534 p=0.083", "per fold", "per fold"]
     assert rows["PGGAN r0/f1"] == ["PGGAN r0/f1", "0.5% [0.1%, 3.2%]", "1 of 200", "2.5% [0.7%, 8.7%] (1 of 40)",
-                                   "-2.0%", "0.521 [0.411, 0.611] p=0.067", "0.583 p=0.067", "55.1% (60.4%)"]
+                                   "-2.0%", "0.521 [0.411, 0.611] p=0.067", "0.534 p=0.067", "0.583 p=0.067",
+                                   "55.1% (60.4%)"]
     assert rows["DCGAN (pooled)"][1:3] == ["0.0% [0.0%, 1.7%]", "0 of 400"]
     assert rows["DCGAN (pooled)"][5].startswith("0.612 ")
     assert "First each set pooled over folds" in priv.notes[0]

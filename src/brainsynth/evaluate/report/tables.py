@@ -298,6 +298,7 @@ def _audit_row(name: str, e) -> list[str]:
         fmt_rate_ci(e.false_flags.rate, e.false_flags.ci) + f" ({e.false_flags.k} of {e.false_flags.n})",
         fmt_pct(e.excess_memorization),
         f"{fmt_ci(e.mia_auc, e.mia_ci)} {fmt_p(e.mia_p_value)}",
+        f"{fmt(e.membership.half_b.auc)} {fmt_p(e.membership.half_b.p_value)}",
         "n/a" if subject is None else f"{fmt(subject.auc)} {fmt_p(subject.p_value)}",
         f"{fmt_pct(e.authenticity)} ({fmt_pct(e.authenticity_by_space.pixel.holdout)})",
     ]
@@ -305,7 +306,7 @@ def _audit_row(name: str, e) -> list[str]:
 
 def privacy_table(report: Report) -> Table:
     headers = ["Synthetic set", "near-copies [95% CI]", "flagged", "false flags, held-out half B [95% CI]",
-               "excess", "MIA AUC [95% CI]", "MIA AUC subject", "authentic share (held-out ref.)"]
+               "excess", "MIA AUC [95% CI]", "MIA AUC half B", "MIA AUC subject", "authentic share (held-out ref.)"]
     rows = []
     for key in ordered_names(report.privacy):
         e = report.privacy[key]
@@ -316,6 +317,7 @@ def privacy_table(report: Report) -> Table:
             fmt_rate_ci(e.false_flags.rate, e.false_flags.ci) + f" ({e.false_flags.k} of {e.false_flags.n})",
             fmt_pct(e.excess_memorization),
             f"{fmt(e.mia_auc)} (mean of {e.n_folds}) {fmt_p(e.mia_p_value)}",
+            f"{fmt(e.membership_rule.auc)} {fmt_p(e.membership_rule.p_value)}",
             "per fold",
             "per fold",
         ])
@@ -332,7 +334,9 @@ def privacy_table(report: Report) -> Table:
         "the same rule on held-out half B (never used to set it), the rate a generator that copies nothing would "
         "score; excess = near-copies minus false flags. CIs are Wilson intervals (they treat slices as "
         "independent). MIA AUC: the pre-declared headline attack (aligned pixel distance to the nearest synthetic "
-        "image, per slice), 95% CI over subjects, p from permuting membership among subjects; 0.5 = no leak.",
+        "image, per slice), 95% CI over subjects, p from permuting membership among subjects; 0.5 = no leak. "
+        "MIA AUC half B: the same attack with held-out half B's subjects as the only non-members (what the "
+        "membership rule is judged on).",
         features_line(report.features),
     ])
 
