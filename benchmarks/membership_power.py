@@ -20,6 +20,13 @@ bound), whose false-fail rate grows with the number of folds.
 
     .venv/bin/python benchmarks/membership_power.py --folds 3 9 --nonmembers 2 4 --icc 0.1 0.3 0.5 \\
         --auc 0.5 0.55 0.6 0.65 0.7 0.8 --sims 1000 --json
+
+Which ICC is realistic is measured on a real audit (``--measure-icc``): the headline scores of one
+fold's training and held-out slices against one synthetic set, the ICC within each group
+(one-way random effects, ICC(1)):
+
+    .venv/bin/python benchmarks/membership_power.py --measure-icc DEMO_OUT/dataset \\
+        DEMO_OUT/r0/f0/synthetic/dcgan --fold 0 --config demo --json
 """
 
 from __future__ import annotations
@@ -99,6 +106,51 @@ def power(folds: int, nonmembers: int, icc: float, true_auc: float, *, members: 
             "smallest_fold_p": 1.0 / len(labels)}
 
 
+def icc(scores: np.ndarray, subjects: Sequence[str]) -> float:
+    """One-way random-effects ICC(1) of ``scores`` grouped by subject (unequal group sizes: k0 of Searle)."""
+    scores, subjects = np.asarray(scores, dtype=np.float64), np.asarray(subjects)
+    groups = [scores[subjects == s] for s in sorted(set(subjects.tolist()))]
+    n, g = len(scores), len(groups)
+    sizes = np.array([len(x) for x in groups], dtype=np.float64)
+    grand = scores.mean()
+    ms_between = sum(len(x) * (x.mean() - grand) ** 2 for x in groups) / (g - 1)
+    ms_within = sum(((x - x.mean()) ** 2).sum() for x in groups) / (n - g)
+    k0 = (n - (sizes ** 2).sum() / n) / (g - 1)
+    return float((ms_between - ms_within) / (ms_between + (k0 - 1) * ms_within))
+
+
+def measure_icc(dataset: str, synthetic: str, *, fold: int, repeat: int, config: str) -> dict[str, Any]:
+    """ICC of the headline attack's slice scores (aligned pixel distance to the nearest synthetic image)
+    among one fold's training subjects and among its held-out subjects."""
+    from brainsynth.config import load_config
+    from brainsynth.data.dataset import load_dataset
+    from brainsynth.evaluate.feature_cache import FeatureStore
+    from brainsynth.evaluate.features import get_extractor
+    from brainsynth.evaluate.folds import image_ids
+    from brainsynth.evaluate.privacy.calibration import subject_of
+    from brainsynth.evaluate.privacy.fold import audit_fold
+    from brainsynth.imageset import read_image_set
+
+    cfg = load_config(config)
+    view = load_dataset(dataset, fold=fold, repeat=repeat)
+    train_idx, test_idx = view.indices("train"), view.indices("test")
+    synth = read_image_set(synthetic)
+    store = FeatureStore(get_extractor(cfg.evaluate), None)
+    real_f = store.dataset(view)
+    result = audit_fold(view.float_images(train_idx), view.float_images(test_idx), synth.images,
+                        train_features=real_f[train_idx], holdout_features=real_f[test_idx],
+                        synth_features=store.images(synth.images), train_ids=image_ids(view, train_idx),
+                        holdout_ids=image_ids(view, test_idx),
+                        holdout_labels=view.table["label"].to_numpy()[test_idx].astype(str), cfg=cfg.audit)
+    pixel = result.spaces["pixel"]
+    members = pixel.synth_to_train.min(axis=0)  # [M] each training slice's distance to the nearest synthetic
+    others = pixel.synth_to_holdout.min(axis=0)  # [H]
+    return {"dataset": str(dataset), "synthetic": str(synthetic), "fold": fold, "repeat": repeat,
+            "icc_members": icc(members, [subject_of(i) for i in result.train_ids]),
+            "icc_nonmembers": icc(others, [subject_of(i) for i in result.holdout_ids]),
+            "mia_auc": result.attacks["pixel/slice"].auc}
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| folds | held-out per fold | ICC | true AUC | rule fails | pooled p < 0.05 | pooled AUC > 0.60 | "
              "'every fold' variant fails |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -124,7 +176,19 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--perm", type=int, default=2000, help="relabellings drawn beyond that")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--measure-icc", nargs=2, metavar=("DATASET", "SYNTHETIC_SET"),
+                        help="instead: the ICC of a real audit's slice scores (one fold, one synthetic set)")
+    parser.add_argument("--fold", type=int, default=0, help="--measure-icc: the fold")
+    parser.add_argument("--repeat", type=int, default=0, help="--measure-icc: the repeat")
+    parser.add_argument("--config", default="demo", help="--measure-icc: preset or YAML (evaluate, audit)")
     args = parser.parse_args(argv)
+    if args.measure_icc:
+        measured = measure_icc(*args.measure_icc, fold=args.fold, repeat=args.repeat, config=args.config)
+        print(f"ICC among training subjects {measured['icc_members']:.3f}, among held-out subjects "
+              f"{measured['icc_nonmembers']:.3f} (headline AUC {measured['mia_auc']:.3f})")
+        if args.json:
+            print(json.dumps(measured))
+        return [measured]
     rows = [power(f, h, icc, auc, members=args.members, slices=args.slices, sims=args.sims, exact=args.exact,
                   n_perm=args.perm, seed=args.seed)
             for f in args.folds for h in args.nonmembers for icc in args.icc for auc in args.auc]

@@ -46,3 +46,29 @@ def test_every_mode_prints_a_table_and_json_of_failure_rates(power, capsys):
         assert r["smallest_fold_p"] == pytest.approx(1 / 45) and r["sims"] == 40
     assert rows[1]["fail_rule"] > 0.9  # a strong leak (true AUC 0.9) fails the rule
     assert rows[0]["fail_rule"] < 0.5
+
+
+def test_the_icc_is_the_share_of_variance_between_subjects(power):
+    rng = np.random.default_rng(3)
+    effects = rng.normal(0, 1, 200)  # ICC 0.5: subject and slice variance equal
+    scores = np.concatenate([e + rng.normal(0, 1, 30) for e in effects])
+    subjects = np.repeat([f"s{k}" for k in range(200)], 30)
+    assert power.icc(scores, subjects) == pytest.approx(0.5, abs=0.08)
+    assert power.icc(rng.normal(size=600), subjects[:600]) == pytest.approx(0.0, abs=0.05)
+
+
+def test_the_icc_of_a_real_audit_is_measured_per_group(power, tmp_path, monkeypatch, capsys):
+    from brainsynth.evaluate import features as feat
+    from brainsynth.imageset import write_image_set
+
+    from evaluate.privacy_data import RandomProjection, cohort, write_dataset
+
+    monkeypatch.setattr(feat, "get_extractor", lambda cfg, device=None: RandomProjection(16 * 16))
+    dataset = write_dataset(tmp_path / "dataset", n_train=6, n_test=4, n_slices=6, size=16)
+    novel, _, _ = cohort(9, 2, n_slices=6, size=16)
+    synthetic = write_image_set(tmp_path / "synthetic", novel, [{"label": "adhd"}] * len(novel), synthetic=True)
+    rows = power.main(["--measure-icc", str(dataset), str(synthetic), "--config", "tiny", "--json"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == rows[0] and printed["fold"] == 0
+    assert -1.0 <= printed["icc_members"] <= 1.0 and -1.0 <= printed["icc_nonmembers"] <= 1.0
+    assert 0.0 <= printed["mia_auc"] <= 1.0
