@@ -16,6 +16,7 @@ makes a run slower). The load average is printed before and after::
     python benchmarks/ddpm_speed.py                       # 1 thread (the demo's setting)
     python benchmarks/ddpm_speed.py --threads 2           # both cores
     python benchmarks/ddpm_speed.py --out ddpm_speed.json
+    python benchmarks/ddpm_speed.py --json                # one JSON object on stdout, the lines on stderr
 
 Weights are random (training speed and sampling speed do not depend on them).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import sys
@@ -53,13 +55,20 @@ def best_rate(fn, n_images: int, repeats: int) -> float:
     return best
 
 
-def reference_rate(repeats: int) -> float:
-    """The demo PGGAN's sampling rate (img/s): the yardstick timed beside every measurement."""
+@functools.cache
+def reference_generator() -> tuple[torch.nn.Module, int]:
+    """The demo preset's PGGAN generator at 64 px (random weights) and its latent size, built once."""
     cfg = load_config("demo").train["pggan"]
     cfg.resolution = 64
     G, _ = build_models("pggan", **network_kwargs(cfg))
-    labels, seeds = [0, 1] * 128, [image_seed(0, 0, i) for i in range(256)]
-    return best_rate(lambda: sample_images(G, labels, seeds, 64, 1.0, cfg.z_dim), 256, repeats)
+    return G, cfg.z_dim
+
+
+def reference_rate(repeats: int, n_images: int = 256) -> float:
+    """The demo PGGAN's sampling rate (img/s) on ``n_images``: the yardstick timed beside every measurement."""
+    G, z_dim = reference_generator()
+    labels, seeds = [i % 2 for i in range(n_images)], [image_seed(0, 0, i) for i in range(n_images)]
+    return best_rate(lambda: sample_images(G, labels, seeds, 64, 1.0, z_dim), n_images, repeats)
 
 
 def training_rate(cfg, res: int, steps: int, repeats: int) -> float:
@@ -82,7 +91,7 @@ def training_rate(cfg, res: int, steps: int, repeats: int) -> float:
             with autocast:
                 loss, _ = loss_fn.loss(reals[idx], labels[idx], noise, t, drop)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(G.parameters(), cfg.ddpm_grad_clip)
+            torch.nn.utils.clip_grad_norm_(G.parameters(), cfg.grad_clip)
             opt.step()
             update_ema(ema, G, 0.999)
 
@@ -97,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=8, help="training steps per timed run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--guidance", type=float, default=1.0, help="the guided setting measured besides w = 0")
+    ap.add_argument("--steps", default="25,50", help="DDIM steps of the sampling rows, comma-separated")
+    ap.add_argument("--precisions", default="fp32,bf16", help="precisions of the sampling rows, comma-separated")
+    ap.add_argument("--reference-images", type=int, default=256, help="images per run of the PGGAN yardstick")
     ap.add_argument("--out", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object (the lines go to stderr)")
     args = ap.parse_args(argv)
+    text = sys.stderr if args.json else sys.stdout
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = load_config(args.config)
@@ -108,30 +122,36 @@ def main(argv: list[str] | None = None) -> int:
     result = {"config": args.config, "resolution": res, "threads": args.threads, "load_before": os.getloadavg(),
               "architecture": network_kwargs(cfg), "batch": cfg.batch_sizes, "train_precision": cfg.precision,
               "rows": []}
-    print(f"# load average before: {result['load_before']}; {args.threads} thread(s); {res} px", flush=True)
+    print(f"# load average before: {result['load_before']}; {args.threads} thread(s); {res} px", file=text,
+          flush=True)
 
-    def row(what: str, rate: float) -> None:
-        ref = reference_rate(args.repeats)
-        result["rows"].append({"what": what, "img_per_s": rate, "reference_img_per_s": ref, "ratio": rate / ref})
+    def row(what: str, rate: float, **setting) -> None:
+        ref = reference_rate(args.repeats, args.reference_images)
+        result["rows"].append({"what": what, **setting, "img_per_s": rate, "reference_img_per_s": ref,
+                               "ratio": rate / ref})
         print(f"{what:40s} {rate:8.1f} img/s   (PGGAN G_ema beside it: {ref:7.1f} img/s; ratio {rate / ref:.4f})",
-              flush=True)
+              file=text, flush=True)
 
     row(f"training ({cfg.precision}, batch {cfg.batch_sizes})", training_rate(cfg, res, args.train_steps,
-                                                                              args.repeats))
+                                                                              args.repeats),
+        mode="training", precision=cfg.precision)
     G, _ = build_models("ddpm", **network_kwargs(cfg))
     sampler = Sampler(G.eval(), **diffusion_kwargs(cfg))
     labels = [i % 2 for i in range(args.images)]
     seeds = [image_seed(0, i % 2, i) for i in range(args.images)]
-    for steps in (25, 50):
-        for precision in ("fp32", "bf16"):
+    for steps in [int(n) for n in args.steps.split(",")]:
+        for precision in args.precisions.split(","):
             for guidance in (0.0, args.guidance):
                 rate = best_rate(lambda: sample_diffusion(sampler, labels, seeds, res, steps, guidance, precision),
                                  args.images, args.repeats)
-                row(f"sampling {steps} steps, {precision}, guidance {guidance:g}", rate)
+                row(f"sampling {steps} steps, {precision}, guidance {guidance:g}", rate, mode="sampling",
+                    steps=steps, precision=precision, guidance=guidance)
     result["load_after"] = os.getloadavg()
-    print(f"# load average after: {result['load_after']}")
+    print(f"# load average after: {result['load_after']}", file=text)
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 

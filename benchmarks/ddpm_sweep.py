@@ -7,7 +7,10 @@ density/coverage (k=5) on the evaluation features, and the background intensity 
 brain. A ``real-train`` row (the real training images against the same test images) gives
 the scale. One row per run, as a table and as JSON::
 
-    python benchmarks/ddpm_sweep.py --dataset DATASET --out OUT --spec spec.yaml [--reuse]
+    python benchmarks/ddpm_sweep.py --dataset DATASET --out OUT --spec spec.yaml [--reuse] [--json]
+
+``--json`` prints one JSON object (the rows and the load before and after) instead of the
+lines and the table, which then go to stderr.
 
 ``spec.yaml``::
 
@@ -17,7 +20,7 @@ the scale. One row per run, as a table and as JSON::
       - {name: pggan, model: pggan}
       - name: ddpm-p4
         model: ddpm
-        set: {ddpm_patch: 4, total_images: 40000}      # train.ddpm keys
+        set: {patch: 4, total_images: 40000}      # train.ddpm keys
         generate: {steps: 25, guidance: 0.0, precision: bf16}
 
 ``--reuse`` keeps a finished run's training (and its wall time) and only samples and scores
@@ -76,11 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", required=True, type=Path)
     ap.add_argument("--reuse", action="store_true", help="keep finished training runs; sample and score again")
     ap.add_argument("--only", nargs="*", help="run only these names")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (the lines and table go to stderr)")
     args = ap.parse_args(argv)
+    text = sys.stderr if args.json else sys.stdout
     spec = yaml.safe_load(args.spec.read_text())
     preset = spec.get("preset", "demo")
     per_label = int(spec.get("images_per_label", 500))
-    print(f"# load: {os.getloadavg()}", flush=True)
+    load_before = os.getloadavg()
+    print(f"# load: {load_before}", file=text, flush=True)
 
     config = load_config(preset)
     extractor = get_extractor(config.evaluate, device="cpu")
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     train_images, _ = _real(args.dataset, "train")
     test_feats = extractor.extract(test)
     rows = [{"name": "real-train", **score(test, test_feats, train_images, extractor.extract(train_images))}]
-    print(json.dumps(rows[0]), flush=True)
+    print(json.dumps(rows[0]), file=text, flush=True)
     for run in spec["runs"]:
         if args.only and run["name"] not in args.only:
             continue
@@ -111,12 +117,16 @@ def main(argv: list[str] | None = None) -> int:
                "train_img_s": float(np.mean([s["img_per_s"] for s in stats])), "sample_s": sample_s,
                **score(test, test_feats, images, extractor.extract(images))}
         rows.append(row)
-        print(json.dumps(row), flush=True)
-    print(f"# load: {os.getloadavg()}")
-    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+        print(json.dumps(row), file=text, flush=True)
+    load_after = os.getloadavg()
+    print(f"# load: {load_after}", file=text)
+    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS), file=text)
     for row in rows:
-        print("| " + " | ".join(_fmt(row.get(c)) for c in COLUMNS) + " |")
+        print("| " + " | ".join(_fmt(row.get(c)) for c in COLUMNS) + " |", file=text)
     atomic_write_json(args.out / "sweep.json", rows)
+    if args.json:
+        print(json.dumps({"preset": preset, "images_per_label": per_label, "load_before": load_before,
+                          "load_after": load_after, "rows": rows}))
     return 0
 
 

@@ -1,14 +1,16 @@
 """How long ``brainsynth evaluate`` takes, and how close VGG-16 feature extraction gets to the CPU's peak.
 
-Two measurements, each printed as one JSON object:
+Two measurements, each printed as one JSON object on stdout (``--throughput`` also writes each row
+to stderr as it is measured):
 
 default: ``evaluate()`` end to end
     A real DATASET (``--dataset``, or a synthesised 12-subject x 91-slice stand-in of ``--size`` px,
-    about 1,100 images, the paper's cohort shape) against ``--n-synthetic`` synthetic images split
-    over ``--sets`` sets (default 2 x 1,000, as the demo's PGGAN and DCGAN). Reports the wall
-    time per stage, the features' img/s, GFLOP/img and GFLOP/s, and the share of the bf16 (or
-    fp32) 3x3-convolution peak measured in the same run. ``--feature-cache DIR`` runs it a
-    second time against the same cache and reports that run's stages too::
+    about 1,100 images, the paper's cohort shape; ``--subjects`` and ``--slices`` change it)
+    against ``--n-synthetic`` synthetic images split over ``--sets`` sets (default 2 x 1,000, as
+    the demo's PGGAN and DCGAN). Reports the wall time per stage, the features' img/s, GFLOP/img
+    and GFLOP/s, and the share of the bf16 (or fp32) 3x3-convolution peak measured in the same run.
+    ``--feature-cache DIR`` runs it a second time against the same cache and reports that run's
+    stages too::
 
         python benchmarks/evaluate_speed.py --input-size 224 --precision bf16   # the paper's protocol
         python benchmarks/evaluate_speed.py --input-size 64 --precision bf16    # the demo
@@ -35,6 +37,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -70,7 +73,8 @@ def structured_images(label: str, n: int, size: int, rng: np.random.Generator) -
     return np.clip(255 * brain * (0.4 + 0.6 * texture), 0, 255).astype(np.uint8)
 
 
-def write_standin_dataset(root: Path, size: int, subjects: int = 12, seed: int = 0) -> Path:
+def write_standin_dataset(root: Path, size: int, subjects: int = 12, seed: int = 0,
+                          slices: int = SLICES_PER_SUBJECT) -> Path:
     """A DATASET folder shaped like the paper's cohort (12 subjects x 91 slices, 4 held out)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True)
@@ -78,9 +82,9 @@ def write_standin_dataset(root: Path, size: int, subjects: int = 12, seed: int =
     for s in range(subjects):
         label = LABELS[s % 2]
         split = "test" if s >= subjects - subjects // 3 else "train"
-        images.append(structured_images(label, SLICES_PER_SUBJECT, size, rng))
+        images.append(structured_images(label, slices, size, rng))
         rows += [{"subject": f"sub-{s:02d}", "label": label, "split": split, "slice": 30 + k, "patch": 0}
-                 for k in range(SLICES_PER_SUBJECT)]
+                 for k in range(slices)]
     table = pd.DataFrame(rows)
     table.insert(0, "index", np.arange(len(table)))
     np.save(root / "images.npy", np.concatenate(images))
@@ -215,7 +219,7 @@ def throughput(args: argparse.Namespace) -> dict:
                         "setup_s": round(setup.wall, 1), "img_per_s_all": [round(r, 1) for r in rates],
                         "others_cpu_share": others,
                     })
-                    print(json.dumps(rows[-1]), flush=True)
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress; stdout: the result
     return {"mode": "throughput", "images": args.n, "image_size": args.size, "repeats": args.repeats,
             "rows": rows, **_machine()}
 
@@ -225,7 +229,8 @@ def throughput(args: argparse.Namespace) -> dict:
 def end_to_end(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="brainsynth-bench-") as tmp:
         tmp = Path(tmp)
-        dataset = Path(args.dataset) if args.dataset else write_standin_dataset(tmp / "dataset", args.size)
+        dataset = Path(args.dataset) if args.dataset else write_standin_dataset(
+            tmp / "dataset", args.size, subjects=args.subjects, slices=args.slices)
         size = int(np.load(dataset / "images.npy", mmap_mode="r").shape[-1])
         if args.synthetic:
             synthetic = dict(item.split("=", 1) for item in args.synthetic)
@@ -246,11 +251,11 @@ def end_to_end(args: argparse.Namespace) -> dict:
     t, report = runs[0]
     real = report.data.real
     n_synthetic = sum(s.n_images for s in report.data.synthetic.values())
-    n_images = real.n_train + real.n_test + n_synthetic
+    n_images = real.n_images + n_synthetic  # every real image of the dataset is featurised, whatever the fold
     stages = report.timings.to_dict()
     img_s = n_images / stages["evaluate_features"]
     result = {
-        "mode": "evaluate", "real_images": real.n_train + real.n_test, "synthetic_images": n_synthetic,
+        "mode": "evaluate", "real_images": real.n_images, "synthetic_images": n_synthetic,
         "synthetic_sets": len(report.data.synthetic), "image_size": size, "input_size": args.input_size,
         "precision": report.features.precision, "batch": ext.batch_size, "wall_s": round(t.wall, 1),
         "cpu_s": round(t.cpu, 1),
@@ -273,10 +278,12 @@ def _machine() -> dict:
             "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="a prepared DATASET (default: a synthesised 12 x 91-slice stand-in)")
     p.add_argument("--size", type=int, default=64, help="image size of the stand-in data (px)")
+    p.add_argument("--subjects", type=int, default=12, help="subjects of the stand-in data (a third held out)")
+    p.add_argument("--slices", type=int, default=SLICES_PER_SUBJECT, help="slices per subject of the stand-in data")
     p.add_argument("--n-synthetic", type=int, default=2000, help="synthetic images in all (split over --sets)")
     p.add_argument("--sets", type=int, default=2, help="synthetic sets (the demo: pggan and dcgan)")
     p.add_argument("--synthetic", action="append", metavar="NAME=DIR",
@@ -294,13 +301,14 @@ def main() -> None:
     p.add_argument("--n", type=int, default=128, help="images per timed pass (--throughput)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--log", action="store_true", help="show brainsynth's INFO log")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO if args.log else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     result = throughput(args) if args.throughput else end_to_end(args)
     print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

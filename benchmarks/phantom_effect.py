@@ -22,6 +22,9 @@ predictions of the K folds are pooled and scored at slice level (sensitivity, sp
 ADHD positive; :func:`brainsynth.evaluate.gan_train.confusion_metrics`). The table gives the
 mean, min and max of each HM over the cohort seeds.
 
+``--shape X Y Z`` (``cohort.shape``) and ``--config tiny`` make a cohort of seconds (the tests');
+the figures in benchmarks/README.md use the default grid and the demo preset.
+
 Control subjects do not change with ``effect`` (byte-identical volumes), so their features are
 computed once per seed and reused. Every cohort is written under a temporary folder (removed).
 """
@@ -45,6 +48,7 @@ from brainsynth.data.dataset import load_dataset
 from brainsynth.data.layouts import InputSpec
 from brainsynth.data.phantom import make_cohort
 from brainsynth.data.prepare import prepare_dataset
+from brainsynth.errors import ConfigError
 from brainsynth.evaluate.features import get_extractor
 from brainsynth.evaluate.gan_train import confusion_metrics, fit_and_score
 from brainsynth.evaluate.shortcut import global_slice_features, relative_slice_positions
@@ -170,14 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--template", help="cohort.template: a skull-stripped T1 NIfTI in MNI space "
                         "(default: the config's, mni152-2009)")
     parser.add_argument("--layout", choices=("bids", "adhd200"), help="cohort.layout (default: the config's)")
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                        help="cohort.shape: voxel grid of each volume (default: the config's)")
     parser.add_argument("--overlap", action="store_true", help="also print each group's range of brain area, "
                         "mean brain intensity and brain volume")
-    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the lines and table go to stderr)")
     args = parser.parse_args(argv)
-    overrides = [(f"{'prepare' if key == 'folds' else 'cohort'}.{key}", getattr(args, key), f"--{key}") for key in ("template", "layout", "folds")
-                 if getattr(args, key) is not None]
-    config = load_config(args.config, overrides)
+    overrides = [(f"{'prepare' if key == 'folds' else 'cohort'}.{key}", getattr(args, key), f"--{key}")
+                 for key in ("template", "layout", "shape", "folds") if getattr(args, key) is not None]
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as e:
+        parser.error(str(e))
     extractor = get_extractor(config.evaluate, device="cpu")
+    text = sys.stderr if args.json else sys.stdout  # with --json, stdout holds the JSON object alone
     rows = []
     for seed in args.seeds:
         cache = FeatureCache(extractor)  # one seed's controls at a time
@@ -186,23 +196,24 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"effect {effect:<4g} seed {seed}: real HM {row['real']['hm']:.3f} "
                   f"(sen {row['real']['sensitivity']:.3f}, spe {row['real']['specificity']:.3f}), "
-                  f"shortcut HM {row['shortcut']['hm']:.3f}  [{row['seconds']:.0f} s]", flush=True)
+                  f"shortcut HM {row['shortcut']['hm']:.3f}  [{row['seconds']:.0f} s]", file=text, flush=True)
             for label, ranges in row.get("groups", {}).items():
                 print(f"    {label:<8} " + "  ".join(f"{m} {lo:g}..{hi:g}" for m, (lo, hi) in ranges.items()),
-                      flush=True)
+                      file=text, flush=True)
     table = summarise(rows, args.effect)
     print(f"\n{args.subjects} subjects, template {config.cohort.template}, layout {config.cohort.layout}, "
-          f"{config.prepare.folds}-fold subject CV, seeds {args.seeds}, pooled slice-level HM")
-    print("| effect | real HM mean (SD) | real min..max | shortcut HM mean (SD) | shortcut min..max |")
-    print("|---:|---:|---:|---:|---:|")
+          f"{config.prepare.folds}-fold subject CV, seeds {args.seeds}, pooled slice-level HM", file=text)
+    print("| effect | real HM mean (SD) | real min..max | shortcut HM mean (SD) | shortcut min..max |", file=text)
+    print("|---:|---:|---:|---:|---:|", file=text)
     for t in table:
         r, s = t["real"], t["shortcut"]
         print(f"| {t['effect']:g} | {r['hm_mean']:.3f} ({r['hm_sd']:.3f}) | {r['hm_min']:.3f}..{r['hm_max']:.3f} | "
-              f"{s['hm_mean']:.3f} ({s['hm_sd']:.3f}) | {s['hm_min']:.3f}..{s['hm_max']:.3f} |")
+              f"{s['hm_mean']:.3f} ({s['hm_sd']:.3f}) | {s['hm_min']:.3f}..{s['hm_max']:.3f} |", file=text)
     if args.json:
         print(json.dumps({"subjects": args.subjects, "folds": config.prepare.folds, "seeds": args.seeds,
                           "template": config.cohort.template, "layout": config.cohort.layout,
-                          "features": extractor.describe(), "rows": rows, "table": table}))
+                          "shape": config.cohort.shape, "features": extractor.describe(), "rows": rows,
+                          "table": table}))
     return 0
 
 

@@ -245,6 +245,7 @@ def _print(result: dict, as_json: bool) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    OTHERS.clear()  # this call's repeats only, when main runs more than once in a process
     torch.set_num_threads(args.threads)
     if args.flush_denormal:
         torch.set_flush_denormal(True)

@@ -17,7 +17,6 @@ MAX_LINES = 500
 LONG_FILES = {
     "config.py": "every section of the configuration, with one comment per key",
     "data/fetch.py": "the ADHD-200 downloader: listing, resumable transfer, checksums, retries",
-    "train/loop.py": "the one training loop, top to bottom (as stylegan2-ada's training_loop.py)",
     "evaluate/report/schema.py": "every key of report.json and privacy.json, with one description per key",
 }
 

@@ -1,12 +1,13 @@
 """One configuration for a run: sections, presets, files, --set, flags, and one-line errors."""
 
 import dataclasses
+import inspect
 
 import pytest
 import yaml
 
 from brainsynth.cli import main
-from brainsynth.config import (MODELS, PRESETS, SECTIONS, CohortConfig, PrepareConfig, TrainConfig, config_to_yaml,
+from brainsynth.config import (MODELS, PRESETS, SECTIONS, TRAIN_CONFIGS, CohortConfig, PGGANConfig, PrepareConfig, config_to_yaml,
                                load_config, section_from, sections_yaml, train_config_from_dict)
 from brainsynth.errors import ConfigError
 from brainsynth.options import as_dict
@@ -15,14 +16,14 @@ from brainsynth.train.loop import build_schedule, train
 
 def test_precedence_defaults_file_model_section_set(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("train:\n  resolution: 16\n  lr: 0.002\n  tick_images: 64\n  dcgan:\n    lr: 0.0005\n")
+    path.write_text("train:\n  resolution: 32\n  lr: 0.002\n  tick_images: 64\n  dcgan:\n    lr: 0.0005\n")
     pg = load_config(path, ["train.tick_images=128"]).train["pggan"]
-    assert (pg.resolution, pg.lr, pg.tick_images) == (16, 0.002, 128)  # file, file, --set
+    assert (pg.resolution, pg.lr, pg.tick_images) == (32, 0.002, 128)  # file, file, --set
     assert pg.z_dim == 512 and pg.betas == [0.0, 0.99]  # dataclass defaults
     dc = load_config(path).train["dcgan"]
     assert dc.lr == 0.0005  # the file's dcgan section beats its shared train keys
     assert dc.z_dim == 100 and dc.betas == [0.5, 0.999]  # DCGAN model defaults
-    assert dc.resolution == 16
+    assert dc.resolution == 32
     # A shared --set edits the shared value: the model's own value still wins where it is written.
     both = load_config(path, ["train.lr=0.003"]).train
     assert (both["pggan"].lr, both["dcgan"].lr) == (0.003, 0.0005)
@@ -68,7 +69,8 @@ def test_set_values_are_parsed_as_yaml_and_typed():
     ("lr", "expected KEY=VALUE"),
     ("train.model=dcgan", "the model is not a config key; choose it with --model"),
     ("trian.lr=1", "unknown section 'trian' (did you mean 'train'?)"),
-    ("train.pggan.lr.x=1", "expected train.pggan.KEY, got train.pggan.lr.x"),
+    ("train.pggan.lr.x=1", "expected train.KEY or train.MODEL.KEY (MODEL one of pggan, dcgan, ddpm), got "
+                           "train.pggan.lr.x"),
 ])
 def test_bad_values_are_one_line_config_errors(text, message):
     with pytest.raises(ConfigError) as err:
@@ -82,7 +84,8 @@ def test_unknown_key_suggests_the_nearest_and_lists_valid_keys():
         load_config("demo", ["train.total_image=10"])
     msg = str(err.value)
     assert "unknown key train.total_image (did you mean 'total_images'?)" in msg
-    assert "valid keys of train: model, resolution," in msg and "nan_lr_factor" in msg
+    assert "shared keys of train: resolution, total_images," in msg and "nan_lr_factor" in msg
+    assert "each model's own keys go under train.MODEL" in msg
 
 
 def test_a_bare_set_key_belongs_to_the_command_section():
@@ -123,7 +126,7 @@ def test_every_preset_resolves_and_round_trips_through_yaml(tmp_path):
             assert getattr(again, name) == getattr(cfg, name), (preset, name)
         for model in MODELS:
             c = dataclasses.replace(cfg.train[model], resolution=cfg.prepare.size)
-            assert train_config_from_dict(as_dict(c)) == c
+            assert train_config_from_dict(c.to_dict()) == c
             assert build_schedule(c).total_images > 0
 
 
@@ -158,11 +161,12 @@ def test_paper_preset_matches_the_paper():
 
 
 def test_every_field_has_a_comment():
-    source = open(__import__("brainsynth.config", fromlist=["x"]).__file__).read().splitlines()
-    for cls in SECTIONS.values():
-        for f in dataclasses.fields(cls):
+    for cls in [*SECTIONS.values(), *TRAIN_CONFIGS.values()]:
+        source = inspect.getsource(cls).splitlines()
+        own = [f for f in dataclasses.fields(cls) if f.name in cls.__annotations__]
+        for f in own:
             line = next(line for line in source if line.strip().startswith(f"{f.name}:"))
-            assert "#" in line, (cls.__name__, f.name)
+            assert "  # " in line, (cls.__name__, f.name)
 
 
 def test_dry_run_prints_the_config_and_writes_nothing(tmp_path, capsys):
@@ -192,7 +196,7 @@ def test_cli_flags_are_shortcuts_for_keys_and_name_themselves_in_errors(tmp_path
 
 
 def test_defaults_are_the_official_pggan_values():
-    cfg = TrainConfig()
+    cfg = PGGANConfig()
     assert (cfg.lr, cfg.betas, cfg.eps, cfg.gp_lambda, cfg.drift, cfg.ema_beta) == (1e-3, [0.0, 0.99], 1e-8, 10.0,
                                                                                     0.001, 0.999)
     assert (cfg.stable_images, cfg.fade_images) == (600_000, 600_000)

@@ -5,10 +5,12 @@ or a user's own YAML) has one mapping per section::
 
     cohort:    the SIMULATED cohort (brainsynth phantom; used when no --input is given)
     prepare:   the paper's preprocessing (slices, patch, final image size, subject split)
-    train:     training options shared by every model, then one mapping per model:
-      pggan:     ... keys that differ for the progressive GAN
-      dcgan:     ... keys that differ for the DCGAN baseline
-      ddpm:      ... keys that differ for the diffusion model
+    train:     options every model reads (budget, batch, lr, EMA, augmentation, precision,
+               ticks, checkpoints), then one mapping per model family:
+      pggan:     the progressive GAN's own keys (widths, conditioning, gradient penalty, ...)
+      dcgan:     the DCGAN's own keys (width, G_ema batch norm, ...)
+      ddpm:      the diffusion model's own keys (UNet channels, timesteps, ...)
+               A family's mapping may also repeat a shared key: its value wins for that family.
     generate:  how many synthetic images, in which format
     evaluate:  the feature extractor (features, weights, feature_layer, input_size, precision),
                bootstrap resamples, seed
@@ -20,11 +22,16 @@ A user's file may start with ``preset: demo`` to change only a few keys of a pre
 Resolution, later wins:
 
 1. each section's dataclass defaults (for ``train``: the official progressive-GAN values, then
-   :data:`MODEL_DEFAULTS` of the model);
+   the ``family_defaults`` of the model's section);
 2. the file (its ``preset:`` base first);
 3. ``--set section.key=value`` and the command-line flags, in order. A ``--set`` edits the
    file: ``train.lr`` is the shared value, ``train.dcgan.lr`` the DCGAN's own, and a model's
    own value wins over the shared one wherever each was written.
+
+A key of one family written elsewhere is an error naming the family that reads it
+(``train.pggan.timesteps`` -> ``train.ddpm.timesteps``); brainsynth 0.1's flat names
+(``train.ddpm_channels``, ``train.widths``) are still read, with a warning
+(:data:`RENAMED_TRAIN_KEYS`).
 
 Every value goes through :func:`brainsynth.options.set_field` (type-checked, did-you-mean
 on a misspelt key), then each section's ``check()`` (ranges), so a bad value is one
@@ -33,17 +40,19 @@ on a misspelt key), then each section's ``check()`` (ranges), so a bad value is 
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, ClassVar, Iterable, Optional, Union
 
 import yaml
 
 from brainsynth import __version__
 from brainsynth.errors import ConfigError
-from brainsynth.options import as_dict, check_key, choices, parse_override, set_field, suggest
+from brainsynth.options import as_dict, check_key, choices, field_types, load_yaml, parse_override, set_field, suggest
+
+log = logging.getLogger("brainsynth.config")
 
 PRESETS = ("paper", "demo", "tiny")
 DEFAULT_PRESET = "demo"
@@ -155,36 +164,20 @@ class PrepareConfig(Section):
 
 @dataclass
 class TrainConfig(Section):
-    """``train:`` every training option, with the official progressive-GAN value as the default."""
+    """``train:`` options every model reads; each model family adds its own section (below).
+
+    Not used on its own: a resolved training config is one of :data:`TRAIN_CONFIGS`, the
+    shared keys plus the keys of its family (``train.pggan``, ``train.dcgan``, ``train.ddpm``).
+    A shared key may also be written in a family's section, where it wins for that family.
+    """
 
     name = "train"
-    # --- networks
-    model: str = field(default="pggan", metadata=choices(*MODELS))  # network family (chosen by --model or run.models, never by a key)
+    model: ClassVar[str] = ""  # the family, fixed by the subclass (chosen by --model or run.models, never by a key)
+    grows: ClassVar[bool] = False  # trained from start_resolution up (the PGGAN), or at the final resolution only
+    # Defaults of shared keys that differ for the family (a class attribute of each family's section).
+    family_defaults: ClassVar[dict[str, Any]] = {}
+
     resolution: Optional[int] = None  # final image size, px (power of two); null = the DATASET's image size
-    start_resolution: int = 4  # PGGAN: resolution of the first stage
-    z_dim: int = 512  # latent size (PGGAN 512, DCGAN 100)
-    fmap_base: int = 8192  # PGGAN width rule nf(stage) = min(fmap_base / 2**stage, fmap_max)
-    fmap_max: int = 512  # PGGAN: the width cap of that rule
-    widths: Optional[dict[int, int]] = None  # PGGAN: explicit channels per resolution, replaces the rule
-    # projection is the default: better GAN-train on the demo (slice HM 0.939 vs 0.895 for acgan,
-    # same data, image budget and seed).
-    conditioning: str = field(default="projection", metadata=choices(*CONDITIONINGS))  # GANs' class conditioning: acgan | projection | none (ddpm: always a class embedding)
-    mbstd_group: int = 4  # PGGAN: minibatch-stddev group size
-    dcgan_width: int = 64  # DCGAN: base channel width
-    # ddpm (docs/diffusion.md): MONAI's DiffusionModelUNet, class embedding with a null class.
-    ddpm_channels: list[int] = field(default_factory=lambda: [64, 128, 128, 256])  # ddpm: UNet channels per level (multiples of ddpm_norm_groups)
-    ddpm_attention: list[bool] = field(default_factory=lambda: [False, False, True, True])  # ddpm: self-attention at each UNet level
-    ddpm_res_blocks: int = 2  # ddpm: residual blocks per UNet level on the way down (one more on the way up)
-    ddpm_norm_groups: int = 32  # ddpm: group-norm groups
-    ddpm_head_channels: int = 32  # ddpm: channels per attention head
-    ddpm_patch: int = 1  # ddpm: space-to-depth factor before the UNet (2: a 64 px image enters as 4 x 32 x 32); 1 = none
-    ddpm_timesteps: int = 1000  # ddpm: diffusion steps T of training (Ho et al. 2020: 1000)
-    ddpm_schedule: str = field(default="linear_beta", metadata=choices(*DDPM_SCHEDULES))  # ddpm: noise schedule (MONAI name)
-    ddpm_prediction: str = field(default="epsilon", metadata=choices(*DDPM_PREDICTIONS))  # ddpm: the network predicts the noise (epsilon), the velocity (v_prediction) or the clean image (sample)
-    ddpm_min_snr: float = 0.0  # ddpm: Min-SNR-gamma loss weighting (Hang et al. 2023: 5); 0 = the plain mean squared error
-    ddpm_label_dropout: float = 0.1  # ddpm: share of training labels replaced by the null class (classifier-free guidance)
-    ddpm_grad_clip: float = 1.0  # ddpm: clip the gradient norm to this (Ho et al. 2020: 1); 0 = no clipping
-    ddpm_grid_steps: int = 25  # ddpm: DDIM steps of the tick's sample grid (guidance 0)
 
     # --- schedule, counted in images shown (not steps)
     total_images: Optional[int] = None  # stop after this many images; null = end of the growth schedule
@@ -192,21 +185,14 @@ class TrainConfig(Section):
     stable_images: int = 600_000  # images per resolution before the next one fades in
     fade_images: int = 600_000  # images over which the next resolution fades in
     final_share: float = 0.5  # fit: share of total_images spent stable at the final resolution
-    batch_sizes: Union[int, dict[int, int]] = field(default_factory=lambda: dict(OFFICIAL_BATCH_SIZES))  # global batch per resolution
+    batch_sizes: Union[int, dict[int, int]] = field(default_factory=lambda: dict(OFFICIAL_BATCH_SIZES))  # global batch per resolution; an unlisted one follows the official table, scaled
 
-    # --- optimiser and loss
+    # --- optimiser
     lr: Union[float, dict[int, float]] = 1e-3  # Adam learning rate (official 1e-3; the paper used 2e-4)
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])  # Adam betas
     eps: float = 1e-8  # Adam epsilon
-    gp_lambda: float = 10.0  # WGAN-GP gradient-penalty weight
-    drift: float = 0.001  # WGAN-GP drift penalty on D(real)^2
-    ac_weight: float = 1.0  # weight of the AC-GAN class cross-entropy
-    label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
     ema_beta: float = 0.999  # G_ema decay per step
     ema_halflife_images: Optional[int] = None  # if set, G_ema half-life in images (replaces ema_beta)
-    adam_reset: str = field(default="resolution", metadata=choices(*ADAM_RESETS))  # reset Adam at each resolution change, or also at each fade end (lod: official)
-    dcgan_ema_bn: str = field(default="copy", metadata=choices(*EMA_BN_MODES))  # DCGAN G_ema batch norm: copy, recompute, train_mode or no_ema (docs/training.md)
-    dcgan_ema_bn_images: int = 512  # dcgan_ema_bn=recompute: latents per recomputation of G_ema's statistics
 
     # --- augmentation (ADA)
     augment: str = field(default="off", metadata=choices("off", "fixed", "adaptive"))  # GANs: augment what D sees, off | fixed | adaptive
@@ -234,39 +220,16 @@ class TrainConfig(Section):
     nan_retries: int = 3  # roll back to the last checkpoint at most this many times on NaN/Inf
     nan_lr_factor: float = 0.5  # learning-rate multiplier applied at each rollback
 
-    @property
-    def section(self) -> str:
-        return f"train.{self.model}"
-
-    def bad(self, key: str, why: str) -> ConfigError:
-        return ConfigError(f"{self.origin(key)}: {self.section}.{key}={getattr(self, key)!r} {why} "
-                           f"(fix it with --set {self.section}.{key}=...)")
-
-    def resolutions(self) -> list[int]:
-        """Every resolution of the growth schedule, start to final (needs ``resolution``)."""
-        res, out = self.start_resolution, []
-        while res <= self.resolution:
-            out.append(res)
-            res *= 2
-        return out
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type mapping with the model's name (a checkpoint's ``config``)."""
+        return {"model": self.model, **as_dict(self)}
 
     def check(self) -> None:
-        if self.resolution is not None:
-            if not _is_power_of_two(self.resolution) or self.resolution < 4:
-                raise self.bad("resolution", "must be a power of two >= 4, or null for the dataset's size")
-            if self.model == "dcgan" and self.resolution < 8:
-                raise self.bad("resolution", "must be >= 8 for the DCGAN")
-        top = self.resolution or max(self.start_resolution, 4)
-        if not _is_power_of_two(self.start_resolution) or not 4 <= self.start_resolution <= top:
-            raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
-        self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group", "dcgan_width", "tick_images",
-                      "ddpm_res_blocks", "ddpm_norm_groups", "ddpm_head_channels", "ddpm_patch", "ddpm_timesteps",
-                      "ddpm_grid_steps",
-                      "checkpoint_every_ticks", "checkpoint_keep", "grid_columns", "grid_cell_px",
-                      "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images",
-                      "dcgan_ema_bn_images")
-        self.at_least(0, "stable_images", "fade_images", "num_threads", "nan_retries", "label_flip_every", "gp_lambda",
-                      "drift", "ac_weight")
+        if self.resolution is not None and (not _is_power_of_two(self.resolution) or self.resolution < 4):
+            raise self.bad("resolution", "must be a power of two >= 4, or null for the dataset's size")
+        self.at_least(1, "tick_images", "checkpoint_every_ticks", "checkpoint_keep", "grid_columns", "grid_cell_px",
+                      "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images")
+        self.at_least(0, "stable_images", "fade_images", "num_threads", "nan_retries")
         if self.time_budget_s is not None and not 0.0 < self.time_budget_s < float("inf"):
             raise self.bad("time_budget_s", "must be a number of seconds > 0, or null for no limit")
         if self.schedule == "fit" and self.total_images is None:
@@ -288,42 +251,222 @@ class TrainConfig(Section):
         for key in ("final_share", "nan_lr_factor"):
             if not 0.0 < getattr(self, key) <= 1.0:
                 raise self.bad(key, "must be in (0, 1]")
-        if self.widths is not None and self.resolution is not None:
-            missing = [r for r in self.resolutions() if r not in self.widths]
-            if missing:
-                raise self.bad("widths", f"needs a width for every resolution, missing {missing}")
-        self._check_ddpm()
-
-    def _check_ddpm(self) -> None:
-        if not 0.0 <= self.ddpm_label_dropout < 1.0:
-            raise self.bad("ddpm_label_dropout", "must be in [0, 1)")
-        self.at_least(0, "ddpm_grad_clip", "ddpm_min_snr")
-        if self.ddpm_grid_steps > self.ddpm_timesteps:
-            raise self.bad("ddpm_grid_steps", f"cannot exceed ddpm_timesteps ({self.ddpm_timesteps})")
-        if not self.ddpm_channels or min(self.ddpm_channels) < 1:
-            raise self.bad("ddpm_channels", "must list one positive channel count per UNet level")
-        if len(self.ddpm_attention) != len(self.ddpm_channels):
-            raise self.bad("ddpm_attention", f"needs one flag per level of ddpm_channels ({len(self.ddpm_channels)})")
-        if any(c % self.ddpm_norm_groups for c in self.ddpm_channels):
-            raise self.bad("ddpm_channels", f"must all be multiples of ddpm_norm_groups ({self.ddpm_norm_groups})")
-        attended = [c for c, a in zip(self.ddpm_channels, self.ddpm_attention) if a] + [self.ddpm_channels[-1]]
-        if any(c % self.ddpm_head_channels for c in attended):
-            raise self.bad("ddpm_head_channels", "must divide the channels of every level with attention and of the "
-                                                 f"last level ({sorted(set(attended))})")
-        if self.model == "ddpm" and self.resolution is not None:
-            step = self.ddpm_patch * 2 ** (len(self.ddpm_channels) - 1)
-            if self.resolution % step:
-                raise self.bad("ddpm_channels", f"has too many levels for {self.resolution} px images after a patch "
-                                                f"of {self.ddpm_patch} (the size must be divisible by {step})")
 
 
-# DCGAN's usual settings (Radford et al. 2016): a 100-d latent, lr 2e-4 and beta1 0.5.
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pggan": {},
-    "dcgan": {"z_dim": 100, "lr": 2e-4, "betas": [0.5, 0.999], "batch_sizes": 64},
+@dataclass
+class PGGANConfig(TrainConfig):
+    """``train.pggan:`` the progressive GAN (Karras et al. 2018), grown from ``start_resolution``."""
+
+    name = "train.pggan"
+    model: ClassVar[str] = "pggan"
+    grows: ClassVar[bool] = True
+    start_resolution: int = 4  # resolution of the first growth phase
+    z_dim: int = 512  # latent size
+    fmap_base: int = 8192  # width rule nf(stage) = min(fmap_base / 2**stage, fmap_max)
+    fmap_max: int = 512  # the width cap of that rule
+    widths: Optional[dict[int, int]] = None  # channels per resolution; an unlisted one follows the rule, scaled to the nearest listed
+    # projection is the default: better GAN-train on the demo (slice HM 0.939 vs 0.895 for acgan,
+    # same data, image budget and seed).
+    conditioning: str = field(default="projection", metadata=choices(*CONDITIONINGS))  # class conditioning: acgan | projection | none
+    mbstd_group: int = 4  # minibatch-stddev group size
+    gp_lambda: float = 10.0  # WGAN-GP gradient-penalty weight
+    drift: float = 0.001  # WGAN-GP drift penalty on D(real)^2
+    ac_weight: float = 1.0  # weight of the AC-GAN class cross-entropy
+    label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
+    adam_reset: str = field(default="resolution", metadata=choices(*ADAM_RESETS))  # reset Adam at each resolution change, or also at each fade end (lod: official)
+
+    def check(self) -> None:
+        super().check()
+        top = self.resolution or max(self.start_resolution, 4)
+        if not _is_power_of_two(self.start_resolution) or not 4 <= self.start_resolution <= top:
+            raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
+        self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group")
+        self.at_least(0, "label_flip_every", "gp_lambda", "drift", "ac_weight")
+        if self.widths is not None and min(self.widths.values()) < 1:
+            raise self.bad("widths", "must be positive channel counts")
+
+
+@dataclass
+class DCGANConfig(TrainConfig):
+    """``train.dcgan:`` the DCGAN baseline (Radford et al. 2016), trained at the final resolution."""
+
+    name = "train.dcgan"
+    model: ClassVar[str] = "dcgan"
+    # Radford et al. 2016: lr 2e-4, beta1 0.5, batch 64.
+    family_defaults: ClassVar[dict[str, Any]] = {"lr": 2e-4, "betas": [0.5, 0.999], "batch_sizes": 64}
+    z_dim: int = 100  # latent size
+    width: int = 64  # base channel width
+    label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
+    ema_bn: str = field(default="copy", metadata=choices(*EMA_BN_MODES))  # G_ema batch norm: copy, recompute, train_mode or no_ema (docs/training.md)
+    ema_bn_images: int = 512  # ema_bn=recompute: latents per recomputation of G_ema's statistics
+
+    def check(self) -> None:
+        super().check()
+        if self.resolution is not None and self.resolution < 8:
+            raise self.bad("resolution", "must be >= 8 for the DCGAN")
+        self.at_least(1, "z_dim", "width", "ema_bn_images")
+        self.at_least(0, "label_flip_every")
+
+
+@dataclass
+class DDPMConfig(TrainConfig):
+    """``train.ddpm:`` the diffusion model (docs/diffusion.md): MONAI's UNet, class embedding with a null class."""
+
+    name = "train.ddpm"
+    model: ClassVar[str] = "ddpm"
     # Ho et al. 2020: Adam lr 2e-4 (CIFAR-10), batch 128, EMA 0.9999 per step; no D to augment for.
-    "ddpm": {"lr": 2e-4, "betas": [0.9, 0.999], "batch_sizes": 128, "ema_beta": 0.9999, "augment": "off"},
+    family_defaults: ClassVar[dict[str, Any]] = {"lr": 2e-4, "betas": [0.9, 0.999], "batch_sizes": 128,
+                                                  "ema_beta": 0.9999, "augment": "off"}
+    channels: list[int] = field(default_factory=lambda: [64, 128, 128, 256])  # UNet channels per level (multiples of norm_groups)
+    attention: list[bool] = field(default_factory=lambda: [False, False, True, True])  # self-attention at each UNet level
+    res_blocks: int = 2  # residual blocks per UNet level on the way down (one more on the way up)
+    norm_groups: int = 32  # group-norm groups
+    head_channels: int = 32  # channels per attention head
+    patch: int = 1  # space-to-depth factor before the UNet (2: a 64 px image enters as 4 x 32 x 32); 1 = none; halved on images too small for it
+    timesteps: int = 1000  # diffusion steps T of training (Ho et al. 2020: 1000)
+    noise_schedule: str = field(default="linear_beta", metadata=choices(*DDPM_SCHEDULES))  # noise schedule (MONAI name)
+    prediction: str = field(default="epsilon", metadata=choices(*DDPM_PREDICTIONS))  # the network predicts the noise (epsilon), the velocity (v_prediction) or the clean image (sample)
+    min_snr: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023: 5); 0 = the plain mean squared error
+    label_dropout: float = 0.1  # share of training labels replaced by the null class (classifier-free guidance)
+    grad_clip: float = 1.0  # clip the gradient norm to this (Ho et al. 2020: 1); 0 = no clipping
+    grid_steps: int = 25  # DDIM steps of the tick's sample grid (guidance 0)
+
+    def check(self) -> None:
+        super().check()
+        self.at_least(1, "res_blocks", "norm_groups", "head_channels", "patch", "timesteps", "grid_steps")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise self.bad("label_dropout", "must be in [0, 1)")
+        self.at_least(0, "grad_clip", "min_snr")
+        if self.grid_steps > self.timesteps:
+            raise self.bad("grid_steps", f"cannot exceed timesteps ({self.timesteps})")
+        if not self.channels or min(self.channels) < 1:
+            raise self.bad("channels", "must list one positive channel count per UNet level")
+        if len(self.attention) != len(self.channels):
+            raise self.bad("attention", f"needs one flag per level of channels ({len(self.channels)})")
+        if any(c % self.norm_groups for c in self.channels):
+            raise self.bad("channels", f"must all be multiples of norm_groups ({self.norm_groups})")
+        attended = [c for c, a in zip(self.channels, self.attention) if a] + [self.channels[-1]]
+        if any(c % self.head_channels for c in attended):
+            raise self.bad("head_channels", "must divide the channels of every level with attention and of the "
+                                            f"last level ({sorted(set(attended))})")
+        if self.resolution is not None:
+            self._check_levels_fit()
+
+    def patch_at(self, resolution: int) -> int:
+        """The patch used at ``resolution``: ``patch``, halved while the UNet's deepest level would be
+        smaller than :data:`MIN_UNET_PX` (so a preset tuned at 64 px also trains on 16 px images)."""
+        patch, below = self.patch, 2 ** (len(self.channels) - 1)
+        while patch > 1 and resolution / (patch * below) < MIN_UNET_PX:
+            patch //= 2
+        return patch
+
+    def _check_levels_fit(self) -> None:
+        # The UNet halves its input once per level after the first. DDPM's own CIFAR-10 UNet ends
+        # at 4 px (32 -> 4); below that a 3x3 convolution sees mostly its zero padding.
+        patch = self.patch_at(self.resolution)
+        step = patch * 2 ** (len(self.channels) - 1)
+        deepest = self.resolution / step
+        if self.resolution % step or deepest < MIN_UNET_PX:
+            raise self.bad("channels", f"has {len(self.channels)} levels: {self.resolution} px images after a "
+                                       f"{patch}x{patch} patch reach {deepest:g} px at the deepest level; it must be "
+                                       f"a whole number >= {MIN_UNET_PX} px (use fewer levels, or images of at least "
+                                       f"{2 ** (len(self.channels) - 1) * MIN_UNET_PX} px)")
+
+
+TRAIN_CONFIGS: dict[str, type[TrainConfig]] = {"pggan": PGGANConfig, "dcgan": DCGANConfig, "ddpm": DDPMConfig}
+"""Model family -> its resolved training config: the shared ``train`` keys plus its own."""
+
+MIN_UNET_PX = 4  # the diffusion UNet's smallest feature map, px (see DDPMConfig._check_levels_fit)
+
+# Names of brainsynth 0.1, when every key sat in one flat ``train`` section: read for one more
+# release (with a warning naming the new key), and always from old checkpoints.
+RENAMED_TRAIN_KEYS: dict[str, tuple[str, str]] = {
+    "dcgan_width": ("dcgan", "width"),
+    "dcgan_ema_bn": ("dcgan", "ema_bn"),
+    "dcgan_ema_bn_images": ("dcgan", "ema_bn_images"),
+    "ddpm_channels": ("ddpm", "channels"),
+    "ddpm_attention": ("ddpm", "attention"),
+    "ddpm_res_blocks": ("ddpm", "res_blocks"),
+    "ddpm_norm_groups": ("ddpm", "norm_groups"),
+    "ddpm_head_channels": ("ddpm", "head_channels"),
+    "ddpm_patch": ("ddpm", "patch"),
+    "ddpm_timesteps": ("ddpm", "timesteps"),
+    "ddpm_schedule": ("ddpm", "noise_schedule"),
+    "ddpm_prediction": ("ddpm", "prediction"),
+    "ddpm_min_snr": ("ddpm", "min_snr"),
+    "ddpm_label_dropout": ("ddpm", "label_dropout"),
+    "ddpm_grad_clip": ("ddpm", "grad_clip"),
+    "ddpm_grid_steps": ("ddpm", "grid_steps"),
 }
+
+
+def _own_keys(cls: type[TrainConfig]) -> list[str]:
+    """The keys of one family's section (its fields beyond the shared ``train`` keys)."""
+    return [k for k in field_types(cls) if k not in field_types(TrainConfig)]
+
+
+_SHARED_KEYS = list(field_types(TrainConfig))
+_TRAIN_KEYS = set(_SHARED_KEYS).union(*(_own_keys(c) for c in TRAIN_CONFIGS.values()))
+
+
+def _families_with(key: str) -> list[str]:
+    return [m for m, cls in TRAIN_CONFIGS.items() if key in _own_keys(cls)]
+
+
+def _family_key(key: str) -> list[tuple[str, str]]:
+    """Where a family's key lives, new names for old: ``[(family, key), ...]`` (empty if nowhere)."""
+    if key in RENAMED_TRAIN_KEYS:
+        return [RENAMED_TRAIN_KEYS[key]]
+    return [(m, key) for m in _families_with(key)]
+
+
+def _spelled(places: list[tuple[str, str]]) -> str:
+    return " and ".join(f"train.{m}.{k}" for m, k in places)
+
+
+def route_train_key(path: list[str], label: str) -> list[tuple[str | None, str]]:
+    """Where a ``train`` key is stored: ``[(None, key)]`` for a shared key, ``[(family, key), ...]`` otherwise.
+
+    ``path`` is the dotted key after ``train``: ``[key]`` or ``[family, key]``. An old
+    brainsynth 0.1 name (``ddpm_channels``, or a family's key written as a shared one, such as
+    ``train.widths``) still works, with a warning giving its new place. A key of another
+    family is a :class:`ConfigError` naming the family that reads it.
+    """
+    if len(path) == 2 and path[0] in TRAIN_CONFIGS:
+        family, key = path
+        cls = TRAIN_CONFIGS[family]
+        if key in field_types(cls):
+            return [(family, key)]
+        places = _family_key(key)
+        if places and all(m == family for m, _ in places):  # an old name of this family's key
+            _warn_renamed(label, f"train.{family}.{key}", places)
+            return places
+        if places:
+            readers = [m for m in TRAIN_CONFIGS if m in {p for p, _ in places}]
+            who = f"only {readers[0]} reads it" if len(readers) == 1 else f"{' and '.join(readers)} read it"
+            raise ConfigError(f"{label}: train.{family}.{key} is not a {family} setting: {who}, as {_spelled(places)}")
+        check_key(cls, key, label, f"train.{family}")
+    if len(path) != 1:
+        raise ConfigError(f"{label}: expected train.KEY or train.MODEL.KEY (MODEL one of {', '.join(MODELS)}), "
+                          f"got train.{'.'.join(path)}")
+    key = path[0]
+    if key == "model":
+        raise ConfigError(f"{label}: the model is not a config key; choose it with --model "
+                          "(brainsynth train) or run.models (brainsynth run)")
+    if key in _SHARED_KEYS:
+        return [(None, key)]
+    places = _family_key(key)
+    if not places:
+        raise ConfigError(f"{label}: unknown key train.{key}{suggest(key, _TRAIN_KEYS)}; shared keys of train: "
+                          f"{', '.join(_SHARED_KEYS)}; each model's own keys go under train.MODEL "
+                          f"(docs/configuration.md)")
+    _warn_renamed(label, f"train.{key}", places)
+    return places
+
+
+def _warn_renamed(label: str, old: str, places: list[tuple[str, str]]) -> None:
+    log.warning("%s: %s is an old name, read as %s; write the new name (the old one goes in the next release)",
+                label, old, _spelled(places))
 
 
 @dataclass
@@ -344,6 +487,7 @@ class GenerateConfig(Section):
         self.at_least(0, "seed")
         if not 0.0 <= self.guidance < float("inf"):
             raise self.bad("guidance", "must be a finite weight >= 0 (0: the conditional model alone)")
+
 
 
 @dataclass
@@ -453,14 +597,10 @@ class RunConfig:
         out: dict[str, Any] = {}
         for name in sections or SECTIONS:
             if name == "train":
-                out["train"] = {m: _without_model(as_dict(c)) for m, c in self.train.items()}
+                out["train"] = {m: as_dict(c) for m, c in self.train.items()}
             else:
                 out[name] = as_dict(getattr(self, name))
         return out
-
-
-def _without_model(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k != "model"}
 
 
 # --- reading a config file ----------------------------------------------------------------------
@@ -472,7 +612,7 @@ def preset_path(name: str) -> Path:
 
 def _read_yaml(path: Path, label: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{label}: unreadable config ({reason})") from None
@@ -502,22 +642,17 @@ class _Layers:
         if section not in SECTIONS:
             raise ConfigError(f"{label}: unknown section {section!r}{suggest(section, SECTIONS)}; "
                               f"sections: {', '.join(SECTIONS)}")
-        cls = SECTIONS[section]
-        target = self.values[section]
-        if section == "train" and len(path) >= 2 and path[1] in MODELS:
-            target = target.setdefault(path[1], {})
-            where, rest = f"train.{path[1]}", path[2:]
-        else:
-            where, rest = section, path[1:]
-        if len(rest) != 1:
-            raise ConfigError(f"{label}: expected {where}.KEY, got {'.'.join(path)}")
-        key = rest[0]
-        if key == "model":
-            raise ConfigError(f"{label}: the model is not a config key; choose it with --model "
-                              "(brainsynth train) or run.models (brainsynth run)")
-        check_key(cls, key, label, where)
-        target[key] = value
-        self.origins[f"{where}.{key}"] = label
+        if section == "train":
+            for family, key in route_train_key(path[1:], label):
+                target = self.values["train"] if family is None else self.values["train"].setdefault(family, {})
+                target[key] = value
+                self.origins[f"train.{key}" if family is None else f"train.{family}.{key}"] = label
+            return
+        if len(path) != 2:
+            raise ConfigError(f"{label}: expected {section}.KEY, got {'.'.join(path)}")
+        key = check_key(SECTIONS[section], path[1], label, section)
+        self.values[section][key] = value
+        self.origins[f"{section}.{key}"] = label
 
     def put_file(self, data: dict[str, Any], label: str) -> None:
         for section, body in data.items():
@@ -525,7 +660,7 @@ class _Layers:
                 continue
             if section not in SECTIONS:
                 hint = ""
-                if section in {f.name for f in dataclasses.fields(TrainConfig)}:
+                if section in _TRAIN_KEYS or section in RENAMED_TRAIN_KEYS:
                     hint = ("; this looks like a brainsynth 0.1 training config: put its keys under a "
                             "'train:' section")
                 raise ConfigError(f"{label}: unknown section {section!r}{suggest(section, SECTIONS)}{hint}; "
@@ -620,7 +755,7 @@ def load_config(config: str | Path | RunConfig = DEFAULT_PRESET, overrides: Iter
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         if name == "train":
-            sections[name] = {m: _build_train(m, layers) for m in MODELS}
+            sections[name] = {m: _build_train(m, layers) for m in TRAIN_CONFIGS}
         else:
             sections[name] = _build(cls(), layers.values[name], layers.origins, name)
     return RunConfig(**sections, source=source)
@@ -635,14 +770,15 @@ def _build(obj: Section, values: dict[str, Any], origins: dict[str, str], where:
 
 
 def _build_train(model: str, layers: _Layers) -> TrainConfig:
-    cfg = TrainConfig(model=model)
-    for key, value in MODEL_DEFAULTS[model].items():
-        set_field(cfg, key, value, f"{model} defaults", f"train.{model}")
+    cls = TRAIN_CONFIGS[model]
+    cfg = cls()
+    for key, value in cls.family_defaults.items():
+        set_field(cfg, key, value, f"{model} defaults", cls.name)
     shared = {k: v for k, v in layers.values["train"].items() if k not in MODELS}
     own = layers.values["train"].get(model, {})
-    origins = {f"train.{model}.{k}": layers.origins[f"train.{k}"] for k in shared}
-    origins.update({f"train.{model}.{k}": layers.origins[f"train.{model}.{k}"] for k in own})
-    return _build(cfg, {**shared, **own}, origins, f"train.{model}")
+    origins = {f"{cls.name}.{k}": layers.origins[f"train.{k}"] for k in shared}
+    origins.update({f"{cls.name}.{k}": layers.origins[f"train.{model}.{k}"] for k in own})
+    return _build(cfg, {**shared, **own}, origins, cls.name)
 
 
 def section_from(cls: type[Section], values: dict[str, Any], label: str = "argument") -> Any:
@@ -653,13 +789,24 @@ def section_from(cls: type[Section], values: dict[str, Any], label: str = "argum
 
 
 def train_config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> TrainConfig:
-    """Rebuild a :class:`TrainConfig` from its plain dict (a checkpoint's), checking every value again."""
+    """Rebuild a training config from its plain dict (a checkpoint's), checking every value again.
+
+    A checkpoint of brainsynth 0.1 holds every family's keys in one flat dict: its own are
+    read under their new names, the other families' (which it never used) are dropped.
+    """
     model = str(data.get("model", "pggan"))
-    if model not in MODELS:
+    if model not in TRAIN_CONFIGS:
         raise ConfigError(f"{source}: unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    values = _without_model(data)
-    return _build(TrainConfig(model=model), values, {f"train.{model}.{k}": source for k in values},
-                  f"train.{model}")
+    cls = TRAIN_CONFIGS[model]
+    values = {}
+    for key, value in data.items():
+        if key == "model":
+            continue
+        places = [(None, key)] if key in field_types(cls) else _family_key(key)
+        for family, new_key in places:
+            if family in (None, model):
+                values[new_key] = value
+    return _build(cls(), values, {f"{cls.name}.{k}": source for k in values}, cls.name)
 
 
 def apply_train_overrides(cfg: TrainConfig, overrides: Iterable[Override]) -> list[str]:
@@ -670,16 +817,16 @@ def apply_train_overrides(cfg: TrainConfig, overrides: Iterable[Override]) -> li
     changed = []
     for key, value, label in overrides:
         parts = key.split(".")
-        if parts[0] != "train" or (len(parts) == 3 and parts[1] != cfg.model) or len(parts) not in (2, 3):
-            raise ConfigError(f"{label}: a resumed {cfg.model} run only takes train.KEY or train.{cfg.model}.KEY")
-        name = parts[-1]
-        if name == "model":
-            raise ConfigError(f"{label}: a resumed run keeps its model")
-        before = getattr(cfg, name, None)
-        set_field(cfg, name, value, label, cfg.section)
-        cfg._origins = {**getattr(cfg, "_origins", {}), name: label}  # type: ignore[attr-defined]
-        if getattr(cfg, name) != before:
-            changed.append(name)
+        places = route_train_key(parts[1:], label) if parts[0] == "train" else []
+        names = [k for family, k in places if family in (None, cfg.model)]
+        if not names:
+            raise ConfigError(f"{label}: a resumed {cfg.model} run only takes train.KEY or {cfg.name}.KEY")
+        for name in names:
+            before = getattr(cfg, name)
+            set_field(cfg, name, value, label, cfg.name)
+            cfg._origins = {**getattr(cfg, "_origins", {}), name: label}  # type: ignore[attr-defined]
+            if getattr(cfg, name) != before:
+                changed.append(name)
     cfg.check()
     return changed
 
@@ -718,7 +865,7 @@ def sections_yaml(*sections: Section, what: str) -> str:
     data: dict[str, Any] = {}
     for obj in sections:
         if isinstance(obj, TrainConfig):
-            data.setdefault("train", {})[obj.model] = _without_model(as_dict(obj))
+            data.setdefault("train", {})[obj.model] = as_dict(obj)
         else:
             data[obj.name] = as_dict(obj)
     header = f"# brainsynth {__version__}: the resolved configuration of this {what}; reuse it with --config FILE\n"

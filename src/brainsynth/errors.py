@@ -24,6 +24,10 @@ class OutputExistsError(BrainsynthError):
     """The output path exists and ``--force`` was not given."""
 
 
+class FolderBusyError(BrainsynthError):
+    """Another process holds the output folder (a training run or a `brainsynth run` folder)."""
+
+
 class CheckpointError(BrainsynthError):
     """A checkpoint or weights file is missing, corrupt, tampered or foreign."""
 

@@ -101,7 +101,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
         "images_shown": int(progress["images_shown"]),
         "target_images": int(progress.get("target_images", progress["images_shown"])),
         "checkpoint": {"file": path.name, "sha256": sha256_file(path)},
-        "config": state["config"],
+        "config": cfg.to_dict(),
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         "usage": USAGE_DIFFUSION if diffusion else USAGE_GAN,
         "brainsynth_version": __version__,

@@ -20,7 +20,7 @@ and runs DDIM (eta 0, deterministic) from it in ``generate.steps`` steps with gu
 ``generate.guidance`` (:func:`noise_for_seed`, :class:`brainsynth.models.ddpm.Sampler`). Its
 network may run under bf16 autocast (``generate.precision``); the GANs sample in fp32.
 
-One exception: a DCGAN trained with ``train.dcgan_ema_bn: train_mode`` is sampled with batch
+One exception: a DCGAN trained with ``train.dcgan.ema_bn: train_mode`` is sampled with batch
 statistics (as in training), so an image also depends on the others in its batch. Batches
 then hold the training batch size, in the order of the records (the last one padded with
 latents seeded from its first image's seed), and the set regenerates as a whole (same
@@ -45,13 +45,15 @@ import torch
 from torch import nn
 
 from brainsynth import LABELS, __version__
-from brainsynth.config import GenerateConfig, sections_yaml
+from brainsynth.config import GenerateConfig, TrainConfig, sections_yaml, train_config_from_dict
 from brainsynth.devices import resolve_device
 from brainsynth.errors import ConfigError
 from brainsynth.fsio import check_output_free, sha256_file
 from brainsynth.imageset import write_image_set
 from brainsynth.shareable import strip_local_paths
 from brainsynth.train import checkpoint as ckpt
+from brainsynth.train.ema import ema_bn_mode
+from brainsynth.train.schedule import build_schedule
 
 log = logging.getLogger("brainsynth.generate")
 
@@ -137,7 +139,7 @@ def sample_images(G: nn.Module, labels: Sequence[int], seeds: Sequence[int], res
     batch_size : int, optional
         Images per forward pass (default :data:`GENERATE_BATCH` of the device type).
     batch_stats : bool
-        Normalise G's batch norms by each batch's statistics (``dcgan_ema_bn=train_mode``);
+        Normalise G's batch norms by each batch's statistics (``train.dcgan.ema_bn=train_mode``);
         every batch then holds ``batch_size`` images, the last one padded (module docstring).
 
     Returns
@@ -177,19 +179,15 @@ def _padded(z: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> tuple[tor
     return torch.cat([z, z_extra]), torch.cat([y, y_extra])
 
 
-def sampling_batch_stats(config: dict[str, Any], res: int) -> int | None:
+def sampling_batch_stats(cfg: TrainConfig, res: int) -> int | None:
     """The batch size to sample a run's G_ema with batch statistics, or None for eval mode.
 
-    Only a DCGAN trained with ``dcgan_ema_bn: train_mode`` is sampled that way, in batches
-    of its training batch size at ``res``.
+    Only a DCGAN trained with ``ema_bn: train_mode`` is sampled that way, in batches of its
+    training batch size at ``res``.
     """
-    if config.get("model") != "dcgan" or config.get("dcgan_ema_bn", "copy") != "train_mode":
+    if ema_bn_mode(cfg) != "train_mode":
         return None
-    sizes = config["batch_sizes"]
-    if isinstance(sizes, dict):
-        sizes = {int(k): int(v) for k, v in sizes.items()}
-        sizes = sizes[max(k for k in sizes if k <= res)] if any(k <= res for k in sizes) else min(sizes.values())
-    return int(sizes)
+    return build_schedule(cfg).batch_sizes[res]
 
 
 def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
@@ -198,9 +196,7 @@ def load_generator_from_checkpoint(state: dict[str, Any]) -> nn.Module:
     For a diffusion model this is its DDIM :class:`~brainsynth.models.ddpm.Sampler` around
     the EMA denoiser.
     """
-    from brainsynth.models import build_models
-    from brainsynth.config import train_config_from_dict
-    from brainsynth.models import diffusion_kwargs, network_kwargs
+    from brainsynth.models import build_models, diffusion_kwargs, network_kwargs
 
     cfg = train_config_from_dict(state["config"])
     G, _ = build_models(cfg.model, **network_kwargs(cfg))
@@ -231,18 +227,18 @@ def sample_state(state: dict[str, Any], cfg: GenerateConfig, classes: Sequence[i
         The batch sampled with batch statistics (DCGAN ``train_mode``), else None.
     """
     G = load_generator_from_checkpoint(state)
-    if state["config"].get("num_threads"):
-        torch.set_num_threads(int(state["config"]["num_threads"]))  # the run's choice (see configs/demo.yaml)
+    run_cfg = train_config_from_dict(state["config"])
+    if run_cfg.num_threads:
+        torch.set_num_threads(run_cfg.num_threads)  # the run's choice (see configs/demo.yaml)
     progress = state["progress"]
     res, alpha = int(progress["resolution"]), float(progress["alpha"])
-    z_dim = int(state["config"]["z_dim"])
     n = cfg.images_per_label
     labels = [c for c in classes for _ in range(n)]
     seeds = [image_seed(cfg.seed, c, i) for c in classes for i in range(n)]
-    if state["config"]["model"] == "ddpm":
+    if run_cfg.model == "ddpm":
         return sample_diffusion(G, labels, seeds, res, cfg.steps, cfg.guidance, cfg.precision, device), labels, seeds, None
-    stats_batch = sampling_batch_stats(state["config"], res)
-    images = sample_images(G, labels, seeds, res, alpha, z_dim, device, batch_size=stats_batch,
+    stats_batch = sampling_batch_stats(run_cfg, res)
+    images = sample_images(G, labels, seeds, res, alpha, run_cfg.z_dim, device, batch_size=stats_batch,
                            batch_stats=stats_batch is not None)  # [N, res, res]
     return images, labels, seeds, stats_batch
 
@@ -285,8 +281,9 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
     state = ckpt.load_checkpoint(path)
     progress = state["progress"]
     res, alpha = int(progress["resolution"]), float(progress["alpha"])
+    run_cfg = train_config_from_dict(state["config"])
     classes = [LABELS.index(label)] if label != "both" else list(range(len(LABELS)))
-    diffusion = state["config"]["model"] == "ddpm"
+    diffusion = run_cfg.model == "ddpm"
     images, labels, seeds, stats_batch = sample_state(state, cfg, classes, dev)  # [N, res, res]
     records = [{"label": LABELS[c], "seed": s} for c, s in zip(labels, seeds)]
     extra = {
@@ -296,7 +293,7 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
             "checkpoint_sha256": sha256_file(path),
             "data_fingerprint": state["data"].get("fingerprint"),
             "images_shown": int(progress["images_shown"]),
-            "model": state["config"]["model"],
+            "model": run_cfg.model,
             "resolution": res,
             "alpha": alpha,
             "batch_norm": f"batch statistics, batches of {stats_batch}" if stats_batch else "eval mode",
@@ -307,7 +304,7 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
         "seed": seed,
         "latent": ("x_T = torch.randn(1, res, res, generator=torch.Generator().manual_seed(record seed))" if diffusion
                    else "z = torch.randn(z_dim, generator=torch.Generator().manual_seed(record seed))"),
-        "config": state["config"],
+        "config": run_cfg.to_dict(),
         "brainsynth_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

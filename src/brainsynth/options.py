@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from functools import lru_cache
 from typing import Any, Iterable, Union
@@ -159,14 +160,58 @@ def set_field(obj: Any, key: str, value: Any, source: str, section: str = "") ->
     setattr(obj, key, coerced)
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as people type config values.
+
+    PyYAML follows YAML 1.1, which reads ``4:8`` as the base-60 integer 248 and ``1e-3`` as a
+    string. This loader reads numbers as YAML 1.2 does (no base 60; ``1e-3`` is a float), and
+    :func:`load_yaml` then reads a flow-mapping entry typed without its space (``{4:8}``, which
+    YAML sees as the key ``"4:8"`` with no value) as the pair ``4: 8``.
+    """
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
+                                   list("-+0123456789"))
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)?\.?[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*\.[0-9_]*"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+_UNSPACED_PAIR = re.compile(r"^([^:\s]+):([^:\s].*)$")
+
+
+def load_yaml(text: str) -> Any:
+    """Parse config YAML with :class:`ConfigLoader` (raises ``yaml.YAMLError``)."""
+    return _split_unspaced_pairs(yaml.load(text, Loader=ConfigLoader))
+
+
+def _split_unspaced_pairs(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_split_unspaced_pairs(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        match = _UNSPACED_PAIR.match(key) if isinstance(key, str) and item is None else None
+        if match:
+            key, item = (yaml.load(part, Loader=ConfigLoader) for part in match.groups())
+        out[key] = _split_unspaced_pairs(item)
+    return out
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """Split ``key=value`` and parse the value as YAML (``8`` -> int, ``true`` -> bool, ...)."""
+    """Split ``key=value`` and parse the value as YAML (``8`` -> int, ``true`` -> bool, ``{4:8}`` -> {4: 8})."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.total_images=20000")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
     return key, value

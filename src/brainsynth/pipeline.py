@@ -36,6 +36,7 @@ from brainsynth import __version__
 from brainsynth.config import RunConfig, TrainConfig, config_to_yaml
 from brainsynth.data.layouts import InputSpec
 from brainsynth.errors import ConfigError, InputError
+from brainsynth.folder_lock import folder_contents, folder_lock
 from brainsynth.fsio import atomic_write_json, atomic_write_text
 from brainsynth.logs import current_level, setup_logging
 from brainsynth.options import as_dict
@@ -78,7 +79,7 @@ class Pipeline:
                 stages = {name: StageState(**s) for name, s in raw.items()}
             except (ValueError, KeyError, TypeError):
                 log.warning("%s is unreadable; every stage will be redone", state_path)
-        elif any(out.iterdir()):
+        elif folder_contents(out):
             raise InputError(f"{out} exists and is not a brainsynth run folder; choose another --out")
         return cls(out=out, stages=stages)
 
@@ -277,8 +278,17 @@ def run(out: str | os.PathLike, config: RunConfig, *, input: str | os.PathLike |
     _check_sizes_agree(config)
     check_extractor_name(config.evaluate.features)
     source = source or InputSpec()
-    clock = Stopwatch()
     out = Path(out)
+    # One `brainsynth run` per folder: a second one (another terminal, a scheduler's retry)
+    # would train, evaluate and record stages over the first one's.
+    with folder_lock(out, "run folder"):
+        return _run_stages(out, config, input, source, device)
+
+
+def _run_stages(out: Path, config: RunConfig, input: str | os.PathLike | None, source: InputSpec,
+                device: str | None) -> Report:
+    """The stages of :func:`run`, in a folder this process holds."""
+    clock = Stopwatch()
     pipe = Pipeline.open(out)
     atomic_write_text(out / CONFIG_FILE, config_to_yaml(config))
     timings: dict[str, float] = {}

@@ -1,5 +1,7 @@
 """benchmarks/ablation.py: its settings, its scoring against the real test images, its table."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,37 @@ def test_the_real_images_score_zero_against_themselves_and_a_grey_background_sho
     assert rows["same"]["background"] == rows["same"]["background_real"] == 0.0
     assert rows["grey"]["background"] == pytest.approx(0.25)
     assert rows["grey"]["swd"] > 1.0
+
+
+def test_train_and_score_then_score_only_reuses_every_run(ablation, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "abl"
+    args = [str(tiny_dataset), "--out", str(out), "--config", "tiny", "--images-per-label", "3", "--json",
+            "--setting", "pg", "pggan", "total_images=32", "schedule=fit",
+            "--setting", "dc", "dcgan", "total_images=16", "ema_bn=copy", "--grids", "pg"]
+    assert ablation.main(args) == 0
+    printed, err = capsys.readouterr()
+    first = json.loads(printed)
+    assert json.loads((out / "ablation.json").read_text()) == first
+    assert "training pg (pggan)" in err and "training dc (dcgan)" in err
+    assert "old name" not in (out / "logs" / "dc-s0.train.log").read_text()  # ema_bn is train.dcgan's own key
+    assert (first["config"], first["seeds"], first["images_per_label"], first["input_size"]) == ("tiny", [0], 3, 32)
+    assert set(first["runs"]) == {"real-train", "pg-s0", "dc-s0"}
+    assert list(first["summary"]) == ["real-train", "pg", "dc"]
+    pg, dc = first["runs"]["pg-s0"], first["runs"]["dc-s0"]
+    assert (pg["images"], dc["images"], pg["resolution"], dc["resolution"]) == (32, 16, 16, 16)
+    for run in (pg, dc):
+        assert run["cpu_s"] > 0 and run["process_s"] > 0 and run["train_s"] > 0
+        assert 0 <= run["precision"] <= 1 and run["swd"] > first["runs"]["real-train"]["swd"]
+    assert first["summary"]["pg"]["seeds"] == 1 and first["summary"]["pg"]["swd"] == pg["swd"]
+    assert (out / "grids" / "pg-s0.png").is_file() and not (out / "grids" / "dc-s0.png").exists()
+
+    checkpoints = sorted((out / "runs" / "pg-s0" / "checkpoints").iterdir())
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    assert ablation.main(args[:-2] + ["--setting", "never", "pggan", "--score-only"]) == 0
+    printed, err = capsys.readouterr()
+    again = json.loads(printed)
+    assert "skipping never-s0: no finished run" in err and "training" not in err
+    assert [p.stat().st_mtime_ns for p in sorted((out / "runs" / "pg-s0" / "checkpoints").iterdir())] == stamps
+    assert set(again["runs"]) == {"real-train", "pg-s0", "dc-s0"} and "never" not in again["summary"]
+    for key in ("pg-s0", "dc-s0"):  # the same runs and sets, scored again: the same figures
+        assert again["runs"][key] == first["runs"][key]

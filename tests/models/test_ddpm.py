@@ -39,12 +39,12 @@ def test_build_models_gives_the_denoiser_and_no_discriminator():
 
 def test_bad_architectures_are_refused_with_the_fix():
     with pytest.raises(ConfigError, match="a 18 px image cannot go through 3 UNet levels after a patch of 1: the size "
-                                          "must be divisible by 4; use fewer ddpm_channels"):
+                                          "must be divisible by 4; use fewer train.ddpm.channels"):
         Denoiser(18, channels=(8, 8, 8), attention=(False,) * 3, norm_groups=4, head_channels=8)
-    with pytest.raises(ConfigError, match="ddpm_head_channels 16 must divide the channels of every level with "
+    with pytest.raises(ConfigError, match="head_channels 16 must divide the channels of every level with "
                                           "attention"):
         Denoiser(16, channels=(8, 24), attention=(False, True), norm_groups=4, head_channels=16)
-    with pytest.raises(ConfigError, match="ddpm_channels has 2 levels but ddpm_attention 1"):
+    with pytest.raises(ConfigError, match="train.ddpm.channels has 2 levels but train.ddpm.attention 1"):
         Denoiser(16, channels=(8, 8), attention=(False,), norm_groups=4)
 
 

@@ -149,7 +149,7 @@ def test_official_widths():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(widths=[8, 8]), "widths lists 2 values; give 4"),
-    (dict(widths={4: 8, 8: 8}), r"no entry for resolution\(s\) \[16, 32\]"),
+    (dict(widths={}), "widths is empty"),
     (dict(conditioning="cgan"), "conditioning must be one of"),
     (dict(resolution=48), "power of two"),
 ])
@@ -261,3 +261,19 @@ def test_channels_last_discriminator_runs_channels_last_from_the_first_layer():
     D.from_rgb["8"].register_forward_hook(lambda m, i, o: seen.append(o.stride(1)))
     D(torch.randn(2, 1, 8, 8), None, 8, 1.0)
     assert seen == [1]  # NHWC: channel stride 1
+
+
+@pytest.mark.parametrize("resolution, given, expected", [
+    # The official rule is 512 up to 32 px, then halves: a quarter of it stays a quarter.
+    (128, {4: 128, 8: 128}, {4: 128, 8: 128, 16: 128, 32: 128, 64: 64, 128: 32}),
+    # The demo's widths at 256 px: 16 at 64 px is 1/16 of the rule's 256, so 8 at 128 and 4 at 256.
+    (256, {4: 64, 8: 64, 16: 32, 32: 16, 64: 16}, {4: 64, 8: 64, 16: 32, 32: 16, 64: 16, 128: 8, 256: 4}),
+    # Only larger resolutions listed: the smallest one above is the reference.
+    (16, {32: 16, 64: 8}, {4: 16, 8: 16, 16: 16}),
+    # Listed beyond the final resolution: ignored.
+    (8, {4: 8, 8: 8, 16: 8}, {4: 8, 8: 8}),
+])
+def test_unlisted_widths_follow_the_official_rule_scaled_to_the_nearest_listed(resolution, given, expected):
+    assert channel_widths(resolution, widths=given) == expected
+    G = Generator(resolution=resolution, z_dim=8, widths=given)
+    assert G.widths == expected

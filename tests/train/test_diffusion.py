@@ -12,6 +12,7 @@ from brainsynth.export import export_generator, load_exported_generator
 from brainsynth.fsio import sha256_file
 from brainsynth.generate import image_seed, load_generator_from_checkpoint, noise_for_seed
 from brainsynth.imageset import read_image_set
+from brainsynth.models import network_kwargs
 from brainsynth.models.ddpm import Sampler
 from brainsynth.train import checkpoint as ckpt
 from brainsynth.train.loop import run_training, train
@@ -120,17 +121,26 @@ def test_export_round_trip_rebuilds_the_sampler(ddpm_run, sampler, tmp_path):
 
 
 def test_diffusion_keys_are_checked(tiny_cfg):
-    with pytest.raises(ConfigError, match=r"train.ddpm.ddpm_attention=\[True\] needs one flag per level of "
-                                          r"ddpm_channels \(2\)"):
-        tiny_cfg("ddpm", ddpm_attention=[True])
-    with pytest.raises(ConfigError, match="must all be multiples of ddpm_norm_groups"):
-        tiny_cfg("ddpm", ddpm_channels=[8, 6])
-    with pytest.raises(ConfigError, match=r"has too many levels for 8 px images after a patch of 2 \(the size must be "
-                                          r"divisible by 16\)"):
-        tiny_cfg("ddpm", resolution=8, ddpm_patch=2, ddpm_channels=[8] * 4, ddpm_attention=[False] * 4)
-    with pytest.raises(ConfigError, match=r"train.ddpm.ddpm_label_dropout=1.0 must be in \[0, 1\)"):
-        tiny_cfg("ddpm", ddpm_label_dropout=1.0)
+    with pytest.raises(ConfigError, match=r"train.ddpm.attention=\[True\] needs one flag per level of "
+                                          r"channels \(2\)"):
+        tiny_cfg("ddpm", attention=[True])
+    with pytest.raises(ConfigError, match="must all be multiples of norm_groups"):
+        tiny_cfg("ddpm", channels=[8, 6])
+    with pytest.raises(ConfigError, match=r"has 4 levels: 8 px images after a 1x1 patch reach 1 px at the deepest "
+                                          r"level; it must be a whole number >= 4 px \(use fewer levels, or images of "
+                                          r"at least 32 px\)"):
+        tiny_cfg("ddpm", resolution=8, patch=2, channels=[8] * 4, attention=[False] * 4)
+    with pytest.raises(ConfigError, match=r"train.ddpm.label_dropout=1.0 must be in \[0, 1\)"):
+        tiny_cfg("ddpm", label_dropout=1.0)
     from brainsynth.config import load_config
 
     with pytest.raises(ConfigError, match="generate.guidance=-1.0 must be a finite weight >= 0"):
         load_config("tiny", ["generate.guidance=-1"])
+
+
+@pytest.mark.parametrize("resolution, patch", [(256, 4), (64, 4), (32, 2), (16, 1)])
+def test_a_patch_too_large_for_the_images_is_halved(tiny_cfg, resolution, patch):
+    # The demo's UNet (3 levels) after a 4x4 patch: 16 px at 64 px; smaller images get a smaller patch.
+    cfg = tiny_cfg("ddpm", patch=4, channels=[8, 8, 8], attention=[False, False, False], resolution=resolution)
+    assert cfg.patch == 4 and cfg.patch_at(resolution) == patch
+    assert network_kwargs(cfg)["patch"] == patch

@@ -1,4 +1,4 @@
-"""G_ema and the DCGAN's batch norm (train.dcgan_ema_bn): statistics that belong to G_ema's own weights."""
+"""G_ema and the DCGAN's batch norm (train.dcgan.ema_bn): statistics that belong to G_ema's own weights."""
 
 import copy
 import json
@@ -118,7 +118,7 @@ def test_ema_beta_from_the_half_life_or_per_step():
 # --- in the training loop ------------------------------------------------------------------------
 
 def _run(tiny_dataset, root, tiny_cfg, mode, **settings):
-    cfg = tiny_cfg("dcgan", dcgan_ema_bn=mode, total_images=64, tensorboard=False, **settings)
+    cfg = tiny_cfg("dcgan", ema_bn=mode, total_images=64, tensorboard=False, **settings)
     return run_training(tiny_dataset, root / mode, cfg)
 
 
@@ -127,12 +127,12 @@ def _state(run):
 
 
 def test_recompute_saves_g_ema_statistics_of_its_own_weights(tiny_dataset, tmp_path, tiny_cfg):
-    run = _run(tiny_dataset, tmp_path, tiny_cfg, "recompute", dcgan_ema_bn_images=20)
+    run = _run(tiny_dataset, tmp_path, tiny_cfg, "recompute", ema_bn_images=20)
     state = _state(run)
     G_ema = load_generator_from_checkpoint(state)
     saved = {k: v.clone() for k, v in G_ema.state_dict().items()}
     # The same recomputation on the saved weights: 20 latents = 3 batches of the training batch 8.
-    cfg = load_config("tiny", ["train.dcgan.dcgan_ema_bn_images=20"]).train["dcgan"]
+    cfg = load_config("tiny", ["train.dcgan.ema_bn_images=20"]).train["dcgan"]
     n = recompute_statistics(G_ema, cfg, torch.tensor([0.5, 0.5], dtype=torch.float64), 8, 64, torch.device("cpu"))
     assert n == 3
     for key, value in G_ema.state_dict().items():
@@ -172,5 +172,5 @@ def test_train_mode_generation_uses_batch_statistics_at_the_training_batch_size(
 
 
 def test_bad_mode_is_a_config_error():
-    with pytest.raises(ConfigError, match="dcgan_ema_bn.*recompute"):
-        load_config("tiny", ["train.dcgan.dcgan_ema_bn=recomputed"])
+    with pytest.raises(ConfigError, match="ema_bn.*recompute"):
+        load_config("tiny", ["train.dcgan.ema_bn=recomputed"])

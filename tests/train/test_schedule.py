@@ -84,7 +84,6 @@ def test_fit_budget_demo_and_no_growth():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(final_res=24), "final resolution must be a power of two"),
     (dict(final_res=8, start_res=16), "start resolution 16 is above the final resolution 8"),
-    (dict(final_res=16, batch_sizes={8: 4}), "batch_sizes has no entry for resolution 4"),
     (dict(final_res=16, stable_images=0), "stable_images and fade_images must be >= 1"),
 ])
 def test_bad_schedules_are_config_errors(kwargs, message):
@@ -95,3 +94,13 @@ def test_bad_schedules_are_config_errors(kwargs, message):
 def test_fit_budget_too_small():
     with pytest.raises(ConfigError, match="too small to grow 4 -> 256"):
         Schedule.fit_budget(256, 10)
+
+
+def test_unlisted_batch_sizes_and_lrs_follow_the_official_table_scaled():
+    # The demo's batches at 256 px: 16 at 64 px is half the official 32, so 8 at 128 and 4 at 256.
+    s = Schedule(256, batch_sizes={4: 32, 8: 32, 16: 32, 32: 16, 64: 16}, lr={4: 1e-3, 32: 5e-4})
+    assert s.batch_sizes == {4: 32, 8: 32, 16: 32, 32: 16, 64: 16, 128: 8, 256: 4}
+    assert s.lrs == {4: 1e-3, 8: 1e-3, 16: 1e-3, 32: 5e-4, 64: 5e-4, 128: 5e-4, 256: 5e-4}  # the official lr is flat
+    # Nothing listed below: the smallest listed resolution is the reference; never below 2 (minibatch stddev).
+    assert Schedule(16, batch_sizes={8: 4}).batch_sizes == {4: 4, 8: 4, 16: 4}
+    assert Schedule(1024, batch_sizes={256: 2}).batch_sizes[1024] == 2

@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from brainsynth import LABELS
-from brainsynth.config import TrainConfig
+from brainsynth.config import DCGANConfig, DDPMConfig, TrainConfig
 from brainsynth.errors import ConfigError
 from brainsynth.models import dcgan, ddpm, pggan
 
@@ -59,20 +59,20 @@ def network_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
     Plain types only (a checkpoint and a JSON card hold them); ``cfg.resolution`` must be known.
     """
-    if cfg.model == "ddpm":
-        return {"resolution": cfg.resolution, "n_classes": len(LABELS), "channels": list(cfg.ddpm_channels),
-                "attention": list(cfg.ddpm_attention), "res_blocks": cfg.ddpm_res_blocks,
-                "norm_groups": cfg.ddpm_norm_groups, "head_channels": cfg.ddpm_head_channels, "patch": cfg.ddpm_patch}
+    if isinstance(cfg, DDPMConfig):
+        return {"resolution": cfg.resolution, "n_classes": len(LABELS), "channels": list(cfg.channels),
+                "attention": list(cfg.attention), "res_blocks": cfg.res_blocks, "norm_groups": cfg.norm_groups,
+                "head_channels": cfg.head_channels, "patch": cfg.patch_at(cfg.resolution)}
     common = {"resolution": cfg.resolution, "z_dim": cfg.z_dim, "n_classes": len(LABELS)}
-    if cfg.model == "dcgan":
-        return {**common, "width": cfg.dcgan_width}
+    if isinstance(cfg, DCGANConfig):
+        return {**common, "width": cfg.width}
     return {**common, "fmap_base": cfg.fmap_base, "fmap_max": cfg.fmap_max, "conditioning": cfg.conditioning,
             "mbstd_group": cfg.mbstd_group, "widths": dict(cfg.widths) if cfg.widths else None}
 
 
-def diffusion_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+def diffusion_kwargs(cfg: DDPMConfig) -> dict[str, Any]:
     """The ddpm's noise process (:class:`brainsynth.models.ddpm.Sampler` options), stored in the model card."""
-    return {"timesteps": cfg.ddpm_timesteps, "schedule": cfg.ddpm_schedule, "prediction": cfg.ddpm_prediction}
+    return {"timesteps": cfg.timesteps, "schedule": cfg.noise_schedule, "prediction": cfg.prediction}
 
 
 __all__ = ["MODEL_KINDS", "build_models", "dcgan", "ddpm", "diffusion_kwargs", "network_kwargs", "pggan"]

@@ -131,7 +131,7 @@ class Discriminator(nn.Module):
 
 # --- batch-norm statistics of an averaged generator ----------------------------------------------
 # G_ema's weights are an average of G's, so the running statistics G collected belong to other
-# weights; these two helpers give G_ema statistics of its own (see TrainConfig.dcgan_ema_bn).
+# weights; these two helpers give G_ema statistics of its own (see DCGANConfig.ema_bn).
 
 def _batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -5,7 +5,7 @@ in [-1, 1] is noised to ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` at a ra
 ``t < T``, and the network learns to predict ``eps`` (or the velocity ``v = sqrt(abar_t) eps
 - sqrt(1 - abar_t) x0``, Salimans & Ho 2022, or ``x0`` itself) with a mean squared error. Class conditioning is a
 learned class embedding added to the time embedding; during training a share of the labels
-(``train.ddpm_label_dropout``) is replaced by an extra *null* class, so that one network is
+(``train.ddpm.label_dropout``) is replaced by an extra *null* class, so that one network is
 both conditional and unconditional (classifier-free guidance, Ho & Salimans 2022). Sampling
 is DDIM (Song et al. 2021, deterministic, eta 0) in ``steps`` steps, with the guided
 prediction ``(1 + w) * pred(x, y) - w * pred(x, null)``: ``w = 0`` is the plain conditional
@@ -113,19 +113,19 @@ def check_denoiser(resolution: int, channels: Sequence[int], attention: Sequence
                    patch: int, head_channels: int = 1) -> None:
     """Refuse an architecture MONAI would reject deep inside its constructor, with the fix."""
     if len(channels) != len(attention):
-        raise ConfigError(f"ddpm_channels has {len(channels)} levels but ddpm_attention {len(attention)}; "
+        raise ConfigError(f"train.ddpm.channels has {len(channels)} levels but train.ddpm.attention {len(attention)}; "
                           "give one attention flag per level")
     if any(c % norm_groups for c in channels):
-        raise ConfigError(f"ddpm_channels {list(channels)} must all be multiples of ddpm_norm_groups ({norm_groups})")
+        raise ConfigError(f"train.ddpm.channels {list(channels)} must all be multiples of train.ddpm.norm_groups ({norm_groups})")
     # The middle block always has attention, at the last level's width.
     attended = [c for c, a in zip(channels, attention) if a] + [channels[-1]]
     if any(c % head_channels for c in attended):
-        raise ConfigError(f"ddpm_head_channels {head_channels} must divide the channels of every level with attention "
+        raise ConfigError(f"train.ddpm.head_channels {head_channels} must divide the channels of every level with attention "
                           f"and of the last level ({sorted(set(attended))})")
     step = patch * 2 ** (len(channels) - 1)
     if resolution % step:
         raise ConfigError(f"a {resolution} px image cannot go through {len(channels)} UNet levels after a patch of "
-                          f"{patch}: the size must be divisible by {step}; use fewer ddpm_channels or a smaller ddpm_patch")
+                          f"{patch}: the size must be divisible by {step}; use fewer train.ddpm.channels or a smaller train.ddpm.patch")
 
 
 def make_schedulers(timesteps: int, schedule: str, prediction: str) -> tuple[Any, Any]:
@@ -157,7 +157,7 @@ class Sampler(nn.Module):
     denoiser : Denoiser
         The trained network (the run's EMA copy).
     timesteps, schedule, prediction
-        The training diffusion: ``train.ddpm_timesteps``, ``ddpm_schedule``, ``ddpm_prediction``.
+        The training diffusion: ``train.ddpm.timesteps``, ``noise_schedule``, ``prediction``.
     """
 
     def __init__(self, denoiser: Denoiser, timesteps: int, schedule: str, prediction: str):

@@ -47,6 +47,7 @@ from torch import nn
 
 from brainsynth.config import CONDITIONINGS
 from brainsynth.errors import ConfigError
+from brainsynth.per_resolution import expand
 from brainsynth.models.ops import nhwc_strided, to_nhwc, avg_pool2x2, conv2d, leaky_relu, pixel_norm
 
 MBSTD_EPS = 1e-8
@@ -62,6 +63,11 @@ def _log2_exact(value: int, what: str) -> int:
     return int(math.log2(value))
 
 
+def official_width(res: int, fmap_base: int = 8192, fmap_max: int = 512) -> int:
+    """The official width rule ``min(fmap_base / 2**stage, fmap_max)``, ``stage = log2(res) - 1``."""
+    return max(1, min(int(fmap_base / 2 ** (int(math.log2(res)) - 1)), fmap_max))
+
+
 def channel_widths(
     resolution: int,
     fmap_base: int = 8192,
@@ -75,11 +81,12 @@ def channel_widths(
     resolution : int
         Final image size in pixels (power of two >= 4).
     fmap_base, fmap_max : int
-        Official rule ``nf(stage) = min(fmap_base / 2**stage, fmap_max)`` with
-        ``stage = log2(res) - 1``.
+        Official rule, :func:`official_width`.
     widths : dict or list, optional
-        Explicit widths overriding the rule: a dict keyed by resolution, or a list for
-        resolutions 4, 8, ..., ``resolution`` in order.
+        Explicit widths: a dict keyed by resolution, or a list for resolutions 4, 8, ...,
+        ``resolution`` in order. A resolution the dict does not list follows the official
+        rule scaled to the nearest listed one (:mod:`brainsynth.per_resolution`), so a preset
+        tuned at 64 px also builds a network at 16 or 256 px.
 
     Returns
     -------
@@ -89,13 +96,12 @@ def channel_widths(
     top = _log2_exact(resolution, "resolution")
     resolutions = [2 ** k for k in range(2, top + 1)]
     if widths is None:
-        return {r: max(1, min(int(fmap_base / 2 ** (int(math.log2(r)) - 1)), fmap_max)) for r in resolutions}
+        return {r: official_width(r, fmap_base, fmap_max) for r in resolutions}
     if isinstance(widths, Mapping):
-        widths = {int(k): v for k, v in widths.items()}  # YAML/JSON may give "64": 32
-        missing = [r for r in resolutions if r not in widths]
-        if missing:
-            raise ConfigError(f"widths has no entry for resolution(s) {missing}; give one per resolution 4..{resolution}")
-        chosen = {r: int(widths[r]) for r in resolutions}
+        if not widths:
+            raise ConfigError("widths is empty; give channels for at least one resolution, or null for the rule")
+        scaled = expand(widths, resolutions, lambda r: official_width(r, fmap_base, fmap_max))
+        chosen = {r: max(1, round(w)) for r, w in scaled.items()}
     else:
         if len(widths) != len(resolutions):
             raise ConfigError(f"widths lists {len(widths)} values; give {len(resolutions)}, one per resolution "

@@ -3,7 +3,7 @@
 Karras et al. (2018) sample from a running average of G (beta 0.999 per step); brainsynth
 can also give the decay as a half-life in images (``train.ema_halflife_images``).
 
-Batch norm (the DCGAN only, ``train.dcgan_ema_bn``). G_ema's weights are an average of G's,
+Batch norm (the DCGAN only, ``train.dcgan.ema_bn``). G_ema's weights are an average of G's,
 so the running statistics G collected during training belong to other weights:
 
 ``copy``
@@ -26,14 +26,14 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from brainsynth.config import TrainConfig
+from brainsynth.config import DCGANConfig, TrainConfig
 
 RECOMPUTE_SEED_STRIDE = 1_000_003  # the recomputation's latents come from their own stream
 
 
 def ema_bn_mode(cfg: TrainConfig) -> str:
-    """``train.dcgan_ema_bn`` of a DCGAN run; ``copy`` otherwise (PGGAN has no batch norm)."""
-    return cfg.dcgan_ema_bn if cfg.model == "dcgan" else "copy"
+    """``train.dcgan.ema_bn`` of a DCGAN run; ``copy`` otherwise (the other families have no batch norm)."""
+    return cfg.ema_bn if isinstance(cfg, DCGANConfig) else "copy"
 
 
 def ema_beta(cfg: TrainConfig, batch: int) -> float:
@@ -58,11 +58,11 @@ def update_ema(G_ema: nn.Module, G: nn.Module, beta: float, bn_mode: str = "copy
             b_ema.copy_(b)
 
 
-def recompute_statistics(G_ema: nn.Module, cfg: TrainConfig, class_probs: torch.Tensor, batch: int,
+def recompute_statistics(G_ema: nn.Module, cfg: DCGANConfig, class_probs: torch.Tensor, batch: int,
                          images_shown: int, device: torch.device) -> int:
-    """Give G_ema batch-norm statistics of its own (``dcgan_ema_bn=recompute``).
+    """Give G_ema batch-norm statistics of its own (``ema_bn=recompute``).
 
-    ``cfg.dcgan_ema_bn_images`` fresh latents (rounded up to whole batches of ``batch``, the
+    ``cfg.ema_bn_images`` fresh latents (rounded up to whole batches of ``batch``, the
     training batch size), labels drawn from the data's distribution ``class_probs [C]``,
     from a generator seeded by the run's seed and ``images_shown``: a resumed run recomputes
     exactly the same statistics. Returns the number of batches.
@@ -70,7 +70,7 @@ def recompute_statistics(G_ema: nn.Module, cfg: TrainConfig, class_probs: torch.
     from brainsynth.models.dcgan import recompute_batch_norm
 
     g = torch.Generator().manual_seed(cfg.seed * RECOMPUTE_SEED_STRIDE + int(images_shown))
-    n_batches = -(-cfg.dcgan_ema_bn_images // batch)
+    n_batches = -(-cfg.ema_bn_images // batch)
 
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for _ in range(n_batches):

@@ -1,16 +1,16 @@
-"""The training loop: setup, resume, then per step fetch, D step, G step, EMA; tick work.
+"""The one training loop: setup, resume, then per step the family's step and G_ema; tick work.
 
-The diffusion model (``--model ddpm``) runs through the same loop with its own step: fetch,
-one denoising step (:mod:`brainsynth.train.diffusion`), EMA. It has no discriminator: its
-checkpoints hold ``D`` and ``opt_D`` as None, and its sample grid is DDIM-sampled from
-fixed noise.
+Every model family runs through this loop; what differs (networks, the step, the sample grid)
+is the family's :class:`~brainsynth.train.steps.TrainingStep`: the GANs' in
+:mod:`brainsynth.train.gan_step`, the diffusion model's in :mod:`brainsynth.train.diffusion`.
 
 Progress is counted in images shown; the resolution, fade weight, batch size and learning
 rate are a pure function of it (:class:`~brainsynth.train.schedule.Schedule`), so a run
 resumed from a checkpoint continues at exactly the same position. A checkpoint holds
 every piece of state (networks, optimisers, augmentation, counters, every RNG), so on the
 CPU with fixed seeds a run killed (even by SIGKILL) and resumed ends with weights
-identical to an uninterrupted one.
+identical to an uninterrupted one. A run folder has one writer: the process that trains in
+it holds its lock (:mod:`brainsynth.folder_lock`), and a second one is refused.
 
 RUN_DIR layout::
 
@@ -18,16 +18,11 @@ RUN_DIR layout::
     checkpoints/ckpt-<images>.pt     last ``checkpoint_keep`` checkpoints
     progress.json                    images_shown, target_images, resolution, alpha, finished
     stats.jsonl, samples/, tb/       see :mod:`brainsynth.train.observe`
+    .brainsynth.lock                 held by the process training in the folder
 
 Batches are drawn with replacement from a seeded generator (stylegan2-ada's infinite
 sampler, simplified), so every batch is complete: the minibatch-stddev layer never sees a
-batch of one. Real images: the DATASET's train split is read once; the config's resolution
-is the dataset's image size unless ``train.resolution`` says otherwise (then the images are
-resized once (a power-of-two ratio by 2x2 average
-pooling, any other downscale by area interpolation; an image SMALLER than the resolution
-is refused, since upsampling would only invent detail)), and kept as uint8. At each
-resolution change it is pooled down once to a float tensor in [-1, 1] on the device; a
-step only indexes that tensor.
+batch of one. Real images: :mod:`brainsynth.train.reals`.
 
 Multi-process (torchrun) training: see :mod:`brainsynth.train.distributed`.
 """
@@ -36,37 +31,35 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from brainsynth import LABELS
-from brainsynth.config import Override, TrainConfig, apply_train_overrides, sections_yaml, train_config_from_dict
-from brainsynth.errors import CheckpointError, ConfigError, InputError, OutputExistsError, TrainingDivergedError
+from brainsynth.config import Override, TrainConfig, sections_yaml
+from brainsynth.errors import CheckpointError, ConfigError, TrainingDivergedError
+from brainsynth.folder_lock import folder_lock
 from brainsynth.fsio import atomic_write_text
-from brainsynth.models import network_kwargs
-from brainsynth.options import as_dict
+from brainsynth.models import build_models, network_kwargs
 from brainsynth.timing import Stopwatch
 from brainsynth.train import checkpoint as ckpt
 from brainsynth.train import distributed as ddp
-from brainsynth.train.ema import ema_beta, ema_bn_mode, recompute_statistics, update_ema
-from brainsynth.train.ema import sample as sample_ema
+from brainsynth.train.augment import Augment
+from brainsynth.train.ema import ema_beta, ema_bn_mode, update_ema
 from brainsynth.train.observe import Observer, truncate_stats, write_progress
+from brainsynth.train.reals import RealImages
+from brainsynth.train.run_dir import (CONFIG_FILE, check_run_dir, clear_run_dir, config_of_checkpoint, print_dry_run,
+                                     resume_config)
+from brainsynth.train.schedule import build_schedule
+from brainsynth.train.steps import step_class
 
 log = logging.getLogger("brainsynth.train.loop")
 
-CONFIG_FILE = "config.yaml"
-POOL_CHUNK = 512  # images pooled at once when changing resolution (bounds peak memory)
 GRID_SEED_OFFSET = 104_729  # the sample grid's fixed latent comes from its own seed
 ROLLBACK_SEED_STRIDE = 1_000_003  # a rollback reseeds the batch stream away from the one that diverged
 
@@ -122,194 +115,19 @@ def run_training(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resu
     checkpoint at or beyond that many images, as if the process had been killed there."""
     changes, run_dir = list(changes), Path(out)
     if dry_run:
-        cfg = _resume_config(run_dir, cfg.model, changes) if resume else copy.deepcopy(cfg)
-        _print_dry_run(cfg, Path(dataset))
+        cfg = resume_config(run_dir, cfg.model, changes) if resume else copy.deepcopy(cfg)
+        print_dry_run(cfg, Path(dataset))
         return run_dir
     info = ddp.init_distributed(device)
     try:
-        trainer = Trainer(dataset, run_dir, cfg, changes=changes, launch=list(launch), resume=resume, force=force,
-                          info=info, fold=(repeat, fold))
-        trainer.run(stop_after_images=stop_after_images)
+        # Rank 0 writes the folder, so it alone holds it (the other ranks follow its barriers).
+        with folder_lock(run_dir, "training run") if info.is_main else contextlib.nullcontext():
+            trainer = Trainer(dataset, run_dir, cfg, changes=changes, launch=list(launch), resume=resume,
+                              force=force, info=info, fold=(repeat, fold))
+            trainer.run(stop_after_images=stop_after_images)
     finally:
         ddp.shutdown(info)
     return run_dir
-
-
-def _print_dry_run(cfg: TrainConfig, dataset: Path) -> None:
-    if cfg.resolution is None and dataset.is_dir():
-        from brainsynth.data.dataset import load_dataset
-
-        cfg.resolution = load_dataset(dataset).image_size
-    print(sections_yaml(cfg, what=f"{cfg.model} training run"), end="")
-    if cfg.resolution is None:
-        print("# schedule: set by the dataset's image size (resolution: null)")
-    else:
-        print(f"# schedule: {build_schedule(cfg)!r}")
-
-
-# --- run folder and config ------------------------------------------------------------------------
-
-def _looks_like_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in (CONFIG_FILE, ckpt.CHECKPOINT_DIR, "progress.json"))
-
-
-def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Refuse a RUN_DIR that cannot be used as asked (read-only, so every rank can run it)."""
-    if resume:
-        if not ckpt.list_checkpoints(run_dir):
-            raise CheckpointError(f"{run_dir}: no checkpoint to resume from; start the run without --resume")
-        return
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        if not force:
-            raise OutputExistsError(
-                f"{run_dir} already exists; pass --resume to continue that run, --force to start over, or choose another --out"
-            )
-        if not run_dir.is_dir() or not _looks_like_run(run_dir):
-            raise OutputExistsError(
-                f"{run_dir} exists and is not a brainsynth run folder; --force only replaces a run, choose another --out"
-            )
-
-
-def clear_run_dir(run_dir: Path) -> None:
-    """Remove an old run (``--force``): renamed aside first, so a crash leaves no mixture."""
-    if not run_dir.exists():
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".old", dir=run_dir.parent))
-    os.replace(run_dir, trash / "old")
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _resume_config(run_dir: Path, model: str, changes: list[Override]) -> TrainConfig:
-    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir))
-    return _config_of_checkpoint(state, model, changes, run_dir)
-
-
-def _config_of_checkpoint(state: dict[str, Any], model: str, changes: list[Override], run_dir: Path) -> TrainConfig:
-    cfg = train_config_from_dict(state["config"], source=f"{run_dir} checkpoint config")
-    if cfg.model != model:
-        raise ConfigError(f"{run_dir} trains a {cfg.model}; pass --model {cfg.model} to resume it")
-    changed = apply_train_overrides(cfg, changes)
-    if changed:
-        log.warning("resuming %s with changed settings: %s", run_dir, ", ".join(changed))
-    return cfg
-
-
-def build_schedule(cfg: TrainConfig):
-    """The run's :class:`~brainsynth.train.schedule.Schedule`.
-
-    DCGAN and the diffusion model do not grow: one phase at the final resolution. Without
-    ``total_images`` they show as many images as the PGGAN schedule of the same config, a
-    like-for-like budget.
-    """
-    from brainsynth.train.schedule import Schedule
-
-    if cfg.schedule == "fit":
-        growth = Schedule.fit_budget(cfg.resolution, cfg.total_images, cfg.start_resolution, cfg.batch_sizes, cfg.lr,
-                                     cfg.final_share)
-    else:
-        growth = Schedule(cfg.resolution, cfg.start_resolution, cfg.stable_images, cfg.fade_images, cfg.batch_sizes,
-                          cfg.lr, cfg.total_images)
-    if cfg.model == "pggan":
-        return growth
-    total = growth.total_images
-    return Schedule(cfg.resolution, cfg.resolution, stable_images=total, fade_images=1, batch_sizes=cfg.batch_sizes,
-                    lr=cfg.lr, total_images=total)
-
-
-# --- real images ---------------------------------------------------------------------------------
-
-def pool_to(x: torch.Tensor, res: int) -> torch.Tensor:
-    """Downscale ``[N, 1, S, S]`` float images to ``res`` by repeated 2x2 average pooling."""
-    while x.shape[-1] > res:
-        x = F.avg_pool2d(x, 2)  # [N, 1, S/2, S/2]
-    return x
-
-
-class RealImages:
-    """The train split, resident at the current resolution.
-
-    Parameters
-    ----------
-    dataset : path
-        Prepared DATASET folder.
-    resolution : int or None
-        The config's final resolution; None takes the dataset's image size.
-    device : torch.device
-    fold : (int, int)
-        ``(repeat, fold)`` of the dataset's cross-validation whose train split is used.
-    """
-
-    def __init__(self, dataset: str | Path, resolution: int | None, device: torch.device,
-                 fold: tuple[int, int] = (0, 0)):
-        from brainsynth.data.dataset import load_dataset
-
-        ds = load_dataset(dataset, fold=fold[1], repeat=fold[0])
-        idx = ds.indices(split="train")
-        if len(idx) == 0:
-            raise InputError(f"{ds.root}: the dataset has no 'train' images; re-run 'brainsynth prepare'")
-        labels = ds.label_indices(idx)
-        base = torch.from_numpy(np.ascontiguousarray(ds.images[idx])).unsqueeze(1)  # [N, 1, S, S] uint8
-        self.source_size = ds.image_size
-        resolution = resolution or ds.image_size
-        self.resolution = int(resolution)
-        self.base = self._resize_once(base, resolution, ds.root)  # [N, 1, R, R] uint8
-        self.labels = torch.from_numpy(labels).to(device)  # [N] int64
-        counts = np.bincount(labels, minlength=len(LABELS))
-        # Fake labels follow the data's label distribution (official AC-GAN setup).
-        self.class_probs = torch.tensor(counts / counts.sum(), dtype=torch.float64)  # [C]
-        self.device = device
-        self.n = len(idx)
-        self.res = 0
-        self.images: torch.Tensor | None = None  # [N, 1, res, res] float in [-1, 1] on device
-        table = ds.table.iloc[idx]
-        self.summary = {
-            "dataset": str(Path(ds.root).resolve()),
-            "simulated": bool(ds.manifest.get("simulated", False)),
-            "split": "train",
-            "repeat": int(fold[0]),
-            "fold": int(fold[1]),
-            "image_size": int(ds.image_size),
-            "resolution": int(resolution),
-            "n_images": int(self.n),
-            "n_images_per_label": {lbl: int(c) for lbl, c in zip(LABELS, counts)},
-            "n_subjects_per_label": {lbl: int(table.loc[table["label"] == lbl, "subject"].nunique()) for lbl in LABELS},
-            # The subjects too: the fingerprint of each fold's training data differs.
-            "fingerprint": hashlib.sha256(self.base.numpy().tobytes() + labels.tobytes()
-                                          + ",".join(sorted(set(table["subject"]))).encode()).hexdigest(),
-        }
-
-    @staticmethod
-    def _resize_once(base: torch.Tensor, resolution: int, root: Path) -> torch.Tensor:
-        size = base.shape[-1]
-        if size == resolution:
-            return base
-        if size < resolution:
-            raise ConfigError(f"{root}: images are {size} px but the config's train.resolution is {resolution}; "
-                              f"prepare the dataset with --size {resolution}, or set train.resolution to null")
-        log.warning("%s: resizing %d px images to %d px once at load", root, size, resolution)
-        out = []
-        for chunk in base.split(POOL_CHUNK):
-            x = chunk.float()
-            if size % resolution == 0 and (size // resolution) & (size // resolution - 1) == 0:
-                x = pool_to(x, resolution)
-            else:
-                x = F.interpolate(x, size=(resolution, resolution), mode="area")
-            out.append(x.round().clamp(0, 255).to(torch.uint8))
-        return torch.cat(out)
-
-    def set_resolution(self, res: int) -> None:
-        """Pool the resident images down to ``res`` (once per resolution change)."""
-        if res == self.res:
-            return
-        self.images = None  # free the previous resolution first
-        parts = [pool_to(c.float(), res).mul_(2.0 / 255.0).sub_(1.0) for c in self.base.split(POOL_CHUNK)]
-        self.images = torch.cat(parts).to(self.device)  # [N, 1, res, res]
-        self.res = res
-
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``[B, 1, res, res]`` and labels ``[B]`` of the given rows."""
-        idx = idx.to(self.device)
-        return self.images[idx], self.labels[idx]
 
 
 # --- the trainer ---------------------------------------------------------------------------------
@@ -325,7 +143,7 @@ class Trainer:
         self.main = info.is_main
         check_run_dir(run_dir, resume, force)
         state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir)) if resume else None
-        cfg = _config_of_checkpoint(state, cfg.model, changes, run_dir) if state else copy.deepcopy(cfg)
+        cfg = config_of_checkpoint(state, cfg.model, changes, run_dir) if state else copy.deepcopy(cfg)
         self.cfg = cfg
         # How the run was started (preset or file, then overrides), kept across resumes for the model card.
         self.launch = state.get("launch") if state and state.get("launch") else {"config": list(launch)}
@@ -349,7 +167,14 @@ class Trainer:
         # and labels come from `gen`, identical on every rank (each keeps its own slice).
         torch.manual_seed(cfg.seed * 7919 + info.rank + 1)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self._build_loss()
+        self.augment = Augment(cfg.augment, p=cfg.augment_p, target=cfg.augment_target,
+                               interval=cfg.augment_interval, speed_images=cfg.augment_speed_images,
+                               batch_size=self.schedule.at(0).batch_size, seed=cfg.seed * 7919 + info.rank)
+        if cfg.augment != "off" and self.D is None:
+            log.warning("%s.augment=%s is ignored: it augments what a GAN's discriminator sees, and the %s has none",
+                        cfg.name, cfg.augment, cfg.model)
+        self.family = step_class(cfg.model)(cfg, self.G, self.D, self.G_fwd, self.G_ema, self.data, self.augment,
+                                            info, self.gen)
         self.images_shown = 0
         self.step = 0
         self.phase_index = -1
@@ -369,9 +194,8 @@ class Trainer:
         for net in self._networks():
             ddp.broadcast_module(net, info)  # every rank starts from rank 0's weights, whatever happened above
         self.clock = Stopwatch(wall_offset)
-        grid_shape = (1, cfg.resolution, cfg.resolution) if self.D is None else (cfg.z_dim,)  # ddpm: initial noise
-        self.grid_z = torch.randn(cfg.grid_columns, *grid_shape,
-                                  generator=torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))  # [cols, ...]
+        self.grid_input = self.family.grid_input(
+            cfg.grid_columns, torch.Generator().manual_seed(cfg.seed + GRID_SEED_OFFSET))  # [cols, ...]
         # --- files: only rank 0 writes; the others wait until the folder is ready
         if self.main:
             if not resume and run_dir.exists():
@@ -396,8 +220,6 @@ class Trainer:
         random.seed(seed)
 
     def _build_networks(self) -> None:
-        from brainsynth.models import build_models
-
         cfg = self.cfg
         self.net_kwargs = network_kwargs(cfg)
         G, D = build_models(cfg.model, **self.net_kwargs)  # D is None for the diffusion model
@@ -407,12 +229,6 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.ema_bn = ema_bn_mode(cfg)
         self.G_fwd = self._maybe_compile(self.G)
-        self.sampler = None
-        if self.D is None:
-            from brainsynth.models import diffusion_kwargs
-            from brainsynth.models.ddpm import Sampler
-
-            self.sampler = Sampler(self.G_ema, **diffusion_kwargs(cfg))  # the tick grid's DDIM sampler
 
     def _networks(self) -> list[nn.Module]:
         return [net for net in (self.G, self.D, self.G_ema) if net is not None]
@@ -426,12 +242,8 @@ class Trainer:
             phase = self.schedule.at(0)
             n = ddp.per_rank_batch(phase.batch_size, self.info)
             saved = [b.detach().clone() for b in G.buffers()]
-            labels = torch.zeros(n, dtype=torch.long, device=self.device)
             with torch.no_grad():  # compile now (as the first step calls it), so that a failure shows here
-                if self.cfg.model == "ddpm":
-                    compiled(torch.zeros(n, 1, phase.res, phase.res, device=self.device), labels, labels)
-                else:
-                    compiled(torch.zeros(n, self.cfg.z_dim, device=self.device), labels, phase.res, phase.alpha)
+                compiled(*step_class(self.cfg.model).probe(self.cfg, n, phase, self.device))
                 for b, s in zip(G.buffers(), saved):
                     b.copy_(s)  # the warm-up must not move batch-norm statistics
             return compiled
@@ -440,28 +252,6 @@ class Trainer:
                         str(exc).splitlines()[0] if str(exc) else "")
             return G
 
-    def _build_loss(self) -> None:
-        from brainsynth.train.augment import Augment
-        from brainsynth.train.losses import DCGANLoss, WGANGPLoss
-
-        cfg = self.cfg
-        self.augment = Augment(cfg.augment, p=cfg.augment_p, target=cfg.augment_target, interval=cfg.augment_interval,
-                               speed_images=cfg.augment_speed_images, batch_size=self.schedule.at(0).batch_size,
-                               seed=cfg.seed * 7919 + self.info.rank)
-        augment = self.augment if cfg.augment != "off" else None
-        if cfg.model == "ddpm":
-            from brainsynth.train.diffusion import DiffusionLoss
-
-            if cfg.augment != "off":
-                log.warning("train.ddpm.augment=%s is ignored: it augments what a GAN's discriminator sees, and the "
-                            "diffusion model has none", cfg.augment)
-            self.loss = DiffusionLoss(self.G_fwd, cfg, null_label=len(LABELS))
-        elif cfg.model == "pggan":
-            self.loss = WGANGPLoss(self.G_fwd, self.D, augment=augment, gp_lambda=cfg.gp_lambda, drift=cfg.drift,
-                                   ac_weight=cfg.ac_weight, label_flip_every=cfg.label_flip_every)
-        else:
-            self.loss = DCGANLoss(self.G_fwd, self.D, augment=augment, label_flip_every=cfg.label_flip_every)
-
     def _adam_segment(self, phase) -> int:
         """Adam is reset whenever this number changes (``train.adam_reset``).
 
@@ -469,19 +259,13 @@ class Trainer:
         rule, a reset whenever floor or ceil of the level of detail changes, i.e. when a fade
         starts AND when it ends: 0 stable, 1 fade, 2 stable, 3 fade, ...
         """
-        if self.cfg.adam_reset == "lod":
+        if self.cfg.grows and self.cfg.adam_reset == "lod":
             return 2 * phase.index - int(phase.fading)
         return phase.index
 
     def _new_optimisers(self) -> None:
         # Fresh Adam state at the start and at every reset point of train.adam_reset.
-        cfg = self.cfg
-        kwargs = {"lr": 0.0, "betas": (cfg.betas[0], cfg.betas[1]), "eps": cfg.eps}
-        self.opt_G = torch.optim.Adam(self.G.parameters(), **kwargs)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), **kwargs) if self.D is not None else None
-
-    def _optimisers(self) -> list[torch.optim.Optimizer]:
-        return [opt for opt in (self.opt_G, self.opt_D) if opt is not None]
+        self.family.new_optimisers()
 
     def _restore(self, state: dict[str, Any]) -> float:
         """Load a checkpoint's state into this trainer; return the wall time it had run."""
@@ -489,10 +273,10 @@ class Trainer:
             self.G.load_state_dict(state["G"])
             self.G_ema.load_state_dict(state["G_ema"])
             self._new_optimisers()
-            self.opt_G.load_state_dict(state["opt_G"])
+            self.family.opt_G.load_state_dict(state["opt_G"])
             if self.D is not None:
                 self.D.load_state_dict(state["D"])
-                self.opt_D.load_state_dict(state["opt_D"])
+                self.family.opt_D.load_state_dict(state["opt_D"])
             if state["augment"] is not None:
                 self.augment.load_state_dict(state["augment"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
@@ -513,11 +297,6 @@ class Trainer:
             # Rank 0's global RNG was saved; the others continue on their own stream.
             torch.manual_seed(hash((self.cfg.seed, self.info.rank, self.images_shown)) % 2**63)
         return float(p.get("wall_s", 0.0))
-
-    def _autocast(self):
-        if self.cfg.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     # --- the loop
 
@@ -577,15 +356,14 @@ class Trainer:
         self.phase_index = phase.index
         self.data.set_resolution(phase.res)
         lr = phase.lr * self.lr_scale
-        for opt in self._optimisers():
+        for opt in self.family.optimisers():
             for group in opt.param_groups:
                 group["lr"] = lr
         gb = phase.batch_size
         ddp.per_rank_batch(gb, self.info)
-        if self.D is None:
-            stats = self._denoiser_step(phase, gb)
-        else:
-            stats = self._gan_step(phase, gb)
+        stats, losses = self.family.step(phase, gb, self.step)
+        self._check_finite(*losses)
+        update_ema(self.G_ema, self.G, ema_beta(cfg, gb), self.ema_bn)
 
         # --- bookkeeping, as device tensors (read once per tick: no per-step host sync)
         for key, value in stats.items():
@@ -595,74 +373,6 @@ class Trainer:
         self.step += 1
         self.observer.step(gb)
 
-    def _denoiser_step(self, phase, gb: int) -> dict[str, torch.Tensor]:
-        """The diffusion model's step: fetch, denoising loss, Adam (clipped), EMA."""
-        # --- fetch: the GLOBAL batch's draws, identical on every rank; each keeps its slice
-        idx, noise, t, drop = self.loss.draw(gb, self.data.n, phase.res, self.gen)
-        reals, labels = self.data.batch(ddp.shard(idx, self.info))  # [b, 1, res, res], [b]
-        noise, t, drop = (ddp.shard(x, self.info).to(self.device) for x in (noise, t, drop))
-
-        # --- denoising step
-        self.opt_G.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss, stats = self.loss.loss(reals, labels, noise, t, drop)
-        loss.backward()
-        self._check_finite(loss)
-        ddp.average_gradients(self.G, self.info)
-        if self.cfg.ddpm_grad_clip > 0:
-            stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.G.parameters(), self.cfg.ddpm_grad_clip)
-        self.opt_G.step()
-
-        # --- EMA
-        self._update_ema(gb)
-        return stats
-
-    def _gan_step(self, phase, gb: int) -> dict[str, torch.Tensor]:
-        """A GAN's step: fetch, D step, G step, EMA, augmentation probability."""
-        cfg = self.cfg
-        # --- fetch: the GLOBAL batch's draws, identical on every rank; each keeps its slice
-        g = self.gen
-        idx = torch.randint(self.data.n, (gb,), generator=g)  # [B]
-        z_d = torch.randn(gb, cfg.z_dim, generator=g)  # [B, z]
-        z_g = torch.randn(gb, cfg.z_dim, generator=g)  # [B, z]
-        # The G step's labels follow the data's label distribution (official).
-        labels_g = torch.multinomial(self.data.class_probs, gb, replacement=True, generator=g)  # [B]
-        reals, real_labels = self.data.batch(ddp.shard(idx, self.info))  # [b, 1, res, res], [b]
-        if phase.fading:
-            from brainsynth.train.schedule import blend_reals
-
-            reals = blend_reals(reals, phase.alpha)
-        z_d, z_g, labels_g = (ddp.shard(t, self.info).to(self.device) for t in (z_d, z_g, labels_g))
-
-        # --- D step. The fakes take the REAL batch's labels (official D_wgangp_acgan): each
-        # gradient-penalty interpolate then blends a real and a fake of one class, and is scored as it.
-        self.D.requires_grad_(True)
-        self.opt_D.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss_d, stats_d = self.loss.d_loss(reals, real_labels, z_d, real_labels, phase.res, phase.alpha, self.step)
-        loss_d.backward()
-        ddp.average_gradients(self.D, self.info)
-        self.opt_D.step()
-
-        # --- G step (D frozen: no parameter gradients wasted on it)
-        self.D.requires_grad_(False)
-        self.opt_G.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss_g, stats_g = self.loss.g_loss(z_g, labels_g, phase.res, phase.alpha)
-        loss_g.backward()
-        ddp.average_gradients(self.G, self.info)
-        self.opt_G.step()
-        self.D.requires_grad_(True)
-        self._check_finite(loss_d, loss_g)
-
-        # --- EMA of G, augmentation probability
-        self._update_ema(gb)
-        if cfg.augment == "adaptive":
-            self.augment.update(ddp.all_mean(stats_d["real_sign"], self.info), batch_size=gb)
-        stats = dict(stats_d)
-        stats.update({key if key == "loss_g" else f"g_{key}": value for key, value in stats_g.items()})
-        return stats
-
     def _check_finite(self, *losses: torch.Tensor) -> None:
         """Fold the losses just optimised into the tick's finite flag (a device tensor: no host sync).
 
@@ -671,14 +381,8 @@ class Trainer:
         for loss in losses:
             self._finite = self._finite & torch.isfinite(loss.detach())
 
-    def _update_ema(self, batch: int) -> None:
-        update_ema(self.G_ema, self.G, ema_beta(self.cfg, batch), self.ema_bn)
-
     def _prepare_ema_for_sampling(self) -> None:
-        """``dcgan_ema_bn=recompute``: G_ema's own batch-norm statistics, before it is sampled or saved."""
-        if self.ema_bn == "recompute":
-            recompute_statistics(self.G_ema, self.cfg, self.data.class_probs,
-                                 self.schedule.at(self.images_shown).batch_size, self.images_shown, self.device)
+        self.family.prepare_for_sampling(self.images_shown, self.schedule.at(self.images_shown).batch_size)
 
     def _reset_tick_accumulators(self) -> None:
         self._acc: dict[str, torch.Tensor] = {}
@@ -726,13 +430,10 @@ class Trainer:
     def _samples(self, phase) -> torch.Tensor:
         """G_ema's images of the fixed latent: ``[n_classes, columns, res, res]``."""
         n_classes, cols = len(LABELS), self.cfg.grid_columns
-        z = self.grid_z.repeat(n_classes, *[1] * (self.grid_z.dim() - 1)).to(self.device)  # [C*cols, ...]; same z per row
+        grid = self.grid_input
+        z = grid.repeat(n_classes, *[1] * (grid.dim() - 1)).to(self.device)  # [C*cols, ...]; same input per row
         labels = torch.arange(n_classes, device=self.device).repeat_interleave(cols)  # [C*cols]
-        if self.sampler is not None:  # ddpm: DDIM from fixed noise, conditional model alone
-            images = self.sampler(z, labels, steps=self.cfg.ddpm_grid_steps, guidance=0.0,
-                                  precision=self.cfg.precision)  # [C*cols, 1, res, res]
-        else:
-            images = sample_ema(self.G_ema, z, labels, phase.res, phase.alpha, self.ema_bn)  # [C*cols, 1, res, res]
+        images = self.family.samples(z, labels, phase)  # [C*cols, 1, res, res]
         return images.float().view(n_classes, cols, phase.res, phase.res)
 
     def _progress(self) -> dict[str, Any]:
@@ -746,11 +447,12 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if self.main:
             state = {
-                "config": as_dict(self.cfg), "data": self.data.summary, "launch": self.launch,
-                "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
-                # The diffusion model has no discriminator.
+                "config": self.cfg.to_dict(), "data": self.data.summary, "launch": self.launch,
+                "G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "opt_G": self.family.opt_G.state_dict(),
+                # A family without a discriminator (the diffusion model) saves None.
                 "D": self.D.state_dict() if self.D is not None else None,
-                "opt_D": self.opt_D.state_dict() if self.opt_D is not None else None,
+                "opt_D": self.family.opt_D.state_dict() if self.family.opt_D is not None else None,
                 "augment": self.augment.state_dict(), "progress": self._progress(),
                 "rng": ckpt.capture_rng({"data": self.gen}),
             }

@@ -20,7 +20,9 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
+from brainsynth.config import OFFICIAL_BATCH_SIZES, TrainConfig
 from brainsynth.errors import ConfigError
+from brainsynth.per_resolution import expand
 
 OFFICIAL_STABLE_IMAGES = 600_000
 OFFICIAL_FADE_IMAGES = 600_000
@@ -61,18 +63,22 @@ def _power_of_two(value: int, what: str) -> int:
     return value
 
 
-def _per_res(value, resolutions: list[int], what: str, kind: type) -> dict[int, float]:
-    """Expand an int/float or a per-resolution dict; a missing resolution takes the nearest lower entry."""
+def official_batch_size(res: int) -> float:
+    """The official minibatch at ``res`` (one GPU), halving per doubling beyond the table."""
+    if res in OFFICIAL_BATCH_SIZES:
+        return OFFICIAL_BATCH_SIZES[res]
+    top = max(OFFICIAL_BATCH_SIZES)
+    return OFFICIAL_BATCH_SIZES[top] * top / res if res > top else OFFICIAL_BATCH_SIZES[min(OFFICIAL_BATCH_SIZES)]
+
+
+def _per_res(value, resolutions: list[int], rule) -> dict[int, float]:
+    """Expand an int/float or a per-resolution dict (an unlisted resolution: ``rule`` scaled, see
+    :mod:`brainsynth.per_resolution`)."""
     if not isinstance(value, Mapping):
-        return {r: kind(value) for r in resolutions}
-    table = {int(k): kind(v) for k, v in value.items()}
-    out = {}
-    for r in resolutions:
-        lower = [k for k in table if k <= r]
-        if not lower:
-            raise ConfigError(f"{what} has no entry for resolution {r} (or below); keys given: {sorted(table)}")
-        out[r] = table[max(lower)]
-    return out
+        return {r: value for r in resolutions}
+    if not value:
+        raise ConfigError("a per-resolution setting is an empty mapping; give at least one resolution")
+    return expand(value, resolutions, rule)
 
 
 class Schedule:
@@ -89,10 +95,10 @@ class Schedule:
     fade_images : int
         Images over which each new block fades in, alpha 0 -> 1 linearly (official 600k).
     batch_sizes : int or dict[int, int]
-        Minibatch size, or one per resolution (a missing resolution uses the nearest
-        lower key).
+        Minibatch size, or one per resolution (a missing resolution: the official table
+        scaled to the nearest listed one, at least 2).
     lr : float or dict[int, float]
-        Adam learning rate, or one per resolution.
+        Adam learning rate, or one per resolution (a missing resolution: the nearest listed).
     total_images : int, optional
         Where training ends; the final resolution trains stable until then. Default:
         the end of the final resolution's ``stable_images``.
@@ -112,10 +118,12 @@ class Schedule:
         self.stable_images = int(stable_images)
         self.fade_images = int(fade_images)
         self.resolutions = [2 ** k for k in range(int(math.log2(start_res)), int(math.log2(final_res)) + 1)]
-        self.batch_sizes = {r: int(b) for r, b in _per_res(batch_sizes, self.resolutions, "batch_sizes", int).items()}
+        # A derived batch size keeps the minibatch-stddev group whole (>= 2).
+        self.batch_sizes = {r: max(2, round(b)) if isinstance(batch_sizes, Mapping) and r not in batch_sizes else int(b)
+                            for r, b in _per_res(batch_sizes, self.resolutions, official_batch_size).items()}
         if min(self.batch_sizes.values()) < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
-        self.lrs = _per_res(lr, self.resolutions, "lr", float)
+        self.lrs = {r: float(v) for r, v in _per_res(lr, self.resolutions, lambda r: 1.0).items()}
         # Image counts where the resolution changes (start of each fade), one per growth step.
         growth = len(self.resolutions) - 1
         self.fade_starts = [self.stable_images + i * (self.stable_images + self.fade_images) for i in range(growth)]
@@ -191,6 +199,26 @@ class Schedule:
     def __repr__(self) -> str:
         return (f"Schedule({self.start_res}->{self.final_res}, stable={self.stable_images}, fade={self.fade_images}, "
                 f"total={self.total_images})")
+
+
+def build_schedule(cfg: TrainConfig) -> Schedule:
+    """The run's :class:`~brainsynth.train.schedule.Schedule`.
+
+    DCGAN and the diffusion model do not grow: one phase at the final resolution. Without
+    ``total_images`` they show as many images as a PGGAN schedule of the same config grown
+    from the official 4 px, a like-for-like budget.
+    """
+    start = cfg.start_resolution if cfg.grows else 4
+    if cfg.schedule == "fit":
+        growth = Schedule.fit_budget(cfg.resolution, cfg.total_images, start, cfg.batch_sizes, cfg.lr, cfg.final_share)
+    else:
+        growth = Schedule(cfg.resolution, start, cfg.stable_images, cfg.fade_images, cfg.batch_sizes, cfg.lr,
+                          cfg.total_images)
+    if cfg.grows:
+        return growth
+    total = growth.total_images
+    return Schedule(cfg.resolution, cfg.resolution, stable_images=total, fade_images=1, batch_sizes=cfg.batch_sizes,
+                    lr=cfg.lr, total_images=total)
 
 
 def blend_reals(x: torch.Tensor, alpha: float) -> torch.Tensor:
