@@ -8,7 +8,8 @@ against the fold's real images:
 
 * near-copies: the share flagged by the audit, beside the false-flag rate of held-out half B;
 * membership: the headline AUC against all held-out subjects, and AUC and p-value against half B
-  alone (what the report's membership rule reads);
+  alone (what the report's membership rule reads) and against half A alone (with half A's flag
+  rate: what ``generate.select=private-best`` reads);
 * fidelity against the fold's training images: SWD (pixels) and precision / recall (features,
   k-NN balls over other subjects).
 
@@ -87,7 +88,7 @@ def trajectory(dataset: Path, runs: dict[str, Path], config, *, fold: int = 0, r
             precision, recall = fidelity_metrics.precision_recall(train_f, audited.features,
                                                                   real_groups=train_subjects)
             swd = swd_many(real_pyramid, {"set": laplacian_pyramid(audited.images)}, seed=config.evaluate.seed)["set"]
-            half_b = result.halves["b"]
+            half_a, half_b = result.halves["a"], result.halves["b"]
             rows.append({
                 "run": name, "checkpoint": audited.checkpoint, "images_shown": audited.images_shown,
                 "near_copies": float(result.flagged.mean()),
@@ -95,6 +96,9 @@ def trajectory(dataset: Path, runs: dict[str, Path], config, *, fold: int = 0, r
                 "mia_auc": result.attacks["pixel/slice"].auc,
                 "mia_auc_half_b": half_b.auc, "mia_p_value_half_b": half_b.p_value,
                 "membership_rule_fold": passes(half_b.auc, half_b.p_value),
+                # What generate.select=private-best reads (half A: it also set the thresholds).
+                "half_a_flag_rate": float(result.holdout_flagged[~result.half_b].mean()),
+                "mia_auc_half_a": half_a.auc, "mia_p_value_half_a": half_a.p_value,
                 "swd": float(swd["avg"]), "precision": float(precision), "recall": float(recall),
                 "seconds": round(time.perf_counter() - clock, 2),
             })
@@ -116,7 +120,10 @@ def plot(result: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("near_copies", "near-copies (share flagged)"), ("mia_auc_half_b", "membership AUC, half B"),
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    panels = [("near_copies", "near-copies (share flagged)"),
+              ("mia_auc_half_b", "membership AUC: half B (solid), half A (dashed)"),
               ("swd", "SWD to training images (x1e3)"), ("precision", "precision (solid) / recall (dashed)")]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     runs = sorted({r["run"] for r in result["rows"]}, key=[r["run"] for r in result["rows"]].index)
@@ -127,6 +134,8 @@ def plot(result: dict[str, Any]) -> bytes:
             ax.plot(x, [r[key] for r in mine], "o-", color=f"C{k}", label=run)
             if key == "precision":
                 ax.plot(x, [r["recall"] for r in mine], "s--", color=f"C{k}")
+            if key == "mia_auc_half_b":
+                ax.plot(x, [r["mia_auc_half_a"] for r in mine], "s--", color=f"C{k}")
         if key == "near_copies":
             falses = [r["false_flags_half_b"] for r in result["rows"]]
             ax.axhline(np.mean(falses) + 0.01, color="grey", ls=":", label="half-B false flags + 1 pt")
@@ -134,9 +143,14 @@ def plot(result: dict[str, Any]) -> bytes:
             ax.axhline(0.6, color="grey", ls=":", label="rule: AUC <= 0.60")
         ax.set_title(title)
         ax.set_xscale("log")
+        shown = sorted({max(1, r["images_shown"]) for r in result["rows"]})
+        ax.set_xticks(shown)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:.3g}k"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
         ax.legend(fontsize=8)
     for ax in axes[1]:
-        ax.set_xlabel("images shown")
+        ax.set_xlabel("images shown (log scale)")
     fig.suptitle(f"privacy over training, repeat {result['repeat']} fold {result['fold']} "
                  f"({result['images_per_label']} images per class per checkpoint)")
     fig.tight_layout()

@@ -40,6 +40,7 @@ def test_each_kept_checkpoint_gets_a_row_and_the_figure_is_written(trajectory, t
     for r in rows:
         assert 0.0 <= r["near_copies"] <= 1.0 and 0.0 <= r["mia_auc_half_b"] <= 1.0
         assert 0.0 < r["mia_p_value_half_b"] <= 1.0 and r["swd"] > 0 and 0.0 <= r["precision"] <= 1.0
+        assert 0.0 <= r["mia_auc_half_a"] <= 1.0 and 0.0 <= r["half_a_flag_rate"] <= 1.0
     assert printed["images_per_label"] == 6 and printed["features"]["name"] == "random-projection"
     assert (out / "trajectory.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="NAME=RUN_DIR"):
