@@ -213,6 +213,8 @@ class TrainConfig(Section):
     time_budget_s: Optional[float] = None  # stop at the first tick past this many seconds of training; null = no limit
     checkpoint_every_ticks: int = 1  # write a checkpoint every k ticks (and always at the end)
     checkpoint_keep: int = 3  # keep the last K checkpoints
+    snapshot_first: int = 0  # also keep, for good, the checkpoints at images first, first*factor, ... and the end; 0 = none
+    snapshot_factor: float = 2.0  # ratio of the geometric series of kept snapshots
     grid_columns: int = 8  # sample-grid images per class (one row per class)
     grid_cell_px: int = 64  # display size of one grid cell (nearest-neighbour upscaling)
     progress_bar: bool = True  # tqdm bar on stderr
@@ -251,6 +253,9 @@ class TrainConfig(Section):
         for key in ("final_share", "nan_lr_factor"):
             if not 0.0 < getattr(self, key) <= 1.0:
                 raise self.bad(key, "must be in (0, 1]")
+        self.at_least(0, "snapshot_first")
+        if not self.snapshot_factor > 1.0:
+            raise self.bad("snapshot_factor", "must be > 1 (the ratio of a growing series)")
 
 
 @dataclass
@@ -274,9 +279,16 @@ class PGGANConfig(TrainConfig):
     ac_weight: float = 1.0  # weight of the AC-GAN class cross-entropy
     label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
     adam_reset: str = field(default="resolution", metadata=choices(*ADAM_RESETS))  # reset Adam at each resolution change, or also at each fade end (lod: official)
+    # Differential privacy of D's updates, the person as the unit (train/dp.py, docs/privacy.md).
+    dp_noise: Optional[float] = None  # DP-SGD noise multiplier sigma of D's per-person clipped gradient; null = no DP
+    dp_clip: float = 1.0  # DP: the most one person's summed gradient may move D (norm bound C)
+    dp_slices_per_subject: int = 4  # DP: slices a sampled person brings to a D step (subjects are sampled, not slices)
+    dp_delta: float = 1e-5  # DP: the delta epsilon is stated at (far below 1 / number of subjects)
+    dp_accountant: str = field(default="rdp", metadata=choices("rdp", "prv"))  # DP: Opacus accountant of epsilon
 
     def check(self) -> None:
         super().check()
+        self._check_dp()
         top = self.resolution or max(self.start_resolution, 4)
         if not _is_power_of_two(self.start_resolution) or not 4 <= self.start_resolution <= top:
             raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
@@ -284,6 +296,27 @@ class PGGANConfig(TrainConfig):
         self.at_least(0, "label_flip_every", "gp_lambda", "drift", "ac_weight")
         if self.widths is not None and min(self.widths.values()) < 1:
             raise self.bad("widths", "must be positive channel counts")
+
+    def _check_dp(self) -> None:
+        if self.dp_noise is None:
+            return
+        if not self.dp_noise > 0:
+            raise self.bad("dp_noise", "must be > 0 (a noise multiplier), or null for no differential privacy")
+        self.at_least(1, "dp_slices_per_subject")
+        if not self.dp_clip > 0:
+            raise self.bad("dp_clip", "must be > 0")
+        if not 0.0 < self.dp_delta < 1.0:
+            raise self.bad("dp_delta", "must be in (0, 1)")
+        # Each of these lets one person's slices move other samples' outputs, or spends privacy
+        # the accountant does not count.
+        if self.mbstd_group != 1:
+            raise self.bad("mbstd_group", "must be 1 with dp_noise: the minibatch-stddev layer mixes the samples of "
+                                          "a batch, so clipping per person would bound nothing")
+        if self.augment == "adaptive":
+            raise self.bad("augment", "cannot be adaptive with dp_noise: its probability follows D's outputs on the "
+                                      "reals, which the privacy accounting does not cover; use fixed or off")
+        if self.precision != "fp32":
+            raise self.bad("precision", "must be fp32 with dp_noise (the per-sample gradients run in fp32)")
 
 
 @dataclass

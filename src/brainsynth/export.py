@@ -68,6 +68,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
 
     from brainsynth.config import train_config_from_dict
     from brainsynth.models import diffusion_kwargs, network_kwargs
+    from brainsynth.train.dp import guarantee
 
     out, card_file = Path(out), card_path(out)
     if out.suffix == ".json":
@@ -102,6 +103,7 @@ def export_generator(run_dir: str | Path, out: str | Path, *, force: bool = Fals
         "target_images": int(progress.get("target_images", progress["images_shown"])),
         "checkpoint": {"file": path.name, "sha256": sha256_file(path)},
         "config": cfg.to_dict(),
+        "differential_privacy": guarantee(cfg, state.get("family")),
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
         "usage": USAGE_DIFFUSION if diffusion else USAGE_GAN,
         "brainsynth_version": __version__,

@@ -52,6 +52,7 @@ from brainsynth.fsio import check_output_free, sha256_file
 from brainsynth.imageset import write_image_set
 from brainsynth.shareable import strip_local_paths
 from brainsynth.train import checkpoint as ckpt
+from brainsynth.train.dp import guarantee as dp_guarantee
 from brainsynth.train.ema import ema_bn_mode
 from brainsynth.train.schedule import build_schedule
 
@@ -300,6 +301,7 @@ def generate_images(run_dir: str | Path, out: str | Path, cfg: GenerateConfig, *
             **({"sampler": "DDIM (eta 0)", "steps": cfg.steps, "guidance": cfg.guidance,
                 "precision": cfg.precision} if diffusion else {}),
             **({"selection": selection} if selection is not None else {}),
+            "differential_privacy": dp_guarantee(run_cfg, state.get("family")),
         },
         "seed": seed,
         "latent": ("x_T = torch.randn(1, res, res, generator=torch.Generator().manual_seed(record seed))" if diffusion

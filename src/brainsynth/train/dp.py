@@ -361,6 +361,20 @@ def check_delta(delta: float, n_subjects: int) -> None:
     bounds the chance that it fails for any of them, which is kept at 1 % or less.
     """
     if not 0 < delta <= MAX_PEOPLE_TIMES_DELTA / max(1, n_subjects):
-        raise ConfigError(f"delta={delta:g} is not far below 1/{n_subjects} subjects: choose delta <= "
-                          f"{MAX_PEOPLE_TIMES_DELTA / max(1, n_subjects):.1g} (the default {DEFAULT_DELTA:g} fits up to "
-                          f"{int(MAX_PEOPLE_TIMES_DELTA / DEFAULT_DELTA)} people)")
+        raise ConfigError(f"dp_delta={delta:g} is not far below 1/{n_subjects} subjects: choose delta <= "
+                          f"{MAX_PEOPLE_TIMES_DELTA / max(1, n_subjects):.2g} (the default {DEFAULT_DELTA:g} fits up to "
+                          f"{round(MAX_PEOPLE_TIMES_DELTA / DEFAULT_DELTA)} people)")
+
+
+def guarantee(cfg: Any, family_state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a privately trained run guarantees, for the provenance of what it releases; None without DP.
+
+    ``cfg`` is the run's training config, ``family_state`` its checkpoint's ``family`` entry.
+    """
+    if getattr(cfg, "dp_noise", None) is None or not family_state:
+        return None
+    accountant = Accountant.from_state_dict(family_state["accountant"])
+    return {"epsilon": accountant.epsilon(cfg.dp_delta), "delta": cfg.dp_delta, "accountant": accountant.mechanism,
+            "unit": "one person (every slice of one subject)", "noise_multiplier": cfg.dp_noise,
+            "clip": cfg.dp_clip, "slices_per_subject": cfg.dp_slices_per_subject, "d_steps": accountant.steps,
+            "sampling": "Poisson sampling of subjects"}

@@ -5,6 +5,12 @@ that each gradient-penalty interpolate blends a real and a fake of one class and
 it. The G step draws its labels from the data's label distribution (official AC-GAN setup)
 and freezes D, so that no parameter gradient is wasted on it. Losses: WGAN-GP for the PGGAN,
 the non-saturating DCGAN loss for the DCGAN (:mod:`brainsynth.train.losses`).
+
+With ``train.pggan.dp_noise`` set, the D step is DP-SGD with the person as the unit
+(:mod:`brainsynth.train.dp`): subjects are Poisson-sampled at the rate that gives the phase's
+batch size on average, each subject's gradient is clipped, Gaussian noise is added, and the
+accountant records the step. The G step then draws its labels uniformly (the data's label
+proportions are a statistic of the private data) and learns only through the private D.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from typing import Any
 
 import torch
 
+from brainsynth.errors import ConfigError
 from brainsynth.train import distributed as ddp
+from brainsynth.train import dp
 from brainsynth.train.ema import ema_bn_mode, recompute_statistics
 from brainsynth.train.ema import sample as sample_ema
-from brainsynth.train.losses import DCGANLoss, WGANGPLoss
+from brainsynth.train.losses import DCGANLoss, WGANGPLoss, is_flip_step
 from brainsynth.train.schedule import blend_reals
 from brainsynth.train.steps import TrainingStep
 
@@ -34,8 +42,25 @@ class GANStep(TrainingStep):
         else:
             self.loss = DCGANLoss(self.G_fwd, self.D, augment=augment, label_flip_every=cfg.label_flip_every)
         self.ema_bn = ema_bn_mode(cfg)
+        self.private = getattr(cfg, "dp_noise", None) is not None
+        if self.private:
+            self._start_private()
+
+    def _start_private(self) -> None:
+        n_subjects = len(self.data.rows_of_subject)
+        if self.info.world_size > 1:
+            raise ConfigError("train.pggan.dp_noise: private training runs in one process (the accountant counts "
+                              "one stream of D steps); start it without torchrun")
+        dp.check_delta(self.cfg.dp_delta, n_subjects)
+        dp.check_per_sample_safe(self.D)
+        self.accountant = dp.Accountant(self.cfg.dp_accountant)
+        # Uniform fake labels: the data's label proportions would be a statistic of the private data.
+        self.class_probs = torch.full((self.data.class_probs.numel(),), 1.0 / self.data.class_probs.numel(),
+                                      dtype=torch.float64)
 
     def step(self, phase: Any, batch: int, index: int) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        if self.private:
+            return self._private_step(phase, batch, index)
         cfg, info = self.cfg, self.info
         # --- fetch: the GLOBAL batch's draws, identical on every rank; each keeps its slice
         g = self.gen
@@ -59,14 +84,7 @@ class GANStep(TrainingStep):
         self.opt_D.step()
 
         # --- G step (D frozen)
-        self.D.requires_grad_(False)
-        self.opt_G.zero_grad(set_to_none=True)
-        with self.autocast():
-            loss_g, stats_g = self.loss.g_loss(z_g, labels_g, phase.res, phase.alpha)
-        loss_g.backward()
-        ddp.average_gradients(self.G, info)
-        self.opt_G.step()
-        self.D.requires_grad_(True)
+        loss_g, stats_g = self._g_step(phase, z_g, labels_g)
 
         # --- augmentation probability (adaptive: from the sign of D on the reals)
         if cfg.augment == "adaptive":
@@ -74,6 +92,68 @@ class GANStep(TrainingStep):
         stats = dict(stats_d)
         stats.update({key if key == "loss_g" else f"g_{key}": value for key, value in stats_g.items()})
         return stats, (loss_d, loss_g)
+
+    def _g_step(self, phase: Any, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """G's update through the frozen D (no parameter gradient is wasted on D)."""
+        self.D.requires_grad_(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        with self.autocast():
+            loss_g, stats_g = self.loss.g_loss(z, labels, phase.res, phase.alpha)
+        loss_g.backward()
+        ddp.average_gradients(self.G, self.info)
+        self.opt_G.step()
+        self.D.requires_grad_(True)
+        return loss_g, stats_g
+
+    def _private_step(self, phase: Any, batch: int, index: int) -> tuple[dict[str, torch.Tensor], tuple]:
+        """A step whose D update is DP-SGD by person; the G step as usual (post-processing)."""
+        cfg, g, data = self.cfg, self.gen, self.data
+        n_subjects = len(data.rows_of_subject)
+        # The rate that brings the phase's batch on average; the accountant is told the same rate.
+        rate = min(1.0, batch / (cfg.dp_slices_per_subject * n_subjects))
+        chosen = dp.poisson_subjects(n_subjects, rate, g)
+        rows, subjects = dp.subject_batch(data.rows_of_subject, chosen, cfg.dp_slices_per_subject, g)
+        z_d = torch.randn(len(rows), cfg.z_dim, generator=g).to(self.device)  # [b, z]
+        mix = torch.rand(len(rows), generator=g).to(self.device)  # [b] penalty interpolation weights
+        z_g = torch.randn(batch, cfg.z_dim, generator=g).to(self.device)  # [B, z]
+        labels_g = torch.multinomial(self.class_probs, batch, replacement=True, generator=g).to(self.device)  # [B]
+        reals, labels = data.batch(torch.from_numpy(rows))  # [b, 1, res, res], [b]
+        if phase.fading:
+            reals = blend_reals(reals, phase.alpha)
+        with torch.no_grad():
+            fakes = self.G_fwd(z_d, labels, phase.res, phase.alpha) if len(rows) else torch.zeros_like(reals)
+        seen = self.augment if cfg.augment != "off" else (lambda x: x)
+
+        # --- private D step: per-person clipped, noised gradients, then Adam
+        self.opt_D.zero_grad(set_to_none=True)
+        clip = dp.private_d_step_gradients(
+            cfg.model, self.D, seen(reals) if len(rows) else reals, seen(fakes) if len(rows) else fakes, labels, labels,
+            mix, torch.from_numpy(subjects), phase.res, phase.alpha, max_norm=cfg.dp_clip,
+            noise_multiplier=cfg.dp_noise, expected_subjects=rate * n_subjects, generator=g,
+            gp_lambda=cfg.gp_lambda, drift=cfg.drift, ac_weight=cfg.ac_weight,
+            flip=is_flip_step(index, cfg.label_flip_every))
+        self.opt_D.step()
+        self.accountant.step(cfg.dp_noise, rate)
+
+        loss_g, stats_g = self._g_step(phase, z_g, labels_g)
+        stats = {"dp_subjects": torch.tensor(float(clip.subjects)), "dp_clipped": torch.tensor(clip.clipped),
+                 "dp_median_norm": torch.tensor(clip.median_norm)}
+        stats.update({key if key == "loss_g" else f"g_{key}": value for key, value in stats_g.items()})
+        return stats, (loss_g, stats["dp_median_norm"])
+
+    def tick_record(self) -> dict[str, float]:
+        if not self.private:
+            return {}
+        return {"dp_epsilon": self.accountant.epsilon(self.cfg.dp_delta), "dp_steps": self.accountant.steps}
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return {"accountant": self.accountant.state_dict()} if self.private else None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        # A rollback or resume restores the accountant with the weights: the discarded steps
+        # never reach the released generator, so they spend nothing it reveals.
+        if self.private and state is not None:
+            self.accountant = dp.Accountant.from_state_dict(state["accountant"])
 
     def grid_input(self, columns: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(columns, self.cfg.z_dim, generator=generator)  # [columns, z]

@@ -156,6 +156,9 @@ class Trainer:
             cfg.check()
         self.schedule = build_schedule(cfg)
         self.target = self.schedule.total_images
+        # Checkpoints kept for good at a geometric series of images (privacy and quality over training).
+        self.snapshot_points = (ckpt.geometric_points(cfg.snapshot_first, cfg.snapshot_factor, self.target)
+                                if cfg.snapshot_first else [])
         if state and state["data"].get("fingerprint") != self.data.summary["fingerprint"]:
             was = state["data"]
             raise ConfigError(f"{dataset} (repeat {fold[0]}, fold {fold[1]}) is not the training data {run_dir} was "
@@ -279,6 +282,7 @@ class Trainer:
                 self.family.opt_D.load_state_dict(state["opt_D"])
             if state["augment"] is not None:
                 self.augment.load_state_dict(state["augment"])
+            self.family.load_state_dict(state.get("family"))  # checkpoints before it have none
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{self.run_dir}: checkpoint does not match this config's networks "
                                   f"({str(exc).splitlines()[0]})") from None
@@ -416,11 +420,12 @@ class Trainer:
             "res": phase.res, "alpha": round(phase.alpha, 6), "batch": phase.batch_size,
             "lr": phase.lr * self.lr_scale, **means,
             "img_per_s": (self.images_shown - self._tick_images0) / elapsed, "sec_per_tick": elapsed,
-            "augment_p": float(self.augment.p), "wall_s": self.clock.total(),
+            "augment_p": float(self.augment.p), "wall_s": self.clock.total(), **self.family.tick_record(),
         }
         self._prepare_ema_for_sampling()  # tick work, after the training throughput was taken
         self.observer.tick(record, self._samples(phase) if self.main else None)
-        saved = self._finished() or self.tick_index % cfg.checkpoint_every_ticks == 0
+        saved = (self._finished() or self.tick_index % cfg.checkpoint_every_ticks == 0
+                 or ckpt.snapshot_due(self.run_dir, self.images_shown, self.snapshot_points))
         if saved:
             self._save_checkpoint()
         self._reset_tick_accumulators()
@@ -453,10 +458,11 @@ class Trainer:
                 # A family without a discriminator (the diffusion model) saves None.
                 "D": self.D.state_dict() if self.D is not None else None,
                 "opt_D": self.family.opt_D.state_dict() if self.family.opt_D is not None else None,
-                "augment": self.augment.state_dict(), "progress": self._progress(),
-                "rng": ckpt.capture_rng({"data": self.gen}),
+                "augment": self.augment.state_dict(), "family": self.family.state_dict(),
+                "progress": self._progress(), "rng": ckpt.capture_rng({"data": self.gen}),
             }
-            ckpt.save_checkpoint(self.run_dir, state, keep=self.cfg.checkpoint_keep)
+            path = ckpt.save_checkpoint(self.run_dir, state, keep=self.cfg.checkpoint_keep)
+            ckpt.keep_snapshot(self.run_dir, path, self.snapshot_points)
             self._write_progress(finished=self._finished())
         ddp.barrier(self.info)  # a later rollback on any rank reads this file
 

@@ -70,6 +70,9 @@ class RealImages:
         self.res = 0
         self.images: torch.Tensor | None = None  # [N, 1, res, res] float in [-1, 1] on device
         table = ds.table.iloc[idx]
+        # Which subject each row is, for sampling and clipping by person (train.pggan.dp_noise).
+        _, self.subject_of_row = np.unique(table["subject"].to_numpy(), return_inverse=True)  # [N]
+        self.rows_of_subject = [np.flatnonzero(self.subject_of_row == s) for s in range(self.subject_of_row.max() + 1)]
         self.summary = {
             "dataset": str(Path(ds.root).resolve()),
             "simulated": bool(ds.manifest.get("simulated", False)),

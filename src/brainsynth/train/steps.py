@@ -12,6 +12,8 @@ generator, logging and multi-process training. A family supplies a :class:`Train
 ``samples(x, labels, ph)``  G_ema's images of that input
 ``probe(cfg, n, phase, d)`` arguments of one forward of G, to compile it before training
 ``prepare_for_sampling()``  anything G_ema needs before it is sampled or saved
+``tick_record()``           figures the family adds to each tick's stats line
+``state_dict()``            its own state for the checkpoint (``load_state_dict`` restores it)
 ==========================  ==============================================================
 
 A new family adds a module with its step and one entry in :data:`STEP_CLASSES`; the loop
@@ -108,6 +110,17 @@ class TrainingStep:
 
     def prepare_for_sampling(self, images_shown: int, batch: int) -> None:
         """Anything G_ema needs before it is sampled or saved (nothing by default)."""
+
+    def tick_record(self) -> dict[str, float]:
+        """Figures for the tick's stats line beyond the averaged step stats (none by default)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """State of the family's own that a checkpoint keeps (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`state_dict` (``None`` from a checkpoint that has none)."""
 
 
 def step_class(model: str) -> type[TrainingStep]:
