@@ -187,10 +187,12 @@ class TrainConfig(Section):
 
     # --- schedule, counted in images shown (not steps)
     total_images: Optional[int] = None  # stop after this many images; null = end of the growth schedule
-    schedule: str = field(default="fixed", metadata=choices("fixed", "fit"))  # fixed: stable/fade_images as given; fit: derived from total_images
+    schedule: str = field(default="fixed", metadata=choices("fixed", "fit", "compute"))  # fixed: stable/fade_images as given; fit: total_images split equally in images; compute: compute_images split equally in cost (docs/training.md)
     stable_images: int = 600_000  # images per resolution before the next one fades in
     fade_images: int = 600_000  # images over which the next resolution fades in
-    final_share: float = 0.5  # fit: share of total_images spent stable at the final resolution
+    final_share: float = 0.5  # fit, compute: share of the budget spent stable at the final resolution
+    compute_images: Optional[int] = None  # compute: the budget, as the cost of this many images at the final resolution
+    image_cost: Optional[dict[int, float]] = None  # compute: cost of one training image per resolution (e.g. measured CPU ms); null = the step's multiply-adds counted from the widths
     batch_sizes: Union[int, dict[int, int]] = field(default_factory=lambda: dict(OFFICIAL_BATCH_SIZES))  # global batch per resolution
 
     # --- optimiser and loss
@@ -228,6 +230,7 @@ class TrainConfig(Section):
     checkpoint_keep: int = 3  # keep the last K checkpoints
     grid_columns: int = 8  # sample-grid images per class (one row per class)
     grid_cell_px: int = 64  # display size of one grid cell (nearest-neighbour upscaling)
+    phase_swd_images: int = 256  # PGGAN: G_ema images scored by SWD at the end of every growth phase (phases.jsonl, docs/training.md); 0 = the phase grids only
     progress_bar: bool = True  # tqdm bar on stderr
     tensorboard: bool = True  # write TensorBoard events to RUN_DIR/tb
     nan_retries: int = 3  # roll back to the last checkpoint at most this many times on NaN/Inf
@@ -262,14 +265,23 @@ class TrainConfig(Section):
                       "ddpm_res_blocks", "ddpm_norm_groups", "ddpm_head_channels", "ddpm_patch", "ddpm_timesteps",
                       "ddpm_grid_steps",
                       "checkpoint_every_ticks", "checkpoint_keep", "grid_columns", "grid_cell_px",
-                      "augment_interval", "augment_speed_images", "total_images", "ema_halflife_images",
+                      "augment_interval", "augment_speed_images", "total_images", "compute_images", "ema_halflife_images",
                       "dcgan_ema_bn_images")
         self.at_least(0, "stable_images", "fade_images", "num_threads", "nan_retries", "label_flip_every", "gp_lambda",
-                      "drift", "ac_weight")
+                      "drift", "ac_weight", "phase_swd_images")
         if self.time_budget_s is not None and not 0.0 < self.time_budget_s < float("inf"):
             raise self.bad("time_budget_s", "must be a number of seconds > 0, or null for no limit")
         if self.schedule == "fit" and self.total_images is None:
             raise self.bad("schedule", "'fit' derives the schedule from total_images, so set total_images too")
+        if self.schedule == "compute" and self.compute_images is None and (self.model == "pggan"
+                                                                           or self.total_images is None):
+            raise self.bad("schedule", "'compute' splits a budget of compute_images final-resolution images, so set "
+                                       "compute_images too")
+        if self.schedule == "compute" and self.model == "pggan" and self.total_images is not None:
+            raise self.bad("total_images", "is not used by schedule 'compute', whose budget is compute_images; set "
+                                           "it to null (the images shown follow from the budget)")
+        if self.image_cost is not None and any(not v > 0 for v in self.image_cost.values()):
+            raise self.bad("image_cost", "must give a cost > 0 per resolution, or be null for counted multiply-adds")
         batches = self.batch_sizes.values() if isinstance(self.batch_sizes, dict) else [self.batch_sizes]
         if any(b < 2 for b in batches):
             # A batch of one makes the minibatch-stddev layer NaN.

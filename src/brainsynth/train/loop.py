@@ -203,7 +203,15 @@ def build_schedule(cfg: TrainConfig):
     """
     from brainsynth.train.schedule import Schedule
 
-    if cfg.schedule == "fit":
+    if cfg.schedule == "compute" and cfg.model == "pggan":
+        from brainsynth.train.schedule import image_costs
+
+        growth = Schedule.fit_compute(cfg.resolution, cfg.compute_images, image_costs(cfg), cfg.start_resolution,
+                                      cfg.batch_sizes, cfg.lr, cfg.final_share)
+    elif cfg.schedule == "compute":  # a model that does not grow: the budget is its images
+        growth = Schedule(cfg.resolution, cfg.resolution, batch_sizes=cfg.batch_sizes, lr=cfg.lr,
+                          total_images=cfg.total_images or cfg.compute_images)
+    elif cfg.schedule == "fit":
         growth = Schedule.fit_budget(cfg.resolution, cfg.total_images, cfg.start_resolution, cfg.batch_sizes, cfg.lr,
                                      cfg.final_share)
     else:
@@ -383,6 +391,7 @@ class Trainer:
         ddp.barrier(info)
         self.observer = Observer(run_dir, self.target, self.images_shown, enabled=self.main,
                                  progress_bar=cfg.progress_bar, tensorboard=cfg.tensorboard, cell_px=cfg.grid_cell_px)
+        self.phase_log = self._phase_log()
         if not state:
             self._prepare_ema_for_sampling()
             self._save_checkpoint()  # images 0: a rollback target from the very start
@@ -413,6 +422,19 @@ class Trainer:
             from brainsynth.models.ddpm import Sampler
 
             self.sampler = Sampler(self.G_ema, **diffusion_kwargs(cfg))  # the tick grid's DDIM sampler
+
+    def _phase_log(self):
+        """The PGGAN's per-phase grids and SWD (:mod:`brainsynth.train.phases`); None for the other models."""
+        from brainsynth.train.phases import PhaseLog
+
+        if self.cfg.model != "pggan":
+            return None
+        return PhaseLog(self.run_dir, self.schedule, self.data.base, self.data.labels, self.data.class_probs,
+                        swd_images=self.cfg.phase_swd_images, z_dim=self.cfg.z_dim, seed=self.cfg.seed,
+                        columns=self.cfg.grid_columns, cell_px=self.cfg.grid_cell_px, enabled=self.main)
+
+    def _phase_sample(self, z: torch.Tensor, labels: torch.Tensor, res: int, alpha: float) -> torch.Tensor:
+        return sample_ema(self.G_ema, z.to(self.device), labels.to(self.device), res, alpha, self.ema_bn)
 
     def _networks(self) -> list[nn.Module]:
         return [net for net in (self.G, self.D, self.G_ema) if net is not None]
@@ -540,6 +562,8 @@ class Trainer:
             while not self._finished():
                 phase = self.schedule.at(self.images_shown)
                 self._train_step(phase)
+                if self.phase_log is not None:
+                    self.phase_log.after_step(phase, self.images_shown, self.step, self.clock.total(), self._phase_sample)
                 if self.images_shown >= self.last_tick_images + cfg.tick_images or self.images_shown >= self.target:
                     saved = self._tick(phase)
                     if saved and stop_after_images is not None and self.images_shown >= stop_after_images:
