@@ -19,7 +19,7 @@ from brainsynth.train import loop
 from brainsynth.config import load_config, sections_yaml
 from brainsynth.train.loop import RealImages, TrainingDivergedError, run_training, train
 
-TIMING = {"img_per_s", "sec_per_tick", "wall_s"}
+TIMING = {"img_per_s", "sec_per_tick", "wall_s", "process_cpu_s"}
 
 
 def _final_state(run_dir):

@@ -42,6 +42,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -737,6 +738,7 @@ class Trainer:
             "lr": phase.lr * self.lr_scale, **means,
             "img_per_s": (self.images_shown - self._tick_images0) / elapsed, "sec_per_tick": elapsed,
             "augment_p": float(self.augment.p), "wall_s": self.clock.total(),
+            "process_cpu_s": time.process_time(),  # this process's CPU seconds (not carried over a resume)
         }
         self._prepare_ema_for_sampling()  # tick work, after the training throughput was taken
         self.observer.tick(record, self._samples(phase) if self.main else None)
