@@ -56,9 +56,10 @@ from brainsynth.timing import machine_busy_seconds  # noqa: E402
 
 REFERENCE = "real-test"
 MODELS = ("pggan", "dcgan", "ddpm")
-# Budgets of about equal CPU time on the demo's data (one thread; docs/training.md): the PGGAN's
-# compute_images, the others' total_images.
-DEFAULT_BASE = {"pggan": 15_000, "dcgan": 40_000, "ddpm": 35_000}
+# The diffusion model's base budget: about the demo DCGAN's CPU seconds (the demo preset's own
+# 60,000 images took 1.7x the PGGAN's time, benchmarks/README.md). The PGGAN and the DCGAN take
+# their preset's budgets (compute_images, total_images), which cost about the same.
+DDPM_BASE_IMAGES = 40_000
 DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 METRICS = ("swd", "fid", "precision", "recall")
 PLOTTED = ("swd", "precision", "recall")
@@ -70,9 +71,15 @@ def _env() -> dict:
     return env
 
 
-def parse_base(items: list[str]) -> dict[str, int]:
-    """``MODEL=IMAGES`` words -> the base budget of each model (the defaults for the others)."""
-    base = dict(DEFAULT_BASE)
+def default_base(config: str) -> dict[str, int | None]:
+    """The base budgets from a preset: the PGGAN's compute_images, the DCGAN's total_images."""
+    train = load_config(config).train
+    return {"pggan": train["pggan"].compute_images, "dcgan": train["dcgan"].total_images, "ddpm": DDPM_BASE_IMAGES}
+
+
+def parse_base(items: list[str], config: str = "demo") -> dict[str, int]:
+    """``MODEL=IMAGES`` words -> the base budget of each model (the preset's for the others)."""
+    base = default_base(config)
     for item in items:
         model, _, value = item.partition("=")
         if model not in MODELS or not value.isdigit() or int(value) < 1:
@@ -276,8 +283,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--factors", type=float, nargs="+", default=list(DEFAULT_FACTORS),
                    help="budget factors of the base budgets (default 1/4 .. 8)")
     p.add_argument("--base", nargs="+", default=[], metavar="MODEL=IMAGES",
-                   help=f"base budget per model (default {' '.join(f'{k}={v}' for k, v in DEFAULT_BASE.items())}): "
-                        "the PGGAN's compute_images, the others' total_images")
+                   help="base budget per model: the PGGAN's compute_images and the DCGAN's total_images (default: "
+                        f"the preset's), the diffusion model's total_images (default {DDPM_BASE_IMAGES})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config key for every training run (e.g. train.seed=1; repeatable)")
     p.add_argument("--images-per-label", type=int, default=300, help="synthetic images per class and point")
@@ -296,7 +303,10 @@ def _machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    base = parse_base(args.base)
+    base = parse_base(args.base, args.config)
+    missing = [m for m in args.models if not base.get(m)] if not args.score else []
+    if missing:
+        raise SystemExit(f"--base: the preset gives no budget for {', '.join(missing)}; pass --base MODEL=IMAGES")
     for sub in ("runs", "sets", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -11,13 +11,18 @@ def qvc(load_benchmark):
     return load_benchmark("quality_vs_compute")
 
 
-def test_budget_keys_and_bases(qvc):
+def test_budget_keys_and_bases(qvc, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert qvc.budget_sets("pggan", 300) == ["train.pggan.schedule=compute", "train.pggan.total_images=null",
                                              "train.pggan.compute_images=300"]
     assert qvc.budget_sets("ddpm", 300) == ["train.ddpm.total_images=300"]
-    assert qvc.parse_base(["dcgan=7"]) == {**qvc.DEFAULT_BASE, "dcgan": 7}
+    demo = qvc.load_config("demo").train
+    assert qvc.parse_base(["dcgan=7"]) == {"pggan": demo["pggan"].compute_images, "dcgan": 7, "ddpm": 40_000}
+    assert qvc.parse_base([], "tiny")["pggan"] is None  # the tiny preset has no compute budget
     with pytest.raises(SystemExit, match="expected MODEL=IMAGES"):
         qvc.parse_base(["gan=7"])
+    with pytest.raises(SystemExit, match="the preset gives no budget for pggan; pass --base MODEL=IMAGES"):
+        qvc.main(["dataset", "--out", "unused", "--config", "tiny", "--models", "pggan"])
     points = [{"cpu_s": 10.0, "swd": 30.0}, {"cpu_s": 20.0, "swd": 11.0}, {"cpu_s": 40.0, "swd": 9.0}]
     assert qvc.first_within(points, {"swd": 10.0}) == 20.0 and qvc.first_within(points, {"swd": 1.0}) is None
 
