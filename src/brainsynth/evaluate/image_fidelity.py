@@ -173,24 +173,31 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, r
     return float(np.mean(dists))
 
 
-def swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+def swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0, min_res: int = SWD_MIN_RES,
+        patch: int = SWD_PATCH) -> dict[str, float]:
     """Sliced Wasserstein distance per pyramid level (x1e3), keyed by resolution, plus "avg".
 
     Parameters
     ----------
     real, fake : float [N, H, W] in [0, 1], same H, W (the sets may differ in size; the larger
         set's descriptors are subsampled so both sides have equally many).
+    min_res, patch : int
+        The coarsest pyramid level and the patch side (odd); the protocol's 16 and 7. Only
+        images smaller than the protocol allows (a growing PGGAN's 4 and 8 px phases,
+        :mod:`brainsynth.train.phases`) need others.
     """
-    return swd_from_pyramids(laplacian_pyramid(real), laplacian_pyramid(fake), seed=seed)
+    return swd_from_pyramids(laplacian_pyramid(real, min_res), laplacian_pyramid(fake, min_res), seed=seed,
+                             patch=patch)
 
 
-def swd_from_pyramids(real: list[np.ndarray], fake: list[np.ndarray], *, seed: int = 0) -> dict[str, float]:
+def swd_from_pyramids(real: list[np.ndarray], fake: list[np.ndarray], *, seed: int = 0,
+                      patch: int = SWD_PATCH) -> dict[str, float]:
     """:func:`swd` of two sets given as their Laplacian pyramids (to reuse them per class)."""
-    return swd_many(real, {"fake": fake}, seed=seed)["fake"]
+    return swd_many(real, {"fake": fake}, seed=seed, patch=patch)["fake"]
 
 
 def swd_many(real: list[np.ndarray], fakes: Mapping[str, list[np.ndarray]], *,
-             seed: int = 0) -> dict[str, dict[str, float]]:
+             seed: int = 0, patch: int = SWD_PATCH) -> dict[str, dict[str, float]]:
     """:func:`swd_from_pyramids` of one real pyramid against several fake ones.
 
     Every fake set gets exactly the number it would get alone: the same patch positions,
@@ -205,8 +212,8 @@ def swd_many(real: list[np.ndarray], fakes: Mapping[str, list[np.ndarray]], *,
     rng_dirs = np.random.default_rng([seed, 1])
     results: dict[str, dict[str, float]] = {name: {} for name in fakes}
     for level, lvl_real in enumerate(real):
-        da = _normalise(patch_descriptors(lvl_real, rng_real))  # [N1 * 128, 49]
-        fake_desc = {name: _normalise(patch_descriptors(pyr[level], rng_fake[name]))  # [N2 * 128, 49]
+        da = _normalise(patch_descriptors(lvl_real, rng_real, patch=patch))  # [N1 * 128, 49]
+        fake_desc = {name: _normalise(patch_descriptors(pyr[level], rng_fake[name], patch=patch))  # [N2 * 128, 49]
                      for name, pyr in fakes.items()}
         real_order = rng_real.permutation(len(da))
         subsampled: dict[str, tuple[int, np.ndarray]] = {}
