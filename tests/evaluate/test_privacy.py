@@ -179,7 +179,7 @@ def test_every_planted_family_is_flagged_and_names_its_source(fold):
     for name in FAMILIES:
         chosen = fold["families"] == name
         assert result.flagged[:n][chosen].all(), name
-    nearest = result.spaces["pixel"].synth_to_train[:n].argmin(axis=1)
+    nearest = result.spaces["pixel"].synth.index[:n]
     assert np.mean(nearest == fold["sources"]) >= 0.9  # or a neighbouring slice of the same subject
     assert result.flagged[n:].mean() <= 0.1  # new subjects' slices: flagged as often as half B at most
 

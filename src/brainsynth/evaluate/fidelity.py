@@ -58,6 +58,9 @@ KID_MAX_SUBSET = 1000
 PR_K = 3
 DC_K = 5
 _DIST_CHUNK = 1024
+IMAGE_BLOCK = 4096  # images read at once by the background numbers (whole sets up to this size)
+ROW_BLOCK = 2048  # feature rows converted to float64 at once (64 MB at fc7's 4096 dimensions)
+COLUMN_BLOCK_BYTES = 256 << 20  # float64 reference rows held at once by the k-NN distances
 
 
 # --- FID --------------------------------------------------------------------------------
@@ -89,19 +92,43 @@ def _fid_low_rank(real: np.ndarray, fake: np.ndarray) -> float:
     Their square roots are taken from the symmetric eigenvalues of the smaller of M M' and
     M' M (6x faster than the SVD of M at fc7 scale); eigenvalues below the round-off level of
     the largest one are zero singular values, clipped so their noise does not add up.
+
+    The larger set is read a block of :data:`ROW_BLOCK` rows at a time (float64 copies of whole
+    feature sets would need 32 kB per image); a set of at most one block is the same computation.
     """
-    a = np.asarray(real, dtype=np.float64)
+    if len(real) < len(fake):
+        real, fake = fake, real  # FID is symmetric: A is the larger set, read in blocks
     b = np.asarray(fake, dtype=np.float64)
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    a = a - mu_a  # [n1, D]
+    mu_b = b.mean(axis=0)
     b = b - mu_b  # [n2, D]
-    na, nb = len(a) - 1, len(b) - 1
-    cross = a @ b.T  # [n1, n2]
-    gram = cross @ cross.T if len(a) <= len(b) else cross.T @ cross  # [min(n1, n2)] ^ 2
+    mu_a = _mean_rows(real)
+    na, nb = len(real) - 1, len(b) - 1
+    if len(real) <= ROW_BLOCK:
+        a = np.asarray(real, dtype=np.float64) - mu_a  # [n1, D]
+        cross = a @ b.T  # [n1, n2]
+        gram = cross.T @ cross  # [n2, n2]
+        ss_a = np.sum(a * a)
+    else:
+        gram, ss_a = np.zeros((len(b), len(b))), 0.0
+        for lo in range(0, len(real), ROW_BLOCK):
+            a = np.asarray(real[lo:lo + ROW_BLOCK], dtype=np.float64) - mu_a  # [B, D]
+            cross = a @ b.T  # [B, n2]
+            gram += cross.T @ cross
+            ss_a += float(np.sum(a * a))
     eig = np.linalg.eigvalsh(gram)
     noise = max(eig.max(initial=0.0), 0.0) * len(eig) * np.finfo(np.float64).eps
     tr_sqrt = np.sqrt(np.where(eig > noise, eig, 0.0)).sum() / math.sqrt(na * nb)
-    return float(np.sum((mu_a - mu_b) ** 2) + np.sum(a * a) / na + np.sum(b * b) / nb - 2.0 * tr_sqrt)
+    return float(np.sum((mu_a - mu_b) ** 2) + ss_a / na + np.sum(b * b) / nb - 2.0 * tr_sqrt)
+
+
+def _mean_rows(x: np.ndarray) -> np.ndarray:
+    """Mean row (float64) of [N, D], read a block of rows at a time."""
+    if len(x) <= ROW_BLOCK:
+        return np.asarray(x, dtype=np.float64).mean(axis=0)
+    total = np.zeros(x.shape[1])
+    for lo in range(0, len(x), ROW_BLOCK):
+        total += np.asarray(x[lo:lo + ROW_BLOCK], dtype=np.float64).sum(axis=0)
+    return total / len(x)
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
@@ -148,38 +175,67 @@ def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed:
     """Kernel Inception Distance (mean, std over random subsets) of feature sets [N1, D], [N2, D].
 
     The same estimator and the same subset draws as torchmetrics' ``KernelInceptionDistance``
-    (tested equal), but the kernel matrices are computed once for the whole sets and each
-    subset indexes into them, instead of 3 x ``subsets`` fresh D-dimensional products.
+    (tested equal). When the whole sets are small, the kernel matrices are computed once and
+    each subset indexes into them, instead of 3 x ``subsets`` fresh D-dimensional products; when
+    that would cost more than the subsets' own kernels (a large real set against subsets of a
+    few hundred images), each subset's kernels are computed from its own rows, so neither time
+    nor memory grows with the larger set beyond the draw itself.
     Subsets hold ``subset_size`` images each, by default :func:`kid_subset_size`.
 
     Note: two *identical* sets give a negative value (the self-pairs k(x, x) enter the cross
     term only), so "no difference" reads as ~0 only for independent samples.
     """
-    x = torch.from_numpy(np.asarray(real, dtype=np.float64))  # [N1, D]
-    y = torch.from_numpy(np.asarray(fake, dtype=np.float64))  # [N2, D]
-    m = kid_subset_size(len(x), len(y)) if subset_size is None else min(subset_size, len(x), len(y))
+    n1, n2 = len(real), len(fake)
+    m = kid_subset_size(n1, n2) if subset_size is None else min(subset_size, n1, n2)
     if m < 2:
         raise ValueError("KID needs at least 2 images in each set")
-    k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    whole = n1 * n1 + n2 * n2 + n1 * n2 <= 3 * subsets * m * m
+    if whole:
+        x = torch.from_numpy(np.asarray(real, dtype=np.float64))  # [N1, D]
+        y = torch.from_numpy(np.asarray(fake, dtype=np.float64))  # [N2, D]
+        k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
     scores = []
     # torchmetrics draws the subsets from the global RNG: fork it so the caller's stream is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for _ in range(subsets):
-            i = torch.randperm(len(x))[:m]
-            j = torch.randperm(len(y))[:m]
-            scores.append(_unbiased_mmd2(k_xx, k_xy, k_yy, _mask(i, len(x)), _mask(j, len(y))))
+            i = torch.randperm(n1)[:m]
+            j = torch.randperm(n2)[:m]
+            if whole:
+                scores.append(_unbiased_mmd2(k_xx, k_xy, k_yy, _mask(i, n1), _mask(j, n2)))
+            else:
+                scores.append(_subset_mmd2(np.asarray(real[i.numpy()], dtype=np.float64),
+                                           np.asarray(fake[j.numpy()], dtype=np.float64)))
     s = torch.stack(scores)
     return float(s.mean()), float(s.std(unbiased=False))
+
+
+def _subset_mmd2(xs: np.ndarray, ys: np.ndarray) -> torch.Tensor:
+    """Unbiased MMD^2 of two subsets of m images each, from their own kernels (``_unbiased_mmd2`` of them)."""
+    x, y = torch.from_numpy(xs), torch.from_numpy(ys)
+    ones = torch.ones(len(x), dtype=torch.float64)
+    return _unbiased_mmd2(_poly_kernel(x, x), _poly_kernel(x, y), _poly_kernel(y, y), ones, ones)
 
 
 # --- precision / recall, density / coverage ---------------------------------------------
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances [len(a), len(b)] (float64), computed in row chunks."""
+    """Euclidean distances [len(a), len(b)] (float64), computed in row chunks (for small sets and tests)."""
+    return np.concatenate([block for _, block in _distance_blocks(a, b)], axis=1) if len(b) else \
+        np.zeros((len(a), 0))
+
+
+def _distance_blocks(a: np.ndarray, b: np.ndarray):
+    """Yield ``(lo, d)``: float64 Euclidean distances [len(a), hi - lo] of ``a`` to ``b[lo:hi]``.
+
+    ``b`` is read a block of columns at a time (at most :data:`COLUMN_BLOCK_BYTES` of float64 rows), ``a`` in
+    row chunks; a ``b`` that fits in one block gives exactly the distances of one ``torch.cdist`` call.
+    """
     ta = torch.from_numpy(np.asarray(a, dtype=np.float64))
-    tb = torch.from_numpy(np.asarray(b, dtype=np.float64))
-    return torch.cat([torch.cdist(ta[i:i + _DIST_CHUNK], tb) for i in range(0, len(ta), _DIST_CHUNK)]).numpy()
+    cols = max(1, COLUMN_BLOCK_BYTES // (8 * max(1, np.shape(b)[1])))
+    for lo in range(0, len(b), cols):
+        tb = torch.from_numpy(np.asarray(b[lo:lo + cols], dtype=np.float64))
+        yield lo, torch.cat([torch.cdist(ta[i:i + _DIST_CHUNK], tb) for i in range(0, len(ta), _DIST_CHUNK)]).numpy()
 
 
 def knn_radii(points: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:
@@ -196,21 +252,37 @@ def knn_radii(points: np.ndarray, k: int, groups: np.ndarray | None = None) -> n
 
 def knn_radii_many(points: np.ndarray, ks: tuple[int, ...],
                    groups: np.ndarray | None = None) -> dict[int, np.ndarray]:
-    """:func:`knn_radii` for several k from one distance matrix."""
+    """:func:`knn_radii` for several k from one pass over the distances.
+
+    Rows are processed in blocks, each against every point, so memory holds one block of rows
+    (not the N x N matrix); each row keeps its k smallest distances, exactly as a partition of the
+    whole row would.
+    """
     if len(points) <= max(ks):
         raise ValueError(f"need more than k={max(ks)} points, got {len(points)}")
-    d = _pairwise(points, points)  # [N, N]
-    if groups is None:
-        # Column 0 of each sorted row is the point itself (distance 0).
-        part = np.partition(d, sorted(set(ks)), axis=1)
-        return {k: part[:, k] for k in ks}
-    groups = np.asarray(groups)
-    same = groups[:, None] == groups[None, :]  # [N, N], the diagonal included
-    if np.min(np.sum(~same, axis=1)) < max(ks):
-        raise ValueError(f"a point has fewer than k={max(ks)} points of other subjects")
-    d[same] = np.inf
-    part = np.partition(d, sorted({k - 1 for k in ks}), axis=1)
-    return {k: part[:, k - 1] for k in ks}
+    groups = None if groups is None else np.asarray(groups)
+    if groups is not None:
+        other = len(groups) - np.unique(groups, return_inverse=True, return_counts=True)[2][
+            np.unique(groups, return_inverse=True)[1]]
+        if other.min() < max(ks):
+            raise ValueError(f"a point has fewer than k={max(ks)} points of other subjects")
+    rows = max(1, COLUMN_BLOCK_BYTES // (8 * len(points)))
+    wanted = sorted(set(ks)) if groups is None else sorted({k - 1 for k in ks})
+    out = {k: np.empty(len(points)) for k in ks}
+    for lo in range(0, len(points), rows):
+        block = np.asarray(points[lo:lo + rows])
+        d = np.concatenate([part for _, part in _distance_blocks(block, points)], axis=1)  # [B, N]
+        if groups is None:
+            # Column 0 of each sorted row is the point itself (distance 0).
+            part = np.partition(d, wanted, axis=1)
+            for k in ks:
+                out[k][lo:lo + len(block)] = part[:, k]
+        else:
+            d[groups[lo:lo + len(block)][:, None] == groups[None, :]] = np.inf  # the diagonal included
+            part = np.partition(d, wanted, axis=1)
+            for k in ks:
+                out[k][lo:lo + len(block)] = part[:, k - 1]
+    return out
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K, *, real_groups: np.ndarray | None = None,
@@ -251,14 +323,22 @@ def prdc(real: np.ndarray, fake: np.ndarray, *, pr_k: int = PR_K, dc_k: int = DC
     if real_radii is None or pr_k not in real_radii or dc_k not in real_radii:
         real_radii = knn_radii_many(real, (pr_k, dc_k), real_groups)
     r_fake = knn_radii(fake, pr_k, fake_groups)  # [M]
-    d = _pairwise(fake, real)  # [M, N]
     r_pr, r_dc = real_radii[pr_k], real_radii[dc_k]  # [N] each
-    inside_dc = d <= r_dc[None, :]  # [M, N]
+    # Blocks of real columns: every number is a sum or an any() over them.
+    precise = np.zeros(len(fake), dtype=bool)  # [M] inside some real k-NN ball
+    recalled, covered = np.zeros(len(real), dtype=bool), np.zeros(len(real), dtype=bool)  # [N]
+    inside = 0
+    for lo, d in _distance_blocks(fake, real):  # d [M, Nb]
+        hi = lo + d.shape[1]
+        precise |= (d <= r_pr[None, lo:hi]).any(axis=1)
+        recalled[lo:hi] = (d <= r_fake[:, None]).any(axis=0)
+        inside += int((d <= r_dc[None, lo:hi]).sum())
+        covered[lo:hi] = d.min(axis=0) <= r_dc[lo:hi]
     return {
-        "precision": float(np.mean((d <= r_pr[None, :]).any(axis=1))),
-        "recall": float(np.mean((d <= r_fake[:, None]).any(axis=0))),
-        "density": float(inside_dc.sum() / (dc_k * len(fake))),
-        "coverage": float(np.mean(d.min(axis=0) <= r_dc)),
+        "precision": float(np.mean(precise)),
+        "recall": float(np.mean(recalled)),
+        "density": float(inside / (dc_k * len(fake))),
+        "coverage": float(np.mean(covered)),
     }
 
 
@@ -393,8 +473,13 @@ def background_mask(real: np.ndarray, level: float = BACKGROUND_LEVEL,
     max_share : float
         Share of real images allowed above ``level`` at a background pixel.
     """
-    brain = _unit_range(real) > level  # [N, H, W]
-    return brain.mean(axis=0) <= max_share  # [H, W]
+    if len(real) <= IMAGE_BLOCK:
+        brain = _unit_range(real) > level  # [N, H, W]
+        return brain.mean(axis=0) <= max_share  # [H, W]
+    count = np.zeros(real.shape[1:], dtype=np.int64)
+    for lo in range(0, len(real), IMAGE_BLOCK):
+        count += (_unit_range(real[lo:lo + IMAGE_BLOCK]) > level).sum(axis=0)
+    return count / len(real) <= max_share  # [H, W]
 
 
 def background_intensity(images: np.ndarray, mask: np.ndarray) -> float | None:
@@ -406,7 +491,11 @@ def background_intensity(images: np.ndarray, mask: np.ndarray) -> float | None:
     if not mask.any():
         log.warning("no background pixel: the real brains cover the whole image, so no background intensity")
         return None
-    return float(_unit_range(images)[:, mask].mean())
+    if len(images) <= IMAGE_BLOCK:
+        return float(_unit_range(images)[:, mask].mean())
+    total = sum(float(_unit_range(images[lo:lo + IMAGE_BLOCK])[:, mask].sum(dtype=np.float64))
+                for lo in range(0, len(images), IMAGE_BLOCK))
+    return total / (len(images) * int(mask.sum()))
 
 
 def background_fidelity(real: np.ndarray, synthetic: np.ndarray) -> dict[str, float | None]:
