@@ -48,12 +48,12 @@ def upsample(images: np.ndarray, size: int) -> np.ndarray:
 
 
 class Timed:
-    """Wraps registration.match to add up its wall time per call."""
+    """Wraps the audit's search (privacy.fold.match) to add up its wall time per call."""
 
     def __init__(self):
         self.calls: list[float] = []
         self.pairs = 0
-        self.inner = reg.match
+        self.inner = privacy.match
 
     def __call__(self, *args, **kwargs):
         t0 = time.perf_counter()
@@ -90,7 +90,7 @@ def main() -> None:
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
             timer = Timed()
-            reg.match = timer
+            privacy.match = timer
             try:
                 t0, c0 = time.perf_counter(), time.process_time()
                 result = privacy.audit_fold(train, hold, synth, train_features=f_train, holdout_features=f_hold,
@@ -98,8 +98,8 @@ def main() -> None:
                                             holdout_ids=image_ids(ds, te), holdout_labels=labels, cfg=AuditConfig())
                 total, cpu = time.perf_counter() - t0, time.process_time() - c0
             finally:
-                reg.match = timer.inner
-            names = ["synth-train", "holdout-train", "train-train", "synth-holdout"]
+                privacy.match = timer.inner
+            names = ["holdout-train", "train-train", "synth-train", "synth-holdout"]
             stages = ", ".join(f"{n} {t:.1f}" for n, t in zip(names, timer.calls))
             print(f"{size} px, {threads} thread(s): {total:.1f} s wall, {cpu:.1f} s CPU (match: {stages}; rest "
                   f"{total - sum(timer.calls):.1f}; {timer.pairs} candidate pairs); load now {os.getloadavg()[0]:.2f}; "

@@ -24,12 +24,13 @@ def enabled() -> bool:
 
 
 @contextlib.contextmanager
-def bar(total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int], None]]:
+def bar(total: int, desc: str, unit: str = "img", min_items: int = MIN_ITEMS) -> Iterator[Callable[[int], None]]:
     """``with bar(n, "features") as step: ... step(k)`` advances a bar of ``n`` items by ``k``.
 
-    The bar is a no-op when :func:`enabled` is false or ``total`` is below :data:`MIN_ITEMS`.
+    The bar is a no-op when :func:`enabled` is false or ``total`` is below ``min_items`` (slow
+    items, such as whole volumes, pass a smaller one).
     """
-    if not enabled() or total < MIN_ITEMS:
+    if not enabled() or total < min_items:
         yield lambda n: None
         return
     from tqdm.auto import tqdm

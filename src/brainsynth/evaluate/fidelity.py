@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from brainsynth.progress import bar
 from brainsynth.evaluate.image_fidelity import (  # noqa: F401  (re-exported: the metrics' one namespace)
     MS_SSIM_BETAS,
     MS_SSIM_PAIRS,
@@ -262,27 +263,32 @@ def knn_radii_many(points: np.ndarray, ks: tuple[int, ...],
         raise ValueError(f"need more than k={max(ks)} points, got {len(points)}")
     groups = None if groups is None else np.asarray(groups)
     if groups is not None:
-        other = len(groups) - np.unique(groups, return_inverse=True, return_counts=True)[2][
-            np.unique(groups, return_inverse=True)[1]]
-        if other.min() < max(ks):
+        counts = np.unique(groups, return_counts=True)[1]
+        if len(groups) - counts.max() < max(ks):  # points of the largest subject have the fewest others
             raise ValueError(f"a point has fewer than k={max(ks)} points of other subjects")
     rows = max(1, COLUMN_BLOCK_BYTES // (8 * len(points)))
-    wanted = sorted(set(ks)) if groups is None else sorted({k - 1 for k in ks})
     out = {k: np.empty(len(points)) for k in ks}
-    for lo in range(0, len(points), rows):
-        block = np.asarray(points[lo:lo + rows])
-        d = np.concatenate([part for _, part in _distance_blocks(block, points)], axis=1)  # [B, N]
-        if groups is None:
-            # Column 0 of each sorted row is the point itself (distance 0).
-            part = np.partition(d, wanted, axis=1)
-            for k in ks:
-                out[k][lo:lo + len(block)] = part[:, k]
-        else:
-            d[groups[lo:lo + len(block)][:, None] == groups[None, :]] = np.inf  # the diagonal included
-            part = np.partition(d, wanted, axis=1)
-            for k in ks:
-                out[k][lo:lo + len(block)] = part[:, k - 1]
+    with bar(len(points), "fidelity: k-NN radii of the real images") as step:
+        for lo in range(0, len(points), rows):
+            block = np.asarray(points[lo:lo + rows])
+            for k, radius in _radii_block(block, points, ks, None if groups is None else groups[lo:lo + rows],
+                                          groups).items():
+                out[k][lo:lo + len(block)] = radius
+            step(len(block))
     return out
+
+
+def _radii_block(block: np.ndarray, points: np.ndarray, ks: tuple[int, ...], block_groups: np.ndarray | None,
+                 groups: np.ndarray | None) -> dict[int, np.ndarray]:
+    """k -> the k-NN radius of each row of ``block`` among ``points`` (of other subjects, with groups)."""
+    d = np.concatenate([part for _, part in _distance_blocks(block, points)], axis=1)  # [B, N]
+    if groups is None:
+        # Column 0 of each sorted row is the point itself (distance 0).
+        part = np.partition(d, sorted(set(ks)), axis=1)
+        return {k: part[:, k] for k in ks}
+    d[block_groups[:, None] == groups[None, :]] = np.inf  # the diagonal included
+    part = np.partition(d, sorted({k - 1 for k in ks}), axis=1)
+    return {k: part[:, k - 1] for k in ks}
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K, *, real_groups: np.ndarray | None = None,
