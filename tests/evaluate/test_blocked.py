@@ -9,6 +9,7 @@ from sklearn.metrics import pairwise_distances
 
 from brainsynth.evaluate import fidelity as fd
 from brainsynth.evaluate import image_fidelity as imf
+from brainsynth.evaluate import knn_metrics
 from brainsynth.evaluate.gan_train import make_classifier
 from brainsynth.evaluate.linear_svm import PrimalSVC
 from brainsynth.evaluate.privacy import nearest as nn
@@ -30,7 +31,7 @@ def test_blocked_knn_radii_and_prdc_equal_the_whole_matrix(clouds, monkeypatch):
     d = pairwise_distances(real.astype(np.float64))
     d_other = np.where(groups[:, None] == groups[None, :], np.inf, d)
     whole = fd.prdc(real, fake, real_groups=groups)
-    monkeypatch.setattr(fd, "COLUMN_BLOCK_BYTES", 8 * 6 * 5)  # blocks of 5 rows / columns
+    monkeypatch.setattr(knn_metrics, "COLUMN_BLOCK_BYTES", 8 * 6 * 5)  # blocks of 5 rows / columns
     radii = fd.knn_radii_many(real, (3, 5), groups)
     np.testing.assert_allclose(radii[3], np.sort(d_other, axis=1)[:, 2], rtol=1e-12)
     np.testing.assert_allclose(radii[5], np.sort(d_other, axis=1)[:, 4], rtol=1e-12)

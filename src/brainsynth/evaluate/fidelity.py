@@ -9,16 +9,18 @@ Feature-based (on the extractor's features, see :mod:`brainsynth.evaluate.featur
   n1 x n2 cross-product of the centred feature matrices, which is what :func:`fid` uses then.
 - KID (Binkowski et al. 2018): torchmetrics' estimator and subset draws (tested equal to its
   ``KernelInceptionDistance``), with the kernel matrices computed once instead of once per subset
-  (30 s -> ~2 s for fc7). Subsets hold half the smaller set (at most 1000 images): a subset as
-  large as a set would be that whole set every time, and the spread over subsets would be 0.
-- Precision/recall (Kynkaanniemi et al. 2019, k = 3) and density/coverage (Naeem et al. 2020,
-  k = 5) from k-nearest-neighbour balls. For real images the ball of an image reaches its k-th
-  nearest image of ANOTHER subject: adjacent slices of one subject are near-duplicates (98.6% of
-  a demo slice's nearest neighbours were), which shrinks the balls to nothing and makes every
-  set look imprecise.
+  (30 s -> ~2 s for fc7) while the sets are small, and from each subset's own rows when the
+  whole matrices would cost more (a large real set). Subsets hold half the smaller set (at most
+  1000 images): a subset as large as a set would be that whole set every time, and the spread
+  over subsets would be 0.
+- Precision/recall (k = 3) and density/coverage (k = 5) from k-nearest-neighbour balls, in
+  :mod:`brainsynth.evaluate.knn_metrics` (re-exported here).
 
 Pixel-based, in :mod:`brainsynth.evaluate.image_fidelity` (re-exported here): SWD on Laplacian
 pyramids (Karras et al. 2018) and MS-SSIM diversity (Wang et al. 2003; Odena et al. 2017).
+
+No function here holds an N x N matrix or a float64 copy of a whole large feature set: feature
+rows are read :data:`ROW_BLOCK` at a time (a set of one block is the earlier computation).
 
 :func:`fidelity_reports` evaluates several synthetic sets against one real set and computes the
 real side (pyramid, MS-SSIM pairs, k-NN radii, SWD's sorted projections) once; each set gets
@@ -36,7 +38,15 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from brainsynth.progress import bar
+from brainsynth.evaluate.knn_metrics import (  # noqa: F401  (re-exported: the metrics' one namespace)
+    DC_K,
+    PR_K,
+    density_coverage,
+    knn_radii,
+    knn_radii_many,
+    prdc,
+    precision_recall,
+)
 from brainsynth.evaluate.image_fidelity import (  # noqa: F401  (re-exported: the metrics' one namespace)
     MS_SSIM_BETAS,
     MS_SSIM_PAIRS,
@@ -56,12 +66,8 @@ log = logging.getLogger("brainsynth.evaluate.fidelity")
 
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
-PR_K = 3
-DC_K = 5
-_DIST_CHUNK = 1024
 IMAGE_BLOCK = 4096  # images read at once by the background numbers (whole sets up to this size)
 ROW_BLOCK = 2048  # feature rows converted to float64 at once (64 MB at fc7's 4096 dimensions)
-COLUMN_BLOCK_BYTES = 256 << 20  # float64 reference rows held at once by the k-NN distances
 
 
 # --- FID --------------------------------------------------------------------------------
@@ -216,136 +222,6 @@ def _subset_mmd2(xs: np.ndarray, ys: np.ndarray) -> torch.Tensor:
     x, y = torch.from_numpy(xs), torch.from_numpy(ys)
     ones = torch.ones(len(x), dtype=torch.float64)
     return _unbiased_mmd2(_poly_kernel(x, x), _poly_kernel(x, y), _poly_kernel(y, y), ones, ones)
-
-
-# --- precision / recall, density / coverage ---------------------------------------------
-
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances [len(a), len(b)] (float64), computed in row chunks (for small sets and tests)."""
-    return np.concatenate([block for _, block in _distance_blocks(a, b)], axis=1) if len(b) else \
-        np.zeros((len(a), 0))
-
-
-def _distance_blocks(a: np.ndarray, b: np.ndarray):
-    """Yield ``(lo, d)``: float64 Euclidean distances [len(a), hi - lo] of ``a`` to ``b[lo:hi]``.
-
-    ``b`` is read a block of columns at a time (at most :data:`COLUMN_BLOCK_BYTES` of float64 rows), ``a`` in
-    row chunks; a ``b`` that fits in one block gives exactly the distances of one ``torch.cdist`` call.
-    """
-    ta = torch.from_numpy(np.asarray(a, dtype=np.float64))
-    cols = max(1, COLUMN_BLOCK_BYTES // (8 * max(1, np.shape(b)[1])))
-    for lo in range(0, len(b), cols):
-        tb = torch.from_numpy(np.asarray(b[lo:lo + cols], dtype=np.float64))
-        yield lo, torch.cat([torch.cdist(ta[i:i + _DIST_CHUNK], tb) for i in range(0, len(ta), _DIST_CHUNK)]).numpy()
-
-
-def knn_radii(points: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:
-    """Distance of each point [N, D] to its k-th nearest OTHER point of the same set [N].
-
-    Parameters
-    ----------
-    groups : array [N], optional
-        Subject of each point: a point's neighbours are then only points of other subjects
-        (slices of one subject are near-duplicates of each other).
-    """
-    return knn_radii_many(points, (k,), groups)[k]
-
-
-def knn_radii_many(points: np.ndarray, ks: tuple[int, ...],
-                   groups: np.ndarray | None = None) -> dict[int, np.ndarray]:
-    """:func:`knn_radii` for several k from one pass over the distances.
-
-    Rows are processed in blocks, each against every point, so memory holds one block of rows
-    (not the N x N matrix); each row keeps its k smallest distances, exactly as a partition of the
-    whole row would.
-    """
-    if len(points) <= max(ks):
-        raise ValueError(f"need more than k={max(ks)} points, got {len(points)}")
-    groups = None if groups is None else np.asarray(groups)
-    if groups is not None:
-        counts = np.unique(groups, return_counts=True)[1]
-        if len(groups) - counts.max() < max(ks):  # points of the largest subject have the fewest others
-            raise ValueError(f"a point has fewer than k={max(ks)} points of other subjects")
-    rows = max(1, COLUMN_BLOCK_BYTES // (8 * len(points)))
-    out = {k: np.empty(len(points)) for k in ks}
-    with bar(len(points), "fidelity: k-NN radii of the real images") as step:
-        for lo in range(0, len(points), rows):
-            block = np.asarray(points[lo:lo + rows])
-            for k, radius in _radii_block(block, points, ks, None if groups is None else groups[lo:lo + rows],
-                                          groups).items():
-                out[k][lo:lo + len(block)] = radius
-            step(len(block))
-    return out
-
-
-def _radii_block(block: np.ndarray, points: np.ndarray, ks: tuple[int, ...], block_groups: np.ndarray | None,
-                 groups: np.ndarray | None) -> dict[int, np.ndarray]:
-    """k -> the k-NN radius of each row of ``block`` among ``points`` (of other subjects, with groups)."""
-    d = np.concatenate([part for _, part in _distance_blocks(block, points)], axis=1)  # [B, N]
-    if groups is None:
-        # Column 0 of each sorted row is the point itself (distance 0).
-        part = np.partition(d, sorted(set(ks)), axis=1)
-        return {k: part[:, k] for k in ks}
-    d[block_groups[:, None] == groups[None, :]] = np.inf  # the diagonal included
-    part = np.partition(d, sorted({k - 1 for k in ks}), axis=1)
-    return {k: part[:, k - 1] for k in ks}
-
-
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K, *, real_groups: np.ndarray | None = None,
-                     fake_groups: np.ndarray | None = None) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019).
-
-    precision: share of fake points inside at least one real k-NN ball;
-    recall: share of real points inside at least one fake k-NN ball.
-    ``real_groups`` / ``fake_groups`` [N] / [M]: subjects, for balls over other subjects only
-    (:func:`knn_radii`).
-    """
-    # One k for both ball sets: a small real set needs only k + 1 points (of other subjects).
-    numbers = prdc(real, fake, pr_k=k, dc_k=k, real_groups=real_groups, fake_groups=fake_groups)
-    return numbers["precision"], numbers["recall"]
-
-
-def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K, *,
-                     real_groups: np.ndarray | None = None) -> tuple[float, float]:
-    """Density and coverage (Naeem et al. 2020), both from real k-NN balls.
-
-    density: mean number of real balls holding a fake point, divided by k (1 ~ same distribution);
-    coverage: share of real balls holding at least one fake point. ``real_groups`` [N]: subjects,
-    for balls over other subjects only (:func:`knn_radii`).
-    """
-    numbers = prdc(real, fake, pr_k=k, dc_k=k, real_groups=real_groups)
-    return numbers["density"], numbers["coverage"]
-
-
-def prdc(real: np.ndarray, fake: np.ndarray, *, pr_k: int = PR_K, dc_k: int = DC_K,
-         real_radii: dict[int, np.ndarray] | None = None, real_groups: np.ndarray | None = None,
-         fake_groups: np.ndarray | None = None) -> dict[str, float]:
-    """Precision, recall (k = ``pr_k``), density and coverage (k = ``dc_k``), each distance once.
-
-    ``real_radii`` (from :func:`knn_radii_many` of ``real``, with the same ``real_groups``) lets
-    several fake sets share the real set's N x N distances. ``real_groups`` / ``fake_groups``
-    [N] / [M]: subjects, for balls over other subjects only (:func:`knn_radii`).
-    """
-    if real_radii is None or pr_k not in real_radii or dc_k not in real_radii:
-        real_radii = knn_radii_many(real, (pr_k, dc_k), real_groups)
-    r_fake = knn_radii(fake, pr_k, fake_groups)  # [M]
-    r_pr, r_dc = real_radii[pr_k], real_radii[dc_k]  # [N] each
-    # Blocks of real columns: every number is a sum or an any() over them.
-    precise = np.zeros(len(fake), dtype=bool)  # [M] inside some real k-NN ball
-    recalled, covered = np.zeros(len(real), dtype=bool), np.zeros(len(real), dtype=bool)  # [N]
-    inside = 0
-    for lo, d in _distance_blocks(fake, real):  # d [M, Nb]
-        hi = lo + d.shape[1]
-        precise |= (d <= r_pr[None, lo:hi]).any(axis=1)
-        recalled[lo:hi] = (d <= r_fake[:, None]).any(axis=0)
-        inside += int((d <= r_dc[None, lo:hi]).sum())
-        covered[lo:hi] = d.min(axis=0) <= r_dc[lo:hi]
-    return {
-        "precision": float(np.mean(precise)),
-        "recall": float(np.mean(recalled)),
-        "density": float(inside / (dc_k * len(fake))),
-        "coverage": float(np.mean(covered)),
-    }
 
 
 # --- all of it ----------------------------------------------------------------------------
