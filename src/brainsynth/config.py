@@ -377,7 +377,7 @@ class AuditConfig(Section):
     flip: bool = True  # forgive a left-right mirror image
     work_size: int = 32  # side (px) the aligned pixel distance is computed at, after the blur
     candidates: int = 6  # training images aligned per image (the best by a coarse search), plus 3 other subjects' best
-    prefilter: int = 64  # training images per image ranked by the coarse search after a 2-transform thumbnail prefilter (0: all, exhaustive)
+    prefilter: int = 256  # training images per image ranked by the coarse search after a cheaper thumbnail prefilter (0: all, exhaustive)
     bootstrap: int = 1000  # subject-bootstrap resamples for the membership AUC interval (0: none)
     permutations: int = 2000  # subject relabellings for the membership p-value (all, when fewer exist; 0: none)
     selftest_copies: int = 40  # planted copies per transform family in `brainsynth audit --selftest`

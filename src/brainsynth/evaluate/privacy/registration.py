@@ -208,10 +208,11 @@ def brain_area(images: np.ndarray) -> np.ndarray:
 
 # --- transforms -------------------------------------------------------------------------------
 
-def coarse_grid(family: Family) -> torch.Tensor:
-    """[T, 3] (mirror 0/1, rotation rad, log scale) of the coarse search."""
-    n_rot = 2 * math.ceil(family.max_rotation / COARSE_ROTATION_STEP) + 1 if family.max_rotation > 0 else 1
-    n_scale = 2 * math.ceil(family.max_scale / COARSE_SCALE_STEP) + 1 if family.max_scale > 0 else 1
+def coarse_grid(family: Family, rotation_step: float = COARSE_ROTATION_STEP,
+                scale_step: float = COARSE_SCALE_STEP) -> torch.Tensor:
+    """[T, 3] (mirror 0/1, rotation rad, log scale) of the coarse search (steps: degrees, relative scale)."""
+    n_rot = 2 * math.ceil(family.max_rotation / rotation_step) + 1 if family.max_rotation > 0 else 1
+    n_scale = 2 * math.ceil(family.max_scale / scale_step) + 1 if family.max_scale > 0 else 1
     rotations = torch.linspace(-family.max_rotation, family.max_rotation, n_rot) * math.pi / 180
     log_scales = torch.linspace(-math.log1p(family.max_scale), math.log1p(family.max_scale), n_scale)
     flips = (0.0, 1.0) if family.flip else (0.0,)
@@ -226,10 +227,12 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
-def coarse_bank(refs: Prepared, grid: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """[stop - start, Nr, C*C] unit rows: every reference under grid transforms start..stop."""
-    c = int(math.isqrt(refs.centred.shape[1]))
-    images = refs.centred.view(-1, 1, c, c)
+def coarse_bank(refs: Prepared | torch.Tensor, grid: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """[stop - start, Nr, C*C] unit rows: every reference (its centred thumbnail, or thumbnails [Nr, C*C])
+    under grid transforms start..stop."""
+    centred = refs.centred if isinstance(refs, Prepared) else refs
+    c = int(math.isqrt(centred.shape[1]))
+    images = centred.view(-1, 1, c, c)
     out = []
     for f, r, s in grid[start:stop].to(images.device):
         a = matrix(f[None], r[None], s[None]).expand(len(images), 2, 2)

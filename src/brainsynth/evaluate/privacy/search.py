@@ -13,15 +13,16 @@ Two ways to find them (``audit.prefilter``):
 
 * **exhaustive** (``prefilter: 0``): the coarse similarity of every query with every reference,
   in blocks of query rows (memory bounded; time grows with queries x references x 50 transforms).
-* **prefiltered** (``prefilter: P``, the default): a cheaper score first, the correlation of the
-  two thumbnails as they are and mirrored (2 of the 50 transforms), one matrix product per block
-  of queries. Each query keeps its ``P`` best references, plus the best reference of each of its
-  ``P // 8`` best subjects; each reference keeps its ``P // 4`` best queries (when columns are
-  asked for). The coarse similarity over all 50 transforms is then computed for these pairs only,
-  and the candidates are chosen among them as above. This is the approximation of the audit: a
-  pair that the 2-transform score ranks below the pool is never aligned, so its distance is
-  ``inf`` as if it were far. ``benchmarks/prefilter_recall.py`` measures how many of the
-  exhaustive search's flags the prefiltered one keeps (docs/privacy.md).
+* **prefiltered** (``prefilter: P``, the default): a cheaper score first, the same grid at twice
+  its steps (10 degrees, 10 %: 18 transforms) on 8 px thumbnails, an 11th of the exhaustive
+  cost per pair. Each query keeps its ``P`` best references by this score, plus the best
+  reference of each of its ``P // 8`` best subjects; each reference keeps its
+  ``max(4 k_cols, P // 8)`` best queries (when columns are asked for). The full coarse grid is
+  then computed for these pairs only, and the candidates are chosen among them as above. This
+  is the approximation of the audit: a pair that the prefilter ranks below the pool is never
+  aligned, so its distance is ``inf`` as if it were far. ``benchmarks/prefilter_recall.py``
+  measures what the prefilter changes against the exhaustive search (docs/privacy.md, "Where
+  the search is approximate").
 
 Both grow in memory with the number of images, never with their product: blocks of query rows
 are sized to :data:`BLOCK_BYTES`, and the pairs are kept as lists.
@@ -33,6 +34,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from brainsynth.evaluate.privacy.nearest import row_blocks, rows_for
 from brainsynth.evaluate.privacy.registration import (Matches, Prepared, coarse_bank, coarse_grid,
@@ -42,8 +44,11 @@ from brainsynth.evaluate.privacy.transforms import Family
 BLOCK_BYTES = 128 << 20
 """Bytes of one block of similarities or warped thumbnails: bounds the search's working memory."""
 
+PREFILTER_SIZE = 8  # px of the prefilter's thumbnails (the 16 px centred thumbnails, area-reduced)
+PREFILTER_ROTATION_STEP = 10.0  # degrees between the prefilter's rotations (the coarse grid's: 5)
+PREFILTER_SCALE_STEP = 0.10  # relative scale between the prefilter's scales (the coarse grid's: 0.05)
 GROUP_POOL_DIVISOR = 8  # a prefiltered query also keeps the best reference of its prefilter // 8 best subjects
-COLUMN_POOL_DIVISOR = 4  # a prefiltered reference keeps its prefilter // 4 best queries (membership)
+COLUMN_POOL_FACTOR = 4  # a prefiltered reference keeps its max(4 k_cols, prefilter // 8) best queries (membership)
 
 
 def match(queries: Prepared, refs: Prepared, family: Family, *, k_rows: int, k_cols: int = 0,
@@ -80,7 +85,7 @@ def match(queries: Prepared, refs: Prepared, family: Family, *, k_rows: int, k_c
     if query_groups is not None and groups is None:
         raise ValueError("query_groups needs groups")
     if prefilter > 0:
-        pool = prefiltered_pool(queries, refs, family, prefilter, k_cols, query_groups, groups, progress)
+        pool = prefiltered_pool(queries, refs, family, prefilter, k_rows, k_cols, query_groups, groups, progress)
         pairs = select(pool, coarse_similarity_of_pairs(queries, refs, pool, family)[0], k_rows, k_cols, groups,
                        k_groups)
     else:
@@ -190,39 +195,48 @@ def group_best(sim: torch.Tensor, groups: np.ndarray) -> tuple[torch.Tensor, tor
 
 # --- prefiltered -----------------------------------------------------------------------------------
 
-def identity_thumbnails(images: Prepared, family: Family) -> torch.Tensor:
-    """[M, N, P] unit rows of the centred thumbnails as they are (and mirrored, M = 2, when the family flips)."""
-    grid = torch.tensor([[0.0, 0.0, 0.0]] + ([[1.0, 0.0, 0.0]] if family.flip else []))
-    return coarse_bank(images, grid, 0, len(grid))
+def thumbnails(images: Prepared) -> torch.Tensor:
+    """[N, S*S]: the centred thumbnails reduced to :data:`PREFILTER_SIZE` px (area averaging)."""
+    c = int(math.isqrt(images.centred.shape[1]))
+    size = min(PREFILTER_SIZE, c)
+    return F.interpolate(images.centred.view(-1, 1, c, c), size=(size, size), mode="area").flatten(1)
 
 
-def prefiltered_pool(queries: Prepared, refs: Prepared, family: Family, pool: int, k_cols: int,
+def prefilter_grid(family: Family) -> torch.Tensor:
+    """[T, 3] the prefilter's transforms: the coarse grid at twice its steps (18 at the default bounds)."""
+    return coarse_grid(family, PREFILTER_ROTATION_STEP, PREFILTER_SCALE_STEP)
+
+
+def prefiltered_pool(queries: Prepared, refs: Prepared, family: Family, pool: int, k_rows: int, k_cols: int,
                      query_groups: np.ndarray | None, groups: np.ndarray | None, progress=None) -> np.ndarray:
-    """[Np, 2] pairs worth the full coarse grid: each query's ``pool`` best references by the cheap score, the best
-    reference of each of its ``pool // 8`` best subjects, and (``k_cols`` > 0) each reference's ``pool // 4`` best
-    queries."""
-    q = unit_rows(queries.centred)  # [Nq, P]
-    r = identity_thumbnails(refs, family)  # [M, Nr, P]
-    n_groups = max(1, pool // GROUP_POOL_DIVISOR)
-    n_cols = max(k_cols, pool // COLUMN_POOL_DIVISOR) if k_cols > 0 else 0
+    """[Np, 2] pairs worth the full coarse grid: each query's ``pool`` best references by the prefilter score, the
+    best reference of each of its ``pool // 8`` best subjects, and (``k_cols`` > 0) each reference's
+    ``max(4 k_cols, pool // 8)`` best queries."""
+    grid = prefilter_grid(family)
+    q = unit_rows(thumbnails(queries))  # [Nq, p]
+    bank = coarse_bank(thumbnails(refs), grid, 0, len(grid))  # [T, Nr, p]
+    n_rows = pool if k_rows > 0 else 0
+    n_groups = max(1, pool // GROUP_POOL_DIVISOR) if k_rows > 0 else 0
+    n_cols = max(COLUMN_POOL_FACTOR * k_cols, pool // GROUP_POOL_DIVISOR) if k_cols > 0 else 0
     group_index = None if groups is None else torch.as_tensor(np.unique(np.asarray(groups), return_inverse=True)[1],
                                                               device=q.device)
-    rows = rows_for(len(refs), 32, BLOCK_BYTES)  # the score, its mirror, masks and the group bests per cell
+    rows = rows_for(len(refs), 32, BLOCK_BYTES)  # the score, one product, masks and the group bests per cell
     found, col_val, col_idx = [], None, None
     for lo, hi in row_blocks(len(queries), rows):
         with torch.no_grad():
-            score = q[lo:hi] @ r[0].T  # [B, Nr]
-            for mirrored in r[1:]:
-                torch.maximum(score, q[lo:hi] @ mirrored.T, out=score)
+            score = q[lo:hi] @ bank[0].T  # [B, Nr]
+            for t in range(1, len(bank)):
+                torch.maximum(score, q[lo:hi] @ bank[t].T, out=score)
         if query_groups is not None:
             same = torch.as_tensor(np.asarray(query_groups[lo:hi]), device=q.device)[:, None] == \
                 torch.as_tensor(np.asarray(groups), device=q.device)[None, :]
             score = score.masked_fill(same, -math.inf)
-        top = score.topk(min(pool, len(refs)), dim=1)
         rows_of = torch.arange(lo, hi, device=q.device)[:, None]
-        keep = torch.isfinite(top.values)
-        found.append(torch.stack([rows_of.expand_as(top.indices)[keep], top.indices[keep]], 1))
-        if group_index is not None:
+        if n_rows:
+            top = score.topk(min(n_rows, len(refs)), dim=1)
+            keep = torch.isfinite(top.values)
+            found.append(torch.stack([rows_of.expand_as(top.indices)[keep], top.indices[keep]], 1))
+        if n_groups and group_index is not None:
             best, arg = _segment_best(score, group_index)  # [B, G]
             pick = best.topk(min(n_groups, best.shape[1]), dim=1)
             chosen = arg.gather(1, pick.indices)
