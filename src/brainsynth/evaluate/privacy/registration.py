@@ -261,7 +261,7 @@ def coarse_similarity_of_pairs(queries: Prepared, refs: Prepared, pairs: np.ndar
     grid = coarse_grid(family)
     states = [np.flatnonzero(grid[:, 0].numpy() == m) for m in np.unique(grid[:, 0].numpy())]
     mirror_best = np.full((len(states), len(pairs)), -2.0, np.float32)
-    mirror_arg = np.zeros((len(states), len(pairs)), np.int64)
+    mirror_arg = np.zeros((len(states), len(pairs)), np.int16)  # grid rows (at most 2 x 21 x 21)
     if not len(pairs):
         return np.zeros(0, np.float32), mirror_best, mirror_arg
     q = unit_rows(queries.centred)  # [Nq, P]
@@ -300,7 +300,7 @@ def pair_starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Fa
     limit = family.max_shift * queries.size
     out = []
     for m in range(arg.shape[0]):
-        chosen = grid[torch.from_numpy(arg[m])]  # [Np, 3]
+        chosen = grid[torch.from_numpy(arg[m].astype(np.int64))]  # [Np, 3]
         a = matrix(*chosen.unbind(1))  # [Np, 2, 2]
         # q(y + o_q) ~ t(A y + o_t)  =>  q(z) ~ t(A (z - d)) with d = o_q - A^-1 o_t
         d = q_offset - torch.linalg.solve(a, r_offset[:, :, None])[:, :, 0]  # [Np, 2]

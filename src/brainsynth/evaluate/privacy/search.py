@@ -13,16 +13,17 @@ Two ways to find them (``audit.prefilter``):
 
 * **exhaustive** (``prefilter: 0``): the coarse similarity of every query with every reference,
   in blocks of query rows (memory bounded; time grows with queries x references x 50 transforms).
-* **prefiltered** (``prefilter: P``, the default): a cheaper score first, the same grid at twice
-  its steps (10 degrees, 10 %: 18 transforms) on 8 px thumbnails, an 11th of the exhaustive
-  cost per pair. Each query keeps its ``P`` best references by this score, plus the best
-  reference of each of its ``P // 8`` best subjects; each reference keeps its
-  ``max(4 k_cols, P // 8)`` best queries (when columns are asked for). The full coarse grid is
-  then computed for these pairs only, and the candidates are chosen among them as above. This
-  is the approximation of the audit: a pair that the prefilter ranks below the pool is never
-  aligned, so its distance is ``inf`` as if it were far. ``benchmarks/prefilter_recall.py``
-  measures what the prefilter changes against the exhaustive search (docs/privacy.md, "Where
-  the search is approximate").
+* **prefiltered** (``prefilter: P``, the default): a cheaper score first. The thumbnails are
+  rescaled so that every brain has one size (which undoes a re-acquisition's scale change up to
+  a few per cent), then correlated under mirror x 3 rotations (10 degree steps) x 3 scales (5 %
+  steps): 18 transforms instead of 50, about a third of the cost per pair. Each query keeps its
+  ``P`` best references by this score, plus the best reference of each of its ``P // 8`` best
+  subjects; each reference keeps its ``max(4 k_cols, P // 8)`` best queries (when columns are
+  asked for). The full coarse grid is then computed for these pairs only, and the candidates are
+  chosen among them as above. This is the approximation of the audit: a pair that the prefilter
+  ranks below the pool is never aligned, so its distance is ``inf`` as if it were far.
+  ``benchmarks/prefilter_recall.py`` measures what the prefilter changes against the exhaustive
+  search (docs/privacy.md, "Speed, memory, and where the search is approximate").
 
 Both grow in memory with the number of images, never with their product: blocks of query rows
 are sized to :data:`BLOCK_BYTES`, and the pairs are kept as lists.
@@ -34,19 +35,19 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from brainsynth.evaluate.privacy.nearest import row_blocks, rows_for
-from brainsynth.evaluate.privacy.registration import (Matches, Prepared, coarse_bank, coarse_grid,
-                                                     coarse_similarity_of_pairs, pair_starts, refine, unit_rows)
-from brainsynth.evaluate.privacy.transforms import Family
+from brainsynth.evaluate.privacy.registration import (COARSE_SCALE_STEP, Matches, Prepared, brain_mask, coarse_bank,
+                                                     coarse_grid, coarse_similarity_of_pairs, pair_starts, refine,
+                                                     unit_rows)
+from brainsynth.evaluate.privacy.transforms import Family, affine, matrix, sample
 
 BLOCK_BYTES = 128 << 20
 """Bytes of one block of similarities or warped thumbnails: bounds the search's working memory."""
 
-PREFILTER_SIZE = 8  # px of the prefilter's thumbnails (the 16 px centred thumbnails, area-reduced)
+PREFILTER_RADIUS = 0.25  # the prefilter's thumbnails are rescaled to a brain RMS radius of a quarter of their side
+PREFILTER_RESIDUAL_SCALE = 0.05  # scale change left after that rescaling, searched at the coarse grid's 5 % step
 PREFILTER_ROTATION_STEP = 10.0  # degrees between the prefilter's rotations (the coarse grid's: 5)
-PREFILTER_SCALE_STEP = 0.10  # relative scale between the prefilter's scales (the coarse grid's: 0.05)
 GROUP_POOL_DIVISOR = 8  # a prefiltered query also keeps the best reference of its prefilter // 8 best subjects
 COLUMN_POOL_FACTOR = 4  # a prefiltered reference keeps its max(4 k_cols, prefilter // 8) best queries (membership)
 
@@ -196,68 +197,132 @@ def group_best(sim: torch.Tensor, groups: np.ndarray) -> tuple[torch.Tensor, tor
 # --- prefiltered -----------------------------------------------------------------------------------
 
 def thumbnails(images: Prepared) -> torch.Tensor:
-    """[N, S*S]: the centred thumbnails reduced to :data:`PREFILTER_SIZE` px (area averaging)."""
+    """[N, C*C]: the centred thumbnails rescaled so that every brain has one size (RMS radius of its mask
+    :data:`PREFILTER_RADIUS` of the side). A re-acquisition's scale change is thereby undone in closed form, up to
+    the few per cent the residual grid of :func:`prefilter_grid` covers."""
     c = int(math.isqrt(images.centred.shape[1]))
-    size = min(PREFILTER_SIZE, c)
-    return F.interpolate(images.centred.view(-1, 1, c, c), size=(size, size), mode="area").flatten(1)
+    square = images.centred.view(-1, c, c)
+    mask = brain_mask(square)  # [N, C, C]
+    coords = torch.arange(c, dtype=torch.float32, device=square.device) - (c - 1) / 2
+    r2 = (mask * (coords[None, :, None] ** 2 + coords[None, None, :] ** 2)).sum((1, 2)) / mask.sum((1, 2)).clamp_min(1)
+    log_scale = torch.log(r2.sqrt().clamp_min(1e-3) / (PREFILTER_RADIUS * c))  # [N]
+    zero = torch.zeros_like(log_scale)
+    theta = affine(matrix(zero, zero, -log_scale), torch.zeros(len(square), 2, device=square.device), c)
+    return sample(square[:, None], theta).flatten(1)  # [N, C*C]
 
 
 def prefilter_grid(family: Family) -> torch.Tensor:
-    """[T, 3] the prefilter's transforms: the coarse grid at twice its steps (18 at the default bounds)."""
-    return coarse_grid(family, PREFILTER_ROTATION_STEP, PREFILTER_SCALE_STEP)
+    """[T, 3] the prefilter's transforms: mirror x rotations at twice the coarse grid's step x the scale left after
+    :func:`thumbnails` (18 at the default bounds)."""
+    residual = Family(max_shift=family.max_shift, max_rotation=family.max_rotation,
+                      max_scale=min(family.max_scale, PREFILTER_RESIDUAL_SCALE), flip=family.flip)
+    return coarse_grid(residual, PREFILTER_ROTATION_STEP, COARSE_SCALE_STEP)
 
 
 def prefiltered_pool(queries: Prepared, refs: Prepared, family: Family, pool: int, k_rows: int, k_cols: int,
                      query_groups: np.ndarray | None, groups: np.ndarray | None, progress=None) -> np.ndarray:
     """[Np, 2] pairs worth the full coarse grid: each query's ``pool`` best references by the prefilter score, the
     best reference of each of its ``pool // 8`` best subjects, and (``k_cols`` > 0) each reference's
-    ``max(4 k_cols, pool // 8)`` best queries."""
+    ``max(4 k_cols, pool // 8)`` best queries.
+
+    References are visited in chunks of whole subjects (each chunk's warped thumbnails made once), queries in
+    blocks inside each chunk; every query keeps a running list of its best references and best subjects, so memory
+    holds one chunk, one block and those lists.
+    """
     grid = prefilter_grid(family)
     q = unit_rows(thumbnails(queries))  # [Nq, p]
-    bank = coarse_bank(thumbnails(refs), grid, 0, len(grid))  # [T, Nr, p]
-    n_rows = pool if k_rows > 0 else 0
-    n_groups = max(1, pool // GROUP_POOL_DIVISOR) if k_rows > 0 else 0
-    n_cols = max(COLUMN_POOL_FACTOR * k_cols, pool // GROUP_POOL_DIVISOR) if k_cols > 0 else 0
-    group_index = None if groups is None else torch.as_tensor(np.unique(np.asarray(groups), return_inverse=True)[1],
-                                                              device=q.device)
-    rows = rows_for(len(refs), 32, BLOCK_BYTES)  # the score, one product, masks and the group bests per cell
-    found, col_val, col_idx = [], None, None
-    for lo, hi in row_blocks(len(queries), rows):
-        with torch.no_grad():
-            score = q[lo:hi] @ bank[0].T  # [B, Nr]
-            for t in range(1, len(bank)):
-                torch.maximum(score, q[lo:hi] @ bank[t].T, out=score)
-        if query_groups is not None:
-            same = torch.as_tensor(np.asarray(query_groups[lo:hi]), device=q.device)[:, None] == \
-                torch.as_tensor(np.asarray(groups), device=q.device)[None, :]
-            score = score.masked_fill(same, -math.inf)
-        rows_of = torch.arange(lo, hi, device=q.device)[:, None]
-        if n_rows:
-            top = score.topk(min(n_rows, len(refs)), dim=1)
-            keep = torch.isfinite(top.values)
-            found.append(torch.stack([rows_of.expand_as(top.indices)[keep], top.indices[keep]], 1))
-        if n_groups and group_index is not None:
-            best, arg = _segment_best(score, group_index)  # [B, G]
-            pick = best.topk(min(n_groups, best.shape[1]), dim=1)
-            chosen = arg.gather(1, pick.indices)
-            keep = torch.isfinite(pick.values)
-            found.append(torch.stack([rows_of.expand_as(chosen)[keep], chosen[keep]], 1))
-        if n_cols:
-            val, idx = score.topk(min(n_cols, hi - lo), dim=0)  # [c, Nr]
-            idx = idx + lo
-            if col_val is not None:
-                val, pick = torch.cat([col_val, val]).topk(min(n_cols, len(col_val) + len(val)), dim=0)
-                idx = torch.cat([col_idx, idx]).gather(0, pick)
-            col_val, col_idx = val, idx
+    ref_thumbs = thumbnails(refs)  # [Nr, p]
+    dev = q.device
+    n_rows = min(pool, len(refs)) if k_rows > 0 else 0
+    n_groups = max(1, pool // GROUP_POOL_DIVISOR) if k_rows > 0 and groups is not None else 0
+    n_cols = min(max(COLUMN_POOL_FACTOR * k_cols, pool // GROUP_POOL_DIVISOR), len(queries)) if k_cols > 0 else 0
+    labels = np.zeros(len(refs), np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    order = np.argsort(labels, kind="stable")  # references by subject: a chunk holds whole subjects
+    qg = None if query_groups is None else torch.as_tensor(np.asarray(query_groups, np.int64), device=dev)
+    running = _Running(len(queries), n_rows, n_groups, dev)
+    found = []
+    for chunk in _subject_chunks(labels[order], rows_for(len(grid) * q.shape[1], 4, BLOCK_BYTES)):
+        members = order[chunk]  # reference indices of this chunk
+        bank = coarse_bank(ref_thumbs[torch.as_tensor(members, device=dev)], grid, 0, len(grid))  # [T, Rc, p]
+        chunk_groups = torch.as_tensor(labels[members], device=dev)
+        local_groups = torch.unique(chunk_groups, return_inverse=True)[1]
+        col_val = col_idx = None
+        for lo, hi in row_blocks(len(queries), rows_for(len(members), 40, BLOCK_BYTES)):
+            with torch.no_grad():
+                score = q[lo:hi] @ bank[0].T  # [B, Rc]
+                for t in range(1, len(bank)):
+                    torch.maximum(score, q[lo:hi] @ bank[t].T, out=score)
+            if qg is not None:
+                score = score.masked_fill(qg[lo:hi, None] == chunk_groups[None, :], -math.inf)
+            running.update(lo, hi, score, members, local_groups)
+            if n_cols:
+                val, idx = score.topk(min(n_cols, hi - lo), dim=0)  # [c, Rc]
+                if col_val is not None:
+                    val, pick = torch.cat([col_val, val]).topk(min(n_cols, len(col_val) + len(val)), dim=0)
+                    idx = torch.cat([col_idx, idx + lo]).gather(0, pick)
+                else:
+                    idx = idx + lo
+                col_val, col_idx = val, idx
+        if col_val is not None:
+            keep = torch.isfinite(col_val)
+            refs_of = torch.as_tensor(members, device=dev)[None, :].expand_as(col_idx)
+            found.append(torch.stack([col_idx[keep], refs_of[keep]], 1).cpu().numpy())
         if progress:
-            progress(hi - lo)
-    if col_val is not None:
-        keep = torch.isfinite(col_val)
-        refs_of = torch.arange(len(refs), device=col_idx.device)[None, :].expand_as(col_idx)
-        found.append(torch.stack([col_idx[keep], refs_of[keep]], 1))
+            progress(len(queries) * len(members) / len(refs))
+    found += running.pairs()
     if not found:
         return np.zeros((0, 2), np.int64)
-    return np.unique(torch.cat(found).cpu().numpy().astype(np.int64), axis=0)
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+
+
+def _subject_chunks(sorted_labels: np.ndarray, size: int) -> list[np.ndarray]:
+    """Positions 0..N-1 in chunks of about ``size`` that never split a label's run (a subject stays whole)."""
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    chunks, begin = [], 0
+    for start in list(starts[1:]) + [len(sorted_labels)]:
+        if start - begin >= size:
+            chunks.append(np.arange(begin, start))
+            begin = start
+    if begin < len(sorted_labels):
+        chunks.append(np.arange(begin, len(sorted_labels)))
+    return chunks
+
+
+class _Running:
+    """Each query's best references and best subjects so far (values and reference indices), merged chunk by chunk."""
+
+    def __init__(self, n_queries: int, n_rows: int, n_groups: int, device: torch.device):
+        self.n_rows, self.n_groups = n_rows, n_groups
+        self.row_val = torch.full((n_queries, n_rows), -math.inf, device=device)
+        self.row_idx = torch.zeros((n_queries, n_rows), dtype=torch.long, device=device)
+        self.group_val = torch.full((n_queries, n_groups), -math.inf, device=device)
+        self.group_idx = torch.zeros((n_queries, n_groups), dtype=torch.long, device=device)
+
+    @staticmethod
+    def _merge(val, idx, new_val, new_idx, k):
+        both_val, both_idx = torch.cat([val, new_val], 1), torch.cat([idx, new_idx], 1)
+        top = both_val.topk(k, dim=1)
+        return top.values, both_idx.gather(1, top.indices)
+
+    def update(self, lo: int, hi: int, score: torch.Tensor, members: np.ndarray, local_groups: torch.Tensor) -> None:
+        ref_index = torch.as_tensor(members, device=score.device)
+        if self.n_rows:
+            top = score.topk(min(self.n_rows, score.shape[1]), dim=1)
+            self.row_val[lo:hi], self.row_idx[lo:hi] = self._merge(
+                self.row_val[lo:hi], self.row_idx[lo:hi], top.values, ref_index[top.indices], self.n_rows)
+        if self.n_groups:
+            best, arg = _segment_best(score, local_groups)  # [B, G_chunk]
+            self.group_val[lo:hi], self.group_idx[lo:hi] = self._merge(
+                self.group_val[lo:hi], self.group_idx[lo:hi], best, ref_index[arg], self.n_groups)
+
+    def pairs(self) -> list[np.ndarray]:
+        out = []
+        for val, idx in ((self.row_val, self.row_idx), (self.group_val, self.group_idx)):
+            if val.shape[1]:
+                keep = torch.isfinite(val)
+                rows = torch.arange(len(val), device=val.device)[:, None].expand_as(idx)
+                out.append(torch.stack([rows[keep], idx[keep]], 1).cpu().numpy())
+        return out
 
 
 def _segment_best(score: torch.Tensor, group_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
