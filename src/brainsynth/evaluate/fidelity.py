@@ -66,6 +66,7 @@ log = logging.getLogger("brainsynth.evaluate.fidelity")
 
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
+KID_WHOLE_BYTES = 128 << 20  # whole-set kernel matrices (float64) up to this size; larger sets: per-subset kernels
 IMAGE_BLOCK = 4096  # images read at once by the background numbers (whole sets up to this size)
 ROW_BLOCK = 2048  # feature rows converted to float64 at once (64 MB at fc7's 4096 dimensions)
 
@@ -185,8 +186,9 @@ def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed:
     (tested equal). When the whole sets are small, the kernel matrices are computed once and
     each subset indexes into them, instead of 3 x ``subsets`` fresh D-dimensional products; when
     that would cost more than the subsets' own kernels (a large real set against subsets of a
-    few hundred images), each subset's kernels are computed from its own rows, so neither time
-    nor memory grows with the larger set beyond the draw itself.
+    few hundred images) or the whole matrices would exceed :data:`KID_WHOLE_BYTES`, each subset's
+    kernels are computed from its own rows, so neither time nor memory grows with the larger set
+    beyond the draw itself.
     Subsets hold ``subset_size`` images each, by default :func:`kid_subset_size`.
 
     Note: two *identical* sets give a negative value (the self-pairs k(x, x) enter the cross
@@ -196,7 +198,8 @@ def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed:
     m = kid_subset_size(n1, n2) if subset_size is None else min(subset_size, n1, n2)
     if m < 2:
         raise ValueError("KID needs at least 2 images in each set")
-    whole = n1 * n1 + n2 * n2 + n1 * n2 <= 3 * subsets * m * m
+    entries = n1 * n1 + n2 * n2 + n1 * n2
+    whole = entries <= 3 * subsets * m * m and 8 * entries <= KID_WHOLE_BYTES
     if whole:
         x = torch.from_numpy(np.asarray(real, dtype=np.float64))  # [N1, D]
         y = torch.from_numpy(np.asarray(fake, dtype=np.float64))  # [N2, D]

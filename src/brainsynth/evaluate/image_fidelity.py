@@ -43,7 +43,7 @@ MS_SSIM_K1, MS_SSIM_K2 = 0.01, 0.03
 _SORT_ROWS = 16  # rows per sorting task: small enough to balance threads, large enough to amortise them
 PYRAMID_BLOCK = 1024  # images filtered per convolution call (its workspace: 25 floats per pixel)
 DESCRIPTOR_BLOCK = 1 << 22  # patch values gathered per call (bounds the broadcast index arrays)
-DESCRIPTOR_BYTES = 256 << 20  # a real set's descriptors of one level up to this size are gathered whole
+DESCRIPTOR_BYTES = 64 << 20  # a real set's descriptors of one level up to this size are gathered whole
 
 
 # --- Laplacian pyramid and patches --------------------------------------------------------

@@ -22,7 +22,7 @@ from brainsynth.progress import bar
 PR_K = 3
 DC_K = 5
 _DIST_CHUNK = 1024
-COLUMN_BLOCK_BYTES = 256 << 20  # float64 reference rows (and distance rows) held at once
+COLUMN_BLOCK_BYTES = 64 << 20  # float64 reference rows (and distance rows) held at once
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-LIBLINEAR_MAX_BYTES = 1 << 30
+LIBLINEAR_MAX_BYTES = 256 << 20
 """Largest training set (float64 copy + liblinear nodes, 24 bytes per value) left to LinearSVC."""
 
 ROWS = 2048  # feature rows converted to float64 per block (64 MB at 4,096 features)
