@@ -84,7 +84,6 @@ class Prepared:
     """Images made ready for matching (see :func:`prepare`), on one torch device."""
 
     work: torch.Tensor  # [N, 1, S, S] blurred, at the working size
-    grad: torch.Tensor  # [N, 2, S, S] d/dx and d/dy of ``work`` (per working pixel)
     centred: torch.Tensor  # [N, C*C] centroid-centred, at the coarse size
     offset: torch.Tensor  # [N, 2] (x, y) brain centroid minus image centre, working px
     area: np.ndarray  # [N] share of the image inside the brain mask
@@ -104,7 +103,7 @@ class Prepared:
     def subset(self, rows: torch.Tensor) -> Prepared:
         """Some of the images (int tensor of rows)."""
         kept = rows.cpu().numpy()
-        return Prepared(work=self.work[rows], grad=self.grad[rows], centred=self.centred[rows],
+        return Prepared(work=self.work[rows], centred=self.centred[rows],
                         offset=self.offset[rows], area=self.area[kept], side=self.side)
 
 
@@ -168,9 +167,6 @@ def prepare(images: np.ndarray, work_size: int, device: str | torch.device | Non
     size = min(int(work_size), side)
     if size != side:
         work = F.interpolate(work, size=(size, size), mode="area")  # [N, 1, S, S]
-    pad = F.pad(work, (1, 1, 1, 1), mode="replicate")  # [N, 1, S+2, S+2]
-    grad = torch.cat([(pad[..., 1:-1, 2:] - pad[..., 1:-1, :-2]) / 2,
-                      (pad[..., 2:, 1:-1] - pad[..., :-2, 1:-1]) / 2], dim=1)  # [N, 2, S, S]
     mask = brain_mask(work[:, 0])  # [N, S, S]
     coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     count = mask.sum((1, 2)).clamp_min(1.0)  # [N]
@@ -184,7 +180,7 @@ def prepare(images: np.ndarray, work_size: int, device: str | torch.device | Non
     if coarse != size:
         centred = F.interpolate(centred, size=(coarse, coarse), mode="area")  # [N, 1, C, C]
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    return Prepared(work=work.contiguous().to(dev), grad=grad.contiguous().to(dev),
+    return Prepared(work=work.contiguous().to(dev),
                     centred=centred.flatten(1).contiguous().to(dev), offset=offset.to(dev),
                     area=mask.mean((1, 2)).numpy().astype(np.float32), side=side)
 
@@ -364,9 +360,18 @@ def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
 
 
 def _pair_tensors(queries: Prepared, refs: Prepared, pairs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """The queries [P, N] and the references with their gradients [P, 3, S, S] of some pairs."""
+    """The queries [P, N] and the references with their gradients [P, 3, S, S] of some pairs (the gradients are
+    computed here, per chunk of pairs, rather than kept for every image: 8 kB per image at 32 px)."""
     qi, rj = (torch.from_numpy(pairs[:, k]).to(queries.device) for k in (0, 1))
-    return queries.work[qi].flatten(1), torch.cat([refs.work[rj], refs.grad[rj]], dim=1)
+    refs_work = refs.work[rj]  # [P, 1, S, S]
+    return queries.work[qi].flatten(1), torch.cat([refs_work, gradient(refs_work)], dim=1)
+
+
+def gradient(work: torch.Tensor) -> torch.Tensor:
+    """d/dx and d/dy [N, 2, S, S] of images [N, 1, S, S] (per pixel; central differences, replicated border)."""
+    pad = F.pad(work, (1, 1, 1, 1), mode="replicate")  # [N, 1, S+2, S+2]
+    return torch.cat([(pad[..., 1:-1, 2:] - pad[..., 1:-1, :-2]) / 2,
+                      (pad[..., 2:, 1:-1] - pad[..., :-2, 1:-1]) / 2], dim=1)  # [N, 2, S, S]
 
 
 def align_image(ref: np.ndarray, transform: dict, side: int | None = None) -> np.ndarray:
