@@ -74,7 +74,7 @@ def match(queries: Prepared, refs: Prepared, family: Family, *, k_rows: int, k_c
         int [Nr] subject of each reference, and how many of the most similar subjects contribute their
         best reference to every query's candidates.
     prefilter : int
-        0: rank every pair by the coarse similarity (exhaustive); P > 0: the cheap 2-transform score
+        0: rank every pair by the coarse similarity (exhaustive); P > 0: the prefilter's cheaper score
         first, the coarse similarity on each query's P best references only (module docstring).
     progress : callable, optional
         ``progress(n)`` after every block of ``n`` queries (a progress bar).
