@@ -575,6 +575,7 @@ class AuditConfig(Section):
     flip: bool = True  # forgive a left-right mirror image
     work_size: int = 32  # side (px) the aligned pixel distance is computed at, after the blur
     candidates: int = 6  # training images aligned per image (the best by a coarse search), plus 3 other subjects' best
+    prefilter: int = 256  # training images per image ranked by the coarse search after a cheaper thumbnail prefilter (0: all, exhaustive)
     bootstrap: int = 1000  # subject-bootstrap resamples for the membership AUC interval (0: none)
     permutations: int = 2000  # subject relabellings for the membership p-value (all, when fewer exist; 0: none)
     selftest_copies: int = 40  # planted copies per transform family in `brainsynth audit --selftest`
@@ -585,7 +586,9 @@ class AuditConfig(Section):
         if not 0.0 < self.percentile <= 50.0:
             raise self.bad("percentile", "must be above 0 and at most 50 (a false-positive rate in %)")
         self.at_least(1, "bands", "candidates", "selftest_copies")
-        self.at_least(0, "seed", "max_shift", "max_rotation", "max_scale", "bootstrap", "permutations")
+        self.at_least(0, "seed", "max_shift", "max_rotation", "max_scale", "bootstrap", "permutations", "prefilter")
+        if 0 < self.prefilter < self.candidates:
+            raise self.bad("prefilter", f"must be 0 (exhaustive) or at least audit.candidates ({self.candidates})")
         self.at_least(8, "work_size")
         if self.max_shift > 0.25:
             raise self.bad("max_shift", "must be at most 0.25 (a quarter of the image side)")

@@ -27,6 +27,7 @@ def test_tiny_run_on_the_cpu_writes_every_figure(gpu_check, tmp_path, capsys, ti
     assert all(v["steady_img_per_s"] > 0 for v in train["img_per_s_by_resolution"].values())
     assert result["generate"]["images"] == 24 and result["generate"]["img_per_s_sampling"] > 0
     assert result["evaluate"]["input_size"] == 32 and result["evaluate"]["features_img_per_s"] > 0
+    assert result["evaluate"]["device"] == "cpu" and result["evaluate"]["privacy_s"] > 0
     assert result["peak_gpu_memory_gib"] is None and set(result["stages"]) == {
         "train", "generate", "sample", "train_ddpm", "generate_ddpm", "sample_ddpm", "evaluate"}
     ddpm = result["ddpm"]  # 64 images in 4 ticks, the tiny preset's 10 DDIM steps
