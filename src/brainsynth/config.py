@@ -279,6 +279,7 @@ class PGGANConfig(TrainConfig):
     conditioning: str = field(default="projection", metadata=choices(*CONDITIONINGS))  # class conditioning: acgan | projection | none
     mbstd_group: int = 4  # minibatch-stddev group size
     gp_lambda: float = 10.0  # WGAN-GP gradient-penalty weight
+    gp_every: int = 1  # lazy penalty: compute it on every k-th D step only, weighted by k (StyleGAN2); 1 = every step (official)
     drift: float = 0.001  # WGAN-GP drift penalty on D(real)^2
     ac_weight: float = 1.0  # weight of the AC-GAN class cross-entropy
     label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
@@ -300,7 +301,7 @@ class PGGANConfig(TrainConfig):
         top = self.resolution or max(self.start_resolution, 4)
         if not _is_power_of_two(self.start_resolution) or not 4 <= self.start_resolution <= top:
             raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
-        self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group", "compute_images")
+        self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group", "compute_images", "gp_every")
         self.at_least(0, "label_flip_every", "gp_lambda", "drift", "ac_weight", "phase_swd_images")
         self._check_compute_schedule()
         if self.widths is not None and min(self.widths.values()) < 1:
@@ -336,6 +337,9 @@ class PGGANConfig(TrainConfig):
                                       "reals, which the privacy accounting does not cover; use fixed or off")
         if self.precision != "fp32":
             raise self.bad("precision", "must be fp32 with dp_noise (the per-sample gradients run in fp32)")
+        if self.gp_every != 1:
+            raise self.bad("gp_every", "must be 1 with dp_noise: the private D step computes its per-person "
+                                       "penalty on every step")
 
 
 @dataclass

@@ -71,6 +71,21 @@ def test_default_costs_are_the_counted_multiply_adds_of_a_training_step(tiny_cfg
     for res in (4, 8, 16):
         assert costs[res] == training_macs(G.widths, res, cfg.z_dim, 2)
         assert costs[res] == pytest.approx(counted[res], rel=0.1)
+    # A lazy penalty (gp_every 4): the mean of one step with the penalty and three without.
+    lazy = WGANGPLoss(G, D, gp_every=4)
+    reals, labels = torch.rand(n, 1, 16, 16), torch.tensor([0, 1] * (n // 2))
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = type("Global", (), {"parents": {"Global"}, "__enter__": lambda s: s,
+                                              "__exit__": lambda s, *a: False})()
+    with counter:
+        d, _ = lazy.d_loss(reals, labels, torch.randn(n, cfg.z_dim), labels, 16, 1.0, 1)  # step 1: no penalty
+        d.backward()
+        g, _ = lazy.g_loss(torch.randn(n, cfg.z_dim), labels, 16, 1.0)
+        g.backward()
+    without = counter.get_total_flops() / 2 / n
+    lazy_costs = image_costs(_sized(tiny_cfg(widths={4: 16, 8: 16, 16: 8}, gp_every=4), 16))
+    assert lazy_costs[16] == training_macs(G.widths, 16, cfg.z_dim, 2, gp_every=4) < costs[16]
+    assert lazy_costs[16] == pytest.approx((counted[16] + 3 * without) / 4, rel=0.1)
 
 
 def test_a_resumed_compute_run_lands_on_the_same_boundaries(tiny_dataset, tmp_path, tiny_cfg):

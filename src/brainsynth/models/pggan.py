@@ -119,9 +119,10 @@ def channel_widths(
 # a whole step within 1% at every resolution of the demo's networks (docs/training.md).
 G_PASSES_PER_STEP = 4
 D_PASSES_PER_STEP = 14
+D_PASSES_OF_THE_PENALTY = 3  # of the 14; a lazy penalty (train.pggan.gp_every=k) runs them on 1 step in k
 
 
-def training_macs(widths: Mapping[int, int], res: int, z_dim: int, label_dim: int = 0) -> int:
+def training_macs(widths: Mapping[int, int], res: int, z_dim: int, label_dim: int = 0, gp_every: int = 1) -> float:
     """Multiply-adds of one training step per image at ``res``: the compute schedule's default cost.
 
     Counts the convolutions and dense layers of G (the fused up-convolution as its 4x4 kernel at
@@ -136,6 +137,8 @@ def training_macs(widths: Mapping[int, int], res: int, z_dim: int, label_dim: in
         The resolution trained.
     z_dim, label_dim : int
         Latent size and one-hot label size of G's input.
+    gp_every : int
+        The gradient penalty on one step in ``gp_every`` (its D passes are averaged over the steps).
     """
     nf4 = widths[4]
     g = (z_dim + label_dim) * nf4 * 16 + nf4 * nf4 * 9 * 16  # dense to 4x4, conv4
@@ -148,7 +151,8 @@ def training_macs(widths: Mapping[int, int], res: int, z_dim: int, label_dim: in
         size *= 2
     g += widths[res] * res * res  # toRGB
     d += widths[res] * res * res  # fromRGB
-    return G_PASSES_PER_STEP * g + D_PASSES_PER_STEP * d
+    d_passes = D_PASSES_PER_STEP - D_PASSES_OF_THE_PENALTY * (1 - 1 / gp_every)
+    return G_PASSES_PER_STEP * g + d_passes * d
 
 
 def _check_conditioning(conditioning: str) -> str:

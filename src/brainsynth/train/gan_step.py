@@ -38,7 +38,8 @@ class GANStep(TrainingStep):
         augment = self.augment if cfg.augment != "off" else None
         if cfg.model == "pggan":
             self.loss = WGANGPLoss(self.G_fwd, self.D, augment=augment, gp_lambda=cfg.gp_lambda, drift=cfg.drift,
-                                   ac_weight=cfg.ac_weight, label_flip_every=cfg.label_flip_every)
+                                   ac_weight=cfg.ac_weight, label_flip_every=cfg.label_flip_every,
+                                   gp_every=cfg.gp_every)
         else:
             self.loss = DCGANLoss(self.G_fwd, self.D, augment=augment, label_flip_every=cfg.label_flip_every)
         self.ema_bn = ema_bn_mode(cfg)

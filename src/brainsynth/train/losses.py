@@ -24,6 +24,13 @@ For the DCGAN's cross-entropy that is the literal label flip (reals labelled fak
 labelled real). For WGAN-GP the "labels" are the signs of the critic objective, so the
 flipped step minimises ``D(real) - D(fake)``: one step in k pushes the critic backwards,
 a form of label noise. The gradient penalty, drift and class terms are unchanged.
+
+Lazy gradient penalty (``gp_every=k``, StyleGAN2's lazy regularisation): the penalty is
+computed on the D steps with ``step % k == 0`` only, weighted by ``k`` so that its average
+pull per step is unchanged. It costs a third D pass and a double backward, about half a
+64 px D step (docs/training.md), so ``k = 4`` buys more steps for the same CPU seconds.
+Its ``gp`` stat is the weighted penalty on those steps and 0 on the others, so a tick's mean
+of it still estimates the penalty.
 """
 
 from __future__ import annotations
@@ -44,6 +51,11 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 def is_flip_step(step: int, label_flip_every: int) -> bool:
     """True on the D steps whose real/fake roles are swapped (every k-th, ``step % k == k-1``)."""
     return label_flip_every > 0 and step % label_flip_every == label_flip_every - 1
+
+
+def is_penalty_step(step: int, gp_every: int) -> bool:
+    """True on the D steps that compute the gradient penalty (every k-th, ``step % k == 0``)."""
+    return step % gp_every == 0
 
 
 def gradient_penalty(D: nn.Module, x_hat: torch.Tensor, labels: torch.Tensor, res: int, alpha: float,
@@ -91,16 +103,20 @@ class WGANGPLoss:
         Weight of the softmax cross-entropy class terms (official 1).
     label_flip_every : int
         Paper option: swap reals/fakes in the adversarial term every k-th D step (0: off).
+    gp_every : int
+        Compute the penalty on every k-th D step only, weighted by k (1: every step, official).
     """
 
     def __init__(self, G: nn.Module, D: nn.Module, augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 gp_lambda: float = 10.0, drift: float = 0.001, ac_weight: float = 1.0, label_flip_every: int = 0):
+                 gp_lambda: float = 10.0, drift: float = 0.001, ac_weight: float = 1.0, label_flip_every: int = 0,
+                 gp_every: int = 1):
         self.G, self.D = G, D
         self.augment = augment or _identity
         self.gp_lambda = float(gp_lambda)
         self.drift = float(drift)
         self.ac_weight = float(ac_weight)
         self.label_flip_every = int(label_flip_every)
+        self.gp_every = int(gp_every)
 
     def d_loss(self, reals: torch.Tensor, real_labels: torch.Tensor, z: torch.Tensor, fake_labels: torch.Tensor,
                res: int, alpha: float, step: int) -> tuple[torch.Tensor, Stats]:
@@ -120,7 +136,7 @@ class WGANGPLoss:
         res, alpha
             Current phase.
         step : int
-            D step counter (decides the label-flip steps).
+            D step counter (decides the label-flip and the penalty steps).
 
         Notes
         -----
@@ -139,10 +155,12 @@ class WGANGPLoss:
         if is_flip_step(step, self.label_flip_every):
             adversarial = -adversarial
 
-        # Interpolates between what D saw, as fp32 leaves (see module notes).
-        mix = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device)  # [N, 1, 1, 1]
-        x_hat = torch.lerp(reals_seen.detach().float(), fakes_seen.detach().float(), mix).requires_grad_(True)
-        gp = gradient_penalty(self.D, x_hat, real_labels, res, alpha).mean()
+        gp = real_score.new_zeros(())
+        if is_penalty_step(step, self.gp_every):
+            # Interpolates between what D saw, as fp32 leaves (see module notes).
+            mix = torch.rand(reals.shape[0], 1, 1, 1, device=reals.device)  # [N, 1, 1, 1]
+            x_hat = torch.lerp(reals_seen.detach().float(), fakes_seen.detach().float(), mix).requires_grad_(True)
+            gp = self.gp_every * gradient_penalty(self.D, x_hat, real_labels, res, alpha).mean()
         drift = real_score.square().mean()
         loss = adversarial + self.gp_lambda * gp + self.drift * drift
         stats: Stats = {"score_real": real_score.mean(), "score_fake": fake_score.mean(), "gp": gp,

@@ -330,4 +330,4 @@ def image_costs(cfg: TrainConfig) -> dict[int, float]:
         return {r: table[r] for r in resolutions}
     widths = channel_widths(cfg.resolution, cfg.fmap_base, cfg.fmap_max, cfg.widths)
     label_dim = 0 if cfg.conditioning == "none" else len(LABELS)
-    return {r: float(training_macs(widths, r, cfg.z_dim, label_dim)) for r in resolutions}
+    return {r: float(training_macs(widths, r, cfg.z_dim, label_dim, cfg.gp_every)) for r in resolutions}
