@@ -2,7 +2,7 @@
 
 The audit aligns each image with a few candidate training slices. ``prefilter: 0`` ranks EVERY
 training slice by the coarse grid (50 transforms); ``prefilter: P`` ranks each image's P best
-slices by a 2-transform thumbnail score first, and the grid only on those (docs/privacy.md,
+slices by an 18-transform thumbnail score first, and the grid only on those (docs/privacy.md,
 "Where the search is approximate"). For each ``--prefilter`` value, fold 0 of DATASET is audited
 (calibration on held-out half A and the training subjects, exactly as ``brainsynth evaluate``)
 against:

@@ -27,6 +27,8 @@ def test_cohort_scale_measures_every_stage_and_fits_the_growth(load_benchmark, t
     assert fit["train_slices"] == [small["train_slices"], large["train_slices"]]
     per_subject = large["train_slices"] / large["subjects_train"]
     assert fit["target_train_slices"] == pytest.approx(960 * 0.5 * per_subject, rel=1e-6)
+    assert fit["stages"]["privacy_cpu"]["measured_at_largest"] == large["stages"]["privacy"]["cpu_s"]
+    assert fit["stages"]["prepare_cpu"]["measured_at_largest"] == large["prepare"]["cpu_s"]
     evaluate = fit["stages"]["evaluate"]
     assert evaluate["measured_at_largest"] == large["wall_s"] and evaluate["exponent"] is not None
     assert evaluate["exponent_used"] == max(evaluate["exponent"], evaluate["exponent_last_two"], 0.0)

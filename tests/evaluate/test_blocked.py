@@ -11,6 +11,7 @@ from brainsynth.evaluate import fidelity as fd
 from brainsynth.evaluate import image_fidelity as imf
 from brainsynth.evaluate import knn_metrics
 from brainsynth.evaluate.gan_train import make_classifier
+from brainsynth.evaluate import linear_svm
 from brainsynth.evaluate.linear_svm import PrimalSVC
 from brainsynth.evaluate.privacy import nearest as nn
 from brainsynth.evaluate.privacy.distances import feature_distances, feature_nearest, unit_features
@@ -88,6 +89,13 @@ def test_primal_svm_solves_liblinears_problem():
     assert np.corrcoef(reference, ours)[0, 1] > 0.9999
     assert np.mean((reference > 0) == (ours > 0)) >= 0.99
     np.testing.assert_allclose(ours, reference, atol=2e-3 * np.abs(reference).max())
+
+
+def test_primal_svm_stops_where_liblinear_stops():
+    # liblinear's primal solver stops at tol * min(n+, n-) / n of the starting gradient norm, tol = LinearSVC's.
+    assert make_classifier(0)[-1].tol == linear_svm.TOLERANCE
+    assert linear_svm.stopping_share([30, 70]) == pytest.approx(linear_svm.TOLERANCE * 0.3)
+    assert linear_svm.stopping_share([0, 5]) == pytest.approx(linear_svm.TOLERANCE / 5)
 
 
 def test_nearest_from_pairs_and_from_blocks_equal_the_dense_ratio():
