@@ -317,6 +317,9 @@ class PGGANConfig(TrainConfig):
                                       "reals, which the privacy accounting does not cover; use fixed or off")
         if self.precision != "fp32":
             raise self.bad("precision", "must be fp32 with dp_noise (the per-sample gradients run in fp32)")
+        if self.channels_last:
+            raise self.bad("channels_last", "must be false with dp_noise (torch.func's vmap of the per-sample "
+                                            "gradients cannot clone channels-last tensors)")
 
 
 @dataclass
