@@ -194,6 +194,21 @@ class LoadSampler:
         self.samples.append(os.getloadavg()[0])
 
 
+def code_version() -> str:
+    """The commit this script's tree is at ('+dirty' with local changes): rows of different code are not comparable."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + ("+dirty" if dirty else "")
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and its finished children (training workers)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -216,7 +231,7 @@ def run_setting(out: Path, settings: Sequence[Setting], setting: Setting, preset
     wall, cpu = time.perf_counter(), cpu_seconds()
     with LoadSampler() as load:
         run(folder, config)
-    record = {"setting": setting.name, "command": command(setting, out, preset, global_sets),
+    record = {"setting": setting.name, "command": command(setting, out, preset, global_sets), "code": code_version(),
               "seeded_from": source.name if source is not None else None, "seeded_stages": seeded,
               "wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
               "load_avg_1min": {"min": min(load.samples), "mean": round(sum(load.samples) / len(load.samples), 2),

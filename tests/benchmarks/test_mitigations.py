@@ -1,6 +1,7 @@
 """benchmarks/mitigations.py: one ``brainsynth run`` per setting, one table row each, at tiny scale."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -59,6 +60,7 @@ def test_each_setting_gets_one_row_with_utility_privacy_and_the_four_requirement
         assert r["passes_all"] == all(v is True for v in req.values())
         assert r["command"].startswith(f"brainsynth run --out {out / r['setting']} --config tiny --set ")
         assert r["run"]["setting"] == r["setting"] and r["run"]["cpu_s"] > 0
+        assert re.fullmatch(r"[0-9a-f]{7,}(\+dirty)?", r["run"]["code"])  # the commit the row was measured with
     dc, best, dp = on_disk["rows"]
     assert dc["epsilon_per_fold"] is None and dc["selection_per_fold"] is None
     assert dc["images_shown_per_fold"] == [192, 192]
