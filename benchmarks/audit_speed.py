@@ -51,21 +51,22 @@ def upsample(images: np.ndarray, size: int) -> np.ndarray:
 
 
 class Timed:
-    """Wraps registration.prepare and .match: each match's queries and references, and its wall time."""
+    """Wraps registration.prepare and the audit's search (privacy.fold.match): each match's queries and
+    references, and its wall time."""
 
     def __init__(self, images: dict[str, np.ndarray]):
         self.images = images  # name (synth, holdout, train) -> the array handed to the audit
         self.prepared: list[tuple[object, str]] = []  # (Prepared, name of its images)
         self.calls: list[dict] = []
         self.pairs = 0
-        self.inner_prepare, self.inner_match = reg.prepare, reg.match
+        self.inner_prepare, self.inner_match = reg.prepare, privacy.match
 
     def __enter__(self) -> "Timed":
-        reg.prepare, reg.match = self.prepare, self.match
+        reg.prepare, privacy.match = self.prepare, self.match
         return self
 
     def __exit__(self, *exc) -> None:
-        reg.prepare, reg.match = self.inner_prepare, self.inner_match
+        reg.prepare, privacy.match = self.inner_prepare, self.inner_match
 
     def prepare(self, images, *args, **kwargs):
         out = self.inner_prepare(images, *args, **kwargs)

@@ -17,7 +17,9 @@ What it runs (all in this process, so the GPU memory counters see every stage):
    ``generate`` (DDIM at ``generate.steps``, bf16) and its DDIM sampling rate alone at 25 and
    50 steps (``--no-ddpm`` skips this);
 5. ``evaluate`` of every synthetic set at the preset's feature input size (224 px for
-   ``paper``), ``--bootstrap`` resamples (the preset's 1000 would only add CPU minutes).
+   ``paper``), ``--bootstrap`` resamples (the preset's 1000 would only add CPU minutes). The
+   features and the privacy audit's distances run on the device (``report.json``'s ``device``,
+   copied into the JSON with the seconds of features, fidelity and privacy).
 
 It writes OUT/gpu_check.json (and prints it): img/s of training (per resolution and overall),
 generation and feature extraction; ``torch.cuda.max_memory_allocated`` per stage; and the
@@ -344,7 +346,12 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
                          "img_per_s_sampling": round(sample_img_s, 1)},
             "evaluate": {"input_size": config.evaluate.input_size, "features": config.evaluate.features,
                          "precision": config.evaluate.precision, "bootstrap": bootstrap,
-                         "features_img_per_s": round(report.timings.evaluate_images_per_s_features, 1)},
+                         "features_img_per_s": round(report.timings.evaluate_images_per_s_features, 1),
+                         # features, the audit's distances (search, refinement, feature nearest neighbours)
+                         # and generation all run on the device; the report records which one
+                         "device": report.device, "features_s": round(report.timings.evaluate_features, 2),
+                         "fidelity_s": round(report.timings.evaluate_fidelity, 2),
+                         "privacy_s": round(report.timings.evaluate_privacy, 2)},
             "stages": meter.stages,
             "peak_gpu_memory_gib": max((s["peak_gpu_memory_gib"] or 0.0) for s in meter.stages.values())
             if device.type == "cuda" else None,

@@ -143,8 +143,8 @@ def measure_icc(dataset: str, synthetic: str, *, fold: int, repeat: int, config:
                         holdout_ids=image_ids(view, test_idx),
                         holdout_labels=view.table["label"].to_numpy()[test_idx].astype(str), cfg=cfg.audit)
     pixel = result.spaces["pixel"]
-    members = pixel.synth_to_train.min(axis=0)  # [M] each training slice's distance to the nearest synthetic
-    others = pixel.synth_to_holdout.min(axis=0)  # [H]
+    members = pixel.train_to_synth  # [M] each training slice's distance to the nearest synthetic
+    others = pixel.holdout_to_synth  # [H]
     return {"dataset": str(dataset), "synthetic": str(synthetic), "fold": fold, "repeat": repeat,
             "icc_members": icc(members, [subject_of(i) for i in result.train_ids]),
             "icc_nonmembers": icc(others, [subject_of(i) for i in result.holdout_ids]),

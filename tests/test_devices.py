@@ -19,3 +19,9 @@ def test_an_unknown_device_is_one_clear_line():
 def test_cuda_without_a_gpu_says_to_use_the_cpu():
     with pytest.raises(ConfigError, match=r"--device cuda: CUDA is not available .*; use --device cpu"):
         resolve_device("cuda")
+
+
+def test_the_report_names_the_cpu_as_cpu():
+    from brainsynth.devices import describe_device
+
+    assert describe_device("cpu") == "cpu" and describe_device(torch.device("cpu")) == "cpu"

@@ -181,10 +181,10 @@ class TrainConfig(Section):
 
     # --- schedule, counted in images shown (not steps)
     total_images: Optional[int] = None  # stop after this many images; null = end of the growth schedule
-    schedule: str = field(default="fixed", metadata=choices("fixed", "fit"))  # fixed: stable/fade_images as given; fit: derived from total_images
+    schedule: str = field(default="fixed", metadata=choices("fixed", "fit", "compute"))  # fixed: stable/fade_images as given; fit: total_images split equally in images; compute: compute_images split equally in cost (docs/training.md)
     stable_images: int = 600_000  # images per resolution before the next one fades in
     fade_images: int = 600_000  # images over which the next resolution fades in
-    final_share: float = 0.5  # fit: share of total_images spent stable at the final resolution
+    final_share: float = 0.5  # fit, compute: share of the budget spent stable at the final resolution
     batch_sizes: Union[int, dict[int, int]] = field(default_factory=lambda: dict(OFFICIAL_BATCH_SIZES))  # global batch per resolution; an unlisted one follows the official table, scaled
 
     # --- optimiser
@@ -236,6 +236,10 @@ class TrainConfig(Section):
             raise self.bad("time_budget_s", "must be a number of seconds > 0, or null for no limit")
         if self.schedule == "fit" and self.total_images is None:
             raise self.bad("schedule", "'fit' derives the schedule from total_images, so set total_images too")
+        if self.schedule == "compute" and not self.grows and self.total_images is None:
+            # One resolution: its cost per image is constant, so a compute budget is an image budget.
+            raise self.bad("schedule", "'compute' on a model trained at one resolution counts its budget in images, "
+                                       "so set total_images too")
         batches = self.batch_sizes.values() if isinstance(self.batch_sizes, dict) else [self.batch_sizes]
         if any(b < 2 for b in batches):
             # A batch of one makes the minibatch-stddev layer NaN.
@@ -279,6 +283,10 @@ class PGGANConfig(TrainConfig):
     ac_weight: float = 1.0  # weight of the AC-GAN class cross-entropy
     label_flip_every: int = 0  # flip D's real/fake targets every k-th step (paper: 3); 0 = never
     adam_reset: str = field(default="resolution", metadata=choices(*ADAM_RESETS))  # reset Adam at each resolution change, or also at each fade end (lod: official)
+    # The compute schedule (docs/training.md): coarse phases are cheap, so they get many more images.
+    compute_images: Optional[int] = None  # schedule compute: the budget, as the cost of this many images at the final resolution
+    image_cost: Optional[dict[int, float]] = None  # schedule compute: cost of one training image per resolution (e.g. measured CPU ms); null = the step's multiply-adds counted from the widths
+    phase_swd_images: int = 256  # G_ema images scored by SWD at the end of every growth phase (phases.jsonl, docs/training.md); 0 = the phase grids only
     # Differential privacy of D's updates, the person as the unit (train/dp.py, docs/privacy.md).
     dp_noise: Optional[float] = None  # DP-SGD noise multiplier sigma of D's per-person clipped gradient; null = no DP
     dp_clip: float = 1.0  # DP: the most one person's summed gradient may move D (norm bound C)
@@ -292,10 +300,21 @@ class PGGANConfig(TrainConfig):
         top = self.resolution or max(self.start_resolution, 4)
         if not _is_power_of_two(self.start_resolution) or not 4 <= self.start_resolution <= top:
             raise self.bad("start_resolution", "must be a power of two between 4 and resolution")
-        self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group")
-        self.at_least(0, "label_flip_every", "gp_lambda", "drift", "ac_weight")
+        self.at_least(1, "z_dim", "fmap_base", "fmap_max", "mbstd_group", "compute_images")
+        self.at_least(0, "label_flip_every", "gp_lambda", "drift", "ac_weight", "phase_swd_images")
+        self._check_compute_schedule()
         if self.widths is not None and min(self.widths.values()) < 1:
             raise self.bad("widths", "must be positive channel counts")
+
+    def _check_compute_schedule(self) -> None:
+        if self.schedule == "compute" and self.compute_images is None:
+            raise self.bad("schedule", "'compute' splits a budget of compute_images final-resolution images, so set "
+                                       "train.pggan.compute_images too")
+        if self.schedule == "compute" and self.total_images is not None:
+            raise self.bad("total_images", "is not used by schedule 'compute', whose budget is compute_images; set "
+                                           "it to null (the images shown follow from the budget)")
+        if self.image_cost is not None and any(not v > 0 for v in self.image_cost.values()):
+            raise self.bad("image_cost", "must give a cost > 0 per resolution, or be null for counted multiply-adds")
 
     def _check_dp(self) -> None:
         if self.dp_noise is None:
@@ -559,6 +578,7 @@ class AuditConfig(Section):
     flip: bool = True  # forgive a left-right mirror image
     work_size: int = 32  # side (px) the aligned pixel distance is computed at, after the blur
     candidates: int = 6  # training images aligned per image (the best by a coarse search), plus 3 other subjects' best
+    prefilter: int = 256  # training images per image ranked by the coarse search after a cheaper thumbnail prefilter (0: all, exhaustive)
     bootstrap: int = 1000  # subject-bootstrap resamples for the membership AUC interval (0: none)
     permutations: int = 2000  # subject relabellings for the membership p-value (all, when fewer exist; 0: none)
     selftest_copies: int = 40  # planted copies per transform family in `brainsynth audit --selftest`
@@ -569,7 +589,9 @@ class AuditConfig(Section):
         if not 0.0 < self.percentile <= 50.0:
             raise self.bad("percentile", "must be above 0 and at most 50 (a false-positive rate in %)")
         self.at_least(1, "bands", "candidates", "selftest_copies")
-        self.at_least(0, "seed", "max_shift", "max_rotation", "max_scale", "bootstrap", "permutations")
+        self.at_least(0, "seed", "max_shift", "max_rotation", "max_scale", "bootstrap", "permutations", "prefilter")
+        if 0 < self.prefilter < self.candidates:
+            raise self.bad("prefilter", f"must be 0 (exhaustive) or at least audit.candidates ({self.candidates})")
         self.at_least(8, "work_size")
         if self.max_shift > 0.25:
             raise self.bad("max_shift", "must be at most 0.25 (a quarter of the image side)")

@@ -36,3 +36,12 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
         raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
     torch.cuda.set_device(dev)
     return dev
+
+
+def describe_device(device: torch.device | str) -> str:
+    """What a report records about a device: ``"cpu"``, or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return dev.type
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"

@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from torch import nn
 from brainsynth import LABELS, __version__
 from brainsynth.config import GenerateConfig, TrainConfig, sections_yaml, train_config_from_dict
 from brainsynth.devices import resolve_device
+from brainsynth.progress import bar
 from brainsynth.errors import ConfigError
 from brainsynth.fsio import check_output_free, sha256_file
 from brainsynth.imageset import write_image_set
@@ -85,7 +86,7 @@ def noise_for_seed(image_seed_value: int, res: int) -> torch.Tensor:
 @torch.inference_mode()
 def sample_diffusion(sampler: nn.Module, labels: Sequence[int], seeds: Sequence[int], res: int, steps: int,
                      guidance: float = 0.0, precision: str = "fp32", device: torch.device | str = "cpu",
-                     batch_size: int | None = None) -> np.ndarray:
+                     batch_size: int | None = None, progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Images of a diffusion model for given labels and per-image seeds.
 
     Parameters
@@ -116,13 +117,15 @@ def sample_diffusion(sampler: nn.Module, labels: Sequence[int], seeds: Sequence[
         y = torch.as_tensor(labels[start:stop], dtype=torch.long, device=device)  # [B]
         x = sampler(noise, y, steps=steps, guidance=guidance, precision=precision)  # [B, 1, res, res] in [-1, 1]
         out[start:stop] = ((x[:, 0] + 1.0) * 0.5).clamp_(0.0, 1.0).cpu().numpy()
+        if progress:
+            progress(stop - start)
     return out
 
 
 @torch.inference_mode()
 def sample_images(G: nn.Module, labels: Sequence[int], seeds: Sequence[int], res: int, alpha: float, z_dim: int,
                   device: torch.device | str = "cpu", batch_size: int | None = None,
-                  batch_stats: bool = False) -> np.ndarray:
+                  batch_stats: bool = False, progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Images of ``G`` for given labels and per-image seeds.
 
     Parameters
@@ -168,6 +171,8 @@ def sample_images(G: nn.Module, labels: Sequence[int], seeds: Sequence[int], res
         else:
             x = G(z, y, res, alpha).float()  # [B, 1, res, res] in ~[-1, 1]
         out[start:stop] = ((x[: stop - start, 0] + 1.0) * 0.5).clamp_(0.0, 1.0).cpu().numpy()
+        if progress:
+            progress(stop - start)
     return out
 
 
@@ -236,11 +241,14 @@ def sample_state(state: dict[str, Any], cfg: GenerateConfig, classes: Sequence[i
     n = cfg.images_per_label
     labels = [c for c in classes for _ in range(n)]
     seeds = [image_seed(cfg.seed, c, i) for c in classes for i in range(n)]
-    if run_cfg.model == "ddpm":
-        return sample_diffusion(G, labels, seeds, res, cfg.steps, cfg.guidance, cfg.precision, device), labels, seeds, None
-    stats_batch = sampling_batch_stats(run_cfg, res)
-    images = sample_images(G, labels, seeds, res, alpha, run_cfg.z_dim, device, batch_size=stats_batch,
-                           batch_stats=stats_batch is not None)  # [N, res, res]
+    stats_batch = None if run_cfg.model == "ddpm" else sampling_batch_stats(run_cfg, res)
+    with bar(len(labels), f"generate ({run_cfg.model}, {torch.device(device).type})") as step:
+        if run_cfg.model == "ddpm":
+            images = sample_diffusion(G, labels, seeds, res, cfg.steps, cfg.guidance, cfg.precision, device,
+                                      progress=step)  # [N, res, res]
+        else:
+            images = sample_images(G, labels, seeds, res, alpha, run_cfg.z_dim, device, batch_size=stats_batch,
+                                   batch_stats=stats_batch is not None, progress=step)  # [N, res, res]
     return images, labels, seeds, stats_batch
 
 

@@ -183,16 +183,17 @@ def audit_checkpoint(path: Path, cfg: GenerateConfig, reference: FoldReference, 
     return CheckpointAudit(path.name, int(state["progress"]["images_shown"]), images, features, result)
 
 
-def score_checkpoint(path: Path, cfg: GenerateConfig, real: HalfA, reference: FoldReference, store,
-                     device: Any) -> tuple[Candidate, np.ndarray]:
-    """:func:`audit_checkpoint` on half A, as a :class:`Candidate`, with its images.
+def score_checkpoint(path: Path, cfg: GenerateConfig, real: HalfA, train_features: np.ndarray,
+                     reference: FoldReference, store, device: Any) -> tuple[Candidate, np.ndarray]:
+    """:func:`audit_checkpoint` on half A, as a :class:`Candidate`, with its images
+    (``train_features``: [M, D] of ``real.train_images``, for precision and recall).
 
     The candidate's ``swd`` is still NaN: :func:`choose_checkpoint` computes every candidate's
     SWD against one pyramid of the training images.
     """
     audited = audit_checkpoint(path, cfg, reference, store, device)
     result, half_a = audited.result, audited.result.halves["a"]
-    precision, recall = fidelity_metrics.precision_recall(reference.train_features, audited.features,
+    precision, recall = fidelity_metrics.precision_recall(train_features, audited.features,
                                                           real_groups=real.train_subjects)
     return Candidate(checkpoint=path.name, images_shown=audited.images_shown, near_copies=float(result.flagged.mean()),
                      half_a_flag_rate=float(result.holdout_flagged.mean()), mia_auc=half_a.auc,
@@ -235,14 +236,15 @@ def choose_checkpoint(run_dir: str | Path, cfg: GenerateConfig, audit_cfg: Audit
 
         store = FeatureStore(get_extractor(evaluate_cfg, device=device), None)
     audit_a = dataclasses.replace(audit_cfg, bootstrap=0)  # the rules read the AUC and p-value, not the interval
-    reference = fold_reference(real.train_images, real.holdout_images, train_features=store.images(real.train_images),
+    train_features = store.images(real.train_images)  # [M, D]
+    reference = fold_reference(real.train_images, real.holdout_images, train_features=train_features,
                                holdout_features=store.images(real.holdout_images), train_ids=real.train_ids,
                                holdout_ids=real.holdout_ids, holdout_labels=real.holdout_labels, cfg=audit_a,
                                half_a=np.ones(len(real.holdout_ids), dtype=bool))
     final = final_checkpoints(run_dir, real.train_images.shape[-1])
     candidates, pyramids, dev = [], {}, resolve_device(device)
     for path in final:
-        candidate, images = score_checkpoint(path, cfg, real, reference, store, dev)
+        candidate, images = score_checkpoint(path, cfg, real, train_features, reference, store, dev)
         candidates.append(candidate)
         pyramids[candidate.checkpoint] = laplacian_pyramid(images)
     # Every candidate against one pyramid of the training images (the real side computed once).

@@ -1,40 +1,19 @@
 """benchmarks/gpu_check.py at tiny scale on the CPU, so that the GPU check cannot rot."""
 
 import json
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from brainsynth.errors import OutputExistsError
+
 
 @pytest.fixture(scope="module")
 def gpu_check(load_benchmark):
     return load_benchmark("gpu_check")
 
 
-def write_dataset(root: Path, size: int = 16, per_subject: int = 8) -> Path:
-    """A prepared DATASET: 6 subjects (the last two held out), bright discs, larger for adhd."""
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    rows, images = [], []
-    for s in range(6):
-        label = ("control", "adhd")[s % 2]
-        disk = (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size / 4 + s % 2) ** 2) * 180.0
-        for k in range(per_subject):
-            images.append(np.clip(disk + rng.normal(30, 15, (size, size)), 0, 255).astype(np.uint8))
-            rows.append({"index": len(rows), "subject": f"sub-{s:02d}", "label": label,
-                         "split": "test" if s >= 4 else "train", "slice": 30 + k, "patch": 0})
-    np.save(root / "images.npy", np.stack(images))
-    pd.DataFrame(rows).to_csv(root / "images.tsv", sep="\t", index=False)
-    (root / "manifest.json").write_text(json.dumps({"simulated": True}))
-    return root
-
-
-def test_tiny_run_on_the_cpu_writes_every_figure(gpu_check, tmp_path, capsys):
-    dataset = write_dataset(tmp_path / "dataset")
+def test_tiny_run_on_the_cpu_writes_every_figure(gpu_check, tmp_path, capsys, tiny_dataset):
+    dataset = tiny_dataset
     out = tmp_path / "check"
     assert gpu_check.main(["--tiny", "--out", str(out), "--dataset", str(dataset), "--device", "cpu"]) == 0
     result = json.loads((out / "gpu_check.json").read_text())
@@ -48,6 +27,7 @@ def test_tiny_run_on_the_cpu_writes_every_figure(gpu_check, tmp_path, capsys):
     assert all(v["steady_img_per_s"] > 0 for v in train["img_per_s_by_resolution"].values())
     assert result["generate"]["images"] == 24 and result["generate"]["img_per_s_sampling"] > 0
     assert result["evaluate"]["input_size"] == 32 and result["evaluate"]["features_img_per_s"] > 0
+    assert result["evaluate"]["device"] == "cpu" and result["evaluate"]["privacy_s"] > 0
     assert result["peak_gpu_memory_gib"] is None and set(result["stages"]) == {
         "train", "generate", "sample", "train_ddpm", "generate_ddpm", "sample_ddpm", "evaluate"}
     ddpm = result["ddpm"]  # 64 images in 4 ticks, the tiny preset's 10 DDIM steps

@@ -256,6 +256,7 @@ def full_report(real_hm: float = 0.86, pggan_hm: float = 0.75, dcgan_hm: float =
         created="2025-01-01T00:00:00+00:00",
         simulated=simulated,
         features=FEATURES,
+        device="cpu",
         protocol=protocol(),
         data=data_summary(),
         gan_train=gan_train,
@@ -275,6 +276,7 @@ def audit_report(flagged: tuple[str, ...] = ("adhd/000003.png", "control/000007.
         simulated=True,
         privacy=privacy(0.01, flagged),
         features=FEATURES,
+        device="cpu",
         inputs=AuditInputs(train="dataset", synthetic="synthetic/pggan",
                            synthetic_provenance={"generator": {"model": "pggan"}}),
     )

@@ -82,10 +82,10 @@ def test_end_to_end_report(dataset, synthetic, tmp_path, monkeypatch):
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert isinstance(report, Report) and read_report(out) == report
     assert on_disk["gan_train"]["real"]["hm"] == report.gan_train["real"].hm
-    assert list(on_disk) == ["schema_version", "brainsynth_version", "created", "simulated", "features", "protocol",
-                             "data", "gan_train", "gan_test", "comparisons", "fidelity", "privacy",
+    assert list(on_disk) == ["schema_version", "brainsynth_version", "created", "simulated", "features", "device",
+                             "protocol", "data", "gan_train", "gan_test", "comparisons", "fidelity", "privacy",
                              "privacy_utility", "timings"]
-    assert on_disk["simulated"] is True
+    assert on_disk["simulated"] is True and on_disk["device"] == "cpu"
     assert on_disk["features"]["name"] == "vgg16-random" and on_disk["features"]["input_size"] == 32
     # A dataset written before folds: its split column is the one fold.
     assert {k: on_disk["protocol"][k] for k in ("folds", "repeats", "n_subjects", "subjects_tested_per_repeat")} == {

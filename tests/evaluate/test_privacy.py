@@ -179,9 +179,35 @@ def test_every_planted_family_is_flagged_and_names_its_source(fold):
     for name in FAMILIES:
         chosen = fold["families"] == name
         assert result.flagged[:n][chosen].all(), name
-    nearest = result.spaces["pixel"].synth_to_train[:n].argmin(axis=1)
+    nearest = result.spaces["pixel"].synth.index[:n]
     assert np.mean(nearest == fold["sources"]) >= 0.9  # or a neighbouring slice of the same subject
     assert result.flagged[n:].mean() <= 0.1  # new subjects' slices: flagged as often as half B at most
+
+
+def test_the_prefilter_keeps_the_exhaustive_searchs_flags(fold):
+    """A pool of 12 of the 60 training slices per image (the default pools 256): every planted copy is still
+    flagged with its source found, and the flags and false flags are those of the exhaustive search."""
+    import dataclasses
+
+    train, train_ids, _ = cohort(0, 6)
+    hold, hold_ids, hold_labels = cohort(1, 4, prefix="hold")
+    synth = np.stack([apply_plant(train[j], draw_plant(name, np.random.default_rng(j), family_of(CFG), 32),
+                                  np.random.default_rng(j)) for j, name in zip(range(0, 60, 5), FAMILIES * 2)])
+    synth = np.concatenate([synth, cohort(2, 1, prefix="new")[0]])
+    proj = RandomProjection(32 * 32)
+    kwargs = dict(train_features=proj.extract(train), holdout_features=proj.extract(hold),
+                  synth_features=proj.extract(synth), train_ids=train_ids, holdout_ids=hold_ids,
+                  holdout_labels=hold_labels)
+    exhaustive = audit_fold(train, hold, synth, cfg=dataclasses.replace(CFG, prefilter=0), **kwargs)
+    prefiltered = audit_fold(train, hold, synth, cfg=dataclasses.replace(CFG, prefilter=12), **kwargs)
+    assert prefiltered.flagged[:12].all() and np.array_equal(prefiltered.flagged, exhaustive.flagged)
+    assert list(prefiltered.spaces["pixel"].synth.index[:12]) == list(range(0, 60, 5))
+    # 80 calibration images: the threshold is their smallest ratio, so one image more or less near it moves a flag
+    assert abs(int(prefiltered.holdout_flagged.sum()) - int(exhaustive.holdout_flagged.sum())) <= 1
+    same = prefiltered.spaces["pixel"].holdout.index == exhaustive.spaces["pixel"].holdout.index
+    assert same.mean() >= 0.9
+    with pytest.raises(ConfigError, match="audit.prefilter=3 must be 0 .exhaustive. or at least audit.candidates"):
+        AuditConfig(prefilter=3).check()
 
 
 def test_half_b_checks_what_half_a_set(fold):

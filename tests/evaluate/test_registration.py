@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from brainsynth.evaluate.privacy import registration as reg
+from brainsynth.evaluate.privacy import search
 from brainsynth.evaluate.privacy.distances import feature_distances, pixel_definition
 from brainsynth.evaluate.privacy.planting import FAMILIES, Plant, apply_plant, draw_plant, family_text
 
@@ -64,22 +65,27 @@ def test_the_search_stays_inside_its_bounds(slices):
     assert abs(_distance(shifted, source)[1][3]) <= 0.0625 * 32 + 1e-4
 
 
-def test_match_keeps_the_candidates_and_finds_each_copys_source(slices):
+@pytest.mark.parametrize("prefilter", [0, 8])
+def test_match_keeps_the_candidates_and_finds_each_copys_source(slices, prefilter):
     images, ids = slices
     rng = np.random.default_rng(3)
     sources = [2, 9, 15]
     copies = np.stack([apply_plant(images[j], draw_plant("combined", rng, FAMILY, 32), rng) for j in sources])
     q, r = reg.prepare(copies, 32), reg.prepare(images, 32)
-    m = reg.match(q, r, FAMILY, k_rows=3, k_cols=1)
-    assert m.dist.shape == (3, len(images))
-    assert np.isfinite(m.dist).sum(axis=1).min() >= 3  # k_rows candidates per query
-    assert np.isfinite(m.dist).sum(axis=0).min() >= 1  # k_cols per reference
-    assert list(m.dist.argmin(axis=1)) == sources
-    assert m.dist.min(axis=1).max() < 0.15  # noise at 32 px survives the half-pixel blur more than at 64 px
+    m = search.match(q, r, FAMILY, k_rows=3, k_cols=1, prefilter=prefilter)
+    dense = m.dense()
+    assert dense.shape == m.shape == (3, len(images))
+    assert np.isfinite(dense).sum(axis=1).min() >= 3  # k_rows candidates per query
+    assert np.isfinite(dense).sum(axis=0).min() >= 1  # k_cols per reference
+    assert list(dense.argmin(axis=1)) == sources
+    assert dense.min(axis=1).max() < 0.15  # noise at 32 px survives the half-pixel blur more than at 64 px
+    nearest, ref_min = m.nearest(np.repeat(np.arange(3), 6))
+    assert list(nearest.index) == sources and np.allclose(nearest.distance, dense.min(axis=1))
+    np.testing.assert_allclose(ref_min, dense.min(axis=0))
     t = m.transform(0, sources[0])
     assert set(t) == {"mirrored", "rotation_deg", "scale", "shift_px", "brightness"}
     with pytest.raises(KeyError):
-        m.transform(0, int(np.flatnonzero(~np.isfinite(m.dist[0]))[0]))
+        m.transform(0, int(np.flatnonzero(~np.isfinite(dense[0]))[0]))
     aligned = reg.align_image(images[sources[0]], t)
     assert aligned.shape == (32, 32) and 0.0 <= aligned.min() and aligned.max() <= 1.0
 
@@ -88,12 +94,24 @@ def test_candidate_pairs_rows_columns_and_exclusions():
     import torch
 
     sim = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.8, 0.3]])
-    pairs = reg.candidate_pairs(sim, k_rows=1, k_cols=0)
+    pairs = search.candidate_pairs(sim, k_rows=1, k_cols=0)
     assert pairs.tolist() == [[0, 0], [1, 1]]
-    pairs = reg.candidate_pairs(sim, k_rows=1, k_cols=1)
+    pairs = search.candidate_pairs(sim, k_rows=1, k_cols=1)
     assert pairs.tolist() == [[0, 0], [0, 2], [1, 1]]
     exclude = np.array([[True, False, False], [False, False, False]])
-    assert reg.candidate_pairs(sim, k_rows=1, k_cols=0, exclude=exclude).tolist() == [[0, 2], [1, 1]]
+    assert search.candidate_pairs(sim, k_rows=1, k_cols=0, exclude=exclude).tolist() == [[0, 2], [1, 1]]
+
+
+def test_sparse_selection_follows_the_dense_rule():
+    import torch
+
+    rng = np.random.default_rng(7)
+    sim = rng.random((9, 14)).astype(np.float32)
+    groups = np.repeat(np.arange(5), [3, 3, 3, 3, 2])
+    dense = search.candidate_pairs(torch.from_numpy(sim), k_rows=2, k_cols=1, groups=groups, k_groups=2)
+    pool = np.argwhere(np.ones_like(sim, bool))  # every pair listed: the sparse rule must pick the same
+    sparse = search.select(pool, sim[pool[:, 0], pool[:, 1]], k_rows=2, k_cols=1, groups=groups, k_groups=2)
+    assert sparse.tolist() == dense.tolist()
 
 
 def test_coarse_grid_covers_the_bounds():

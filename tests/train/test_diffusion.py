@@ -17,7 +17,7 @@ from brainsynth.models.ddpm import Sampler
 from brainsynth.train import checkpoint as ckpt
 from brainsynth.train.loop import run_training, train
 
-TIMING = {"img_per_s", "sec_per_tick", "wall_s"}
+TIMING = {"img_per_s", "sec_per_tick", "wall_s", "process_cpu_s"}
 
 
 def _state(run_dir):

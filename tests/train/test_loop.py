@@ -19,7 +19,7 @@ from brainsynth.train import loop
 from brainsynth.config import load_config, sections_yaml
 from brainsynth.train.loop import RealImages, TrainingDivergedError, run_training, train
 
-TIMING = {"img_per_s", "sec_per_tick", "wall_s"}
+TIMING = {"img_per_s", "sec_per_tick", "wall_s", "process_cpu_s"}
 
 
 def _final_state(run_dir):
@@ -66,7 +66,7 @@ def test_run_writes_progress_stats_samples_and_tensorboard(straight_run, tiny_cf
 
     samples = straight_run / "samples"
     assert sorted(p.name for p in samples.iterdir()) == [f"grid-{n:09d}.png" for n in (32, 64, 96, 128, 160, 192)] + [
-        "latest.png"]
+        "latest.png", "phase-00-4px.png", "phase-01-8px.png", "phase-02-8px.png"]  # tests/train/test_phases.py
     with Image.open(samples / "latest.png") as im:
         # 2 rows (control, adhd) of 4 cells of 8 px upscaled x2 to 16 px, 2 px gaps, 48 px label margin.
         assert im.mode == "L" and im.size == (48 + 4 * 16 + 3 * 2, 2 * 16 + 2)

@@ -104,3 +104,51 @@ def test_unlisted_batch_sizes_and_lrs_follow_the_official_table_scaled():
     # Nothing listed below: the smallest listed resolution is the reference; never below 2 (minibatch stddev).
     assert Schedule(16, batch_sizes={8: 4}).batch_sizes == {4: 4, 8: 4, 16: 4}
     assert Schedule(1024, batch_sizes={256: 2}).batch_sizes[1024] == 2
+
+
+# --- the compute schedule ----------------------------------------------------------------------
+
+COST = {4: 1.0, 8: 2.0, 16: 4.0, 32: 8.0}  # e.g. CPU ms per image
+
+
+def test_compute_schedule_gives_every_phase_the_same_cost_and_the_final_resolution_its_share():
+    s = Schedule.fit_compute(32, 1_000, COST, start_res=4, batch_sizes=8, final_share=0.4)
+    # 1,000 images at 32 px cost 8,000; 40% = 3,200 stays at 32 px (400 images); the rest, 4,800, is
+    # split into 6 phases of 800: 800 images at 4 px, 400 at 8 px (fade and stable), 200 at 16, 100 in the 32 px fade.
+    assert s.phase_images == [800, 400, 400, 200, 200, 100]
+    assert s.boundaries() == [(0, "stable", 4), (800, "fade", 8), (1200, "stable", 8), (1600, "fade", 16),
+                              (1800, "stable", 16), (2000, "fade", 32), (2100, "stable", 32)]
+    assert s.total_images == 2100 + 400
+    spans = list(zip(s.boundaries(), [b[0] for b in s.boundaries()[1:]] + [s.total_images]))
+    costs = [(end - start) * COST[res] for (start, _, res), end in spans]
+    assert costs[:-1] == [800.0] * 6 and costs[-1] == 3200.0
+    assert s.at(1100).fading and s.at(1100).alpha == pytest.approx(0.75) and s.at(2050).alpha == pytest.approx(0.5)
+
+
+def test_compute_boundaries_are_a_pure_function_of_the_budget():
+    a = Schedule.fit_compute(32, 1_234, COST, final_share=0.3)
+    b = Schedule.fit_compute(32, 1_234, dict(COST), final_share=0.3)
+    assert a.boundaries() == b.boundaries() and a.total_images == b.total_images
+    doubled = Schedule.fit_compute(32, 2_468, COST, final_share=0.3)
+    # Twice the budget: every phase about twice as long (rounded down to whole images).
+    assert all(abs(y - 2 * x) <= 1 for x, y in zip(a.phase_images, doubled.phase_images))
+    # Only the ratios of the costs matter.
+    scaled = Schedule.fit_compute(32, 1_234, {r: 1e6 * c for r, c in COST.items()}, final_share=0.3)
+    assert scaled.boundaries() == a.boundaries()
+
+
+def test_compute_schedule_refusals():
+    with pytest.raises(ConfigError, match=r"image_cost needs a cost > 0 for every resolution 4..32; missing \[16\]"):
+        Schedule.fit_compute(32, 1_000, {4: 1, 8: 2, 32: 8})
+    with pytest.raises(ConfigError, match="too small to grow 4 -> 32"):
+        Schedule.fit_compute(32, 1, COST)
+    with pytest.raises(ConfigError, match=r"phase_images must list 2 phase lengths"):
+        Schedule(8, start_res=4, phase_images=[5])
+
+
+def test_uneven_phases_in_the_official_timeline():
+    s = Schedule(16, start_res=4, batch_sizes=8, total_images=100, phase_images=[10, 20, 30, 40])
+    assert s.boundaries() == [(0, "stable", 4), (10, "fade", 8), (30, "stable", 8), (60, "fade", 16),
+                              (100, "stable", 16)]
+    assert s.at(20).alpha == pytest.approx(0.5) and s.at(80).alpha == pytest.approx(0.5) and s.at(99).fading
+    assert "phases=[10, 20, 30, 40]" in repr(s)

@@ -34,6 +34,7 @@ from brainsynth.data.layouts import Cohort, InputSpec, Subject, discover_cohort
 from brainsynth.errors import ConfigError, InputError
 from brainsynth.fsio import atomic_output_path, atomic_write_json, atomic_write_text, check_output_free, sha256_file
 from brainsynth.options import as_dict
+from brainsynth.progress import bar
 
 log = logging.getLogger("brainsynth.prepare")
 
@@ -341,8 +342,9 @@ def prepare_dataset(input: str | Path, out: str | Path, cfg: PrepareConfig, sour
         rows, records = [], []
         raw = stage / _RAW_ROWS
         preview = None
-        with open(raw, "wb") as sink:
+        with open(raw, "wb") as sink, bar(len(cohort.subjects), "prepare", unit="volume", min_items=20) as step:
             for subject, result in zip(cohort.subjects, _stream_volumes(cohort.subjects, spec, cfg.workers)):
+                step(1)
                 preview = preview or result.preview
                 if len(result.images) == 0:
                     log.warning("%s: no brain in slices %d-%d; subject dropped", subject.id, *result.slice_range)

@@ -18,6 +18,7 @@ import numpy as np
 from brainsynth import __version__
 from brainsynth.config import AuditConfig, EvaluateConfig, sections_yaml
 from brainsynth.data.dataset import load_dataset
+from brainsynth.devices import describe_device
 from brainsynth.errors import InputError
 from brainsynth.evaluate import features as extractors
 from brainsynth.evaluate.commands import _created, _features_info, check_same_size
@@ -138,7 +139,8 @@ def audit(
     synth_f = store.images(synth.images, what=f"synthetic set {Path(synthetic).name!r}")
     result = audit_fold(real["train_images"], real["holdout_images"], synth.images, train_features=train_f,
                         holdout_features=hold_f, synth_features=synth_f, train_ids=real["train_ids"],
-                        holdout_ids=real["holdout_ids"], holdout_labels=real["holdout_labels"], cfg=cfg)
+                        holdout_ids=real["holdout_ids"], holdout_labels=real["holdout_labels"], cfg=cfg,
+                        device=getattr(extractor, "device", None))
     summary = summarise_privacy(result, synth_files=synth_files)
     pairs = nearest_pairs(result, real["train_images"], synth.images, synth_files)
     document = AuditReport(
@@ -147,6 +149,7 @@ def audit(
         simulated=bool(dataset.manifest.get("simulated", False)),
         privacy=PrivacySummary.from_dict(summary, source="privacy audit"),
         features=_features_info(extractor),
+        device=describe_device(getattr(extractor, "device", "cpu")),
         inputs=AuditInputs(train=str(Path(train)), synthetic=str(Path(synthetic)),
                            synthetic_provenance={k: v for k, v in synth.meta.items() if k != "images"}),
     )

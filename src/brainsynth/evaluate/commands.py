@@ -281,7 +281,8 @@ def _write_pooled(stage: Path, dataset, results: Sequence[FoldResult], cfg: Eval
                         fidelity=pooling.pool_fidelity(results), privacy=pooling.pool_privacy(results, audit_cfg))
         sections["privacy_utility"] = privacy_utility(sections["gan_train"], sections["privacy"])
     report = Report(brainsynth_version=__version__, created=_created(),
-                    simulated=bool(dataset.manifest.get("simulated", False)), features=features, **sections,
+                    simulated=bool(dataset.manifest.get("simulated", False)), features=features,
+                    device=", ".join(sorted({r.report.device for r in results})), **sections,
                     timings=_timings(watch, results, timings))
     predictions = pd.concat([r.predictions for r in results], ignore_index=True)
     write_report(stage, report, predictions=predictions, drawn=results[0].figures,

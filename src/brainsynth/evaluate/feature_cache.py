@@ -43,15 +43,46 @@ import torch
 
 from brainsynth.evaluate.features import EXTRACTOR_VERSION, Extractor
 from brainsynth.fsio import atomic_output_path, atomic_write_json
+from brainsynth.progress import bar
 
 log = logging.getLogger("brainsynth.evaluate.feature_cache")
 
 CACHE_FORMAT = 1
 _HASH_BLOCK = 64 << 20  # bytes hashed per update: bounds the temporary copy of a non-contiguous array
+EXTRACT_BLOCK = 2048  # images converted to float32 and extracted per call (whole batches)
 
 
-def array_hash(array: np.ndarray) -> str:
+class UnitImages:
+    """uint8 images [N, H, W] read as float32 in [0, 1] (``x / 255``), a slice at a time.
+
+    Indexing gives float32 arrays; :func:`array_hash` hashes it block by block exactly as it
+    hashes the float32 array, so a memory-mapped dataset is never held as floats in full.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, images: np.ndarray):
+        self.raw = images
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.raw.shape)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return np.asarray(self.raw[rows], dtype=np.float32) / 255.0
+
+
+def array_hash(array: np.ndarray | UnitImages) -> str:
     """SHA-256 (hex) of an array's dtype, shape and bytes."""
+    if isinstance(array, UnitImages):
+        h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+        rows = max(1, _HASH_BLOCK // max(1, 4 * int(np.prod(array.shape[1:]))))
+        for lo in range(0, len(array), rows):
+            h.update(np.ascontiguousarray(array[lo:lo + rows]).view(np.uint8))
+        return h.hexdigest()
     array = np.asarray(array)
     h = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
     flat = array.reshape(-1)
@@ -117,13 +148,16 @@ class FeatureStore:
         """Features [N, D] of every image of a prepared DATASET, row ``i`` for ``dataset.images[i]``.
 
         Callers select rows (``store.dataset(ds)[train_idx]``), so every split and fold of one
-        dataset shares one extraction.
+        dataset shares one extraction. The dataset's uint8 images are read a block at a time, as
+        the float32 images ``dataset.float_images()`` would be (same key, same features), without
+        holding them all as floats.
         """
-        return self.images(dataset.float_images(), what=f"dataset {dataset.root}")
+        return self.images(UnitImages(dataset.images), what=f"dataset {dataset.root}")
 
-    def images(self, images: np.ndarray, what: str = "images") -> np.ndarray:
+    def images(self, images: np.ndarray | UnitImages, what: str = "images") -> np.ndarray:
         """Features [N, D] of float32 images [N, H, W] in [0, 1] (computed at most once per key)."""
-        images = np.asarray(images, dtype=np.float32)
+        if not isinstance(images, UnitImages):
+            images = np.asarray(images, dtype=np.float32)
         # In memory the extractor is fixed, so the pixels alone are the key.
         key = self.key(images) if self.folder is not None else array_hash(images)
         if key in self._memory:
@@ -132,7 +166,7 @@ class FeatureStore:
         feats = self._read(key, len(images)) if self.folder is not None else None
         if feats is None:
             log.info("features of %s (%d images)", what, len(images))
-            feats = self.extractor.extract(images)
+            feats = self._extract(images, what)
             self.computed += len(images)
             if self.folder is not None:
                 self._write(key, feats, what, len(images))
@@ -141,6 +175,20 @@ class FeatureStore:
             self.reused += len(images)
         self._memory[key] = feats
         return feats
+
+    def _extract(self, images: np.ndarray | UnitImages, what: str) -> np.ndarray:
+        """The extractor's features, a block of whole batches at a time (the same batches as one call)."""
+        batch = int(getattr(self.extractor, "batch_size", 64))
+        rows = batch * max(1, EXTRACT_BLOCK // batch)
+        out = None
+        with bar(len(images), f"features: {what}") as step:
+            for lo in range(0, len(images), rows):
+                feats = self.extractor.extract(np.asarray(images[lo:lo + rows], dtype=np.float32))
+                if out is None:
+                    out = np.empty((len(images), feats.shape[1]), dtype=np.float32)
+                out[lo:lo + len(feats)] = feats
+                step(len(feats))
+        return out if out is not None else self.extractor.extract(np.zeros((0, *images.shape[1:]), np.float32))
 
     def key(self, images: np.ndarray) -> str:
         """The cache key of ``images`` under this store's extractor."""

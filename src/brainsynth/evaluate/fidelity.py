@@ -9,16 +9,18 @@ Feature-based (on the extractor's features, see :mod:`brainsynth.evaluate.featur
   n1 x n2 cross-product of the centred feature matrices, which is what :func:`fid` uses then.
 - KID (Binkowski et al. 2018): torchmetrics' estimator and subset draws (tested equal to its
   ``KernelInceptionDistance``), with the kernel matrices computed once instead of once per subset
-  (30 s -> ~2 s for fc7). Subsets hold half the smaller set (at most 1000 images): a subset as
-  large as a set would be that whole set every time, and the spread over subsets would be 0.
-- Precision/recall (Kynkaanniemi et al. 2019, k = 3) and density/coverage (Naeem et al. 2020,
-  k = 5) from k-nearest-neighbour balls. For real images the ball of an image reaches its k-th
-  nearest image of ANOTHER subject: adjacent slices of one subject are near-duplicates (98.6% of
-  a demo slice's nearest neighbours were), which shrinks the balls to nothing and makes every
-  set look imprecise.
+  (30 s -> ~2 s for fc7) while the sets are small, and from each subset's own rows when the
+  whole matrices would cost more (a large real set). Subsets hold half the smaller set (at most
+  1000 images): a subset as large as a set would be that whole set every time, and the spread
+  over subsets would be 0.
+- Precision/recall (k = 3) and density/coverage (k = 5) from k-nearest-neighbour balls, in
+  :mod:`brainsynth.evaluate.knn_metrics` (re-exported here).
 
 Pixel-based, in :mod:`brainsynth.evaluate.image_fidelity` (re-exported here): SWD on Laplacian
 pyramids (Karras et al. 2018) and MS-SSIM diversity (Wang et al. 2003; Odena et al. 2017).
+
+No function here holds an N x N matrix or a float64 copy of a whole large feature set: feature
+rows are read :data:`ROW_BLOCK` at a time (a set of one block is the earlier computation).
 
 :func:`fidelity_reports` evaluates several synthetic sets against one real set and computes the
 real side (pyramid, MS-SSIM pairs, k-NN radii, SWD's sorted projections) once; each set gets
@@ -36,6 +38,15 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from brainsynth.evaluate.knn_metrics import (  # noqa: F401  (re-exported: the metrics' one namespace)
+    DC_K,
+    PR_K,
+    density_coverage,
+    knn_radii,
+    knn_radii_many,
+    prdc,
+    precision_recall,
+)
 from brainsynth.evaluate.image_fidelity import (  # noqa: F401  (re-exported: the metrics' one namespace)
     MS_SSIM_BETAS,
     MS_SSIM_PAIRS,
@@ -55,9 +66,9 @@ log = logging.getLogger("brainsynth.evaluate.fidelity")
 
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
-PR_K = 3
-DC_K = 5
-_DIST_CHUNK = 1024
+KID_WHOLE_BYTES = 128 << 20  # whole-set kernel matrices (float64) up to this size; larger sets: per-subset kernels
+IMAGE_BLOCK = 4096  # images read at once by the background numbers (whole sets up to this size)
+ROW_BLOCK = 2048  # feature rows converted to float64 at once (64 MB at fc7's 4096 dimensions)
 
 
 # --- FID --------------------------------------------------------------------------------
@@ -89,19 +100,43 @@ def _fid_low_rank(real: np.ndarray, fake: np.ndarray) -> float:
     Their square roots are taken from the symmetric eigenvalues of the smaller of M M' and
     M' M (6x faster than the SVD of M at fc7 scale); eigenvalues below the round-off level of
     the largest one are zero singular values, clipped so their noise does not add up.
+
+    The larger set is read a block of :data:`ROW_BLOCK` rows at a time (float64 copies of whole
+    feature sets would need 32 kB per image); a set of at most one block is the same computation.
     """
-    a = np.asarray(real, dtype=np.float64)
+    if len(real) < len(fake):
+        real, fake = fake, real  # FID is symmetric: A is the larger set, read in blocks
     b = np.asarray(fake, dtype=np.float64)
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    a = a - mu_a  # [n1, D]
+    mu_b = b.mean(axis=0)
     b = b - mu_b  # [n2, D]
-    na, nb = len(a) - 1, len(b) - 1
-    cross = a @ b.T  # [n1, n2]
-    gram = cross @ cross.T if len(a) <= len(b) else cross.T @ cross  # [min(n1, n2)] ^ 2
+    mu_a = _mean_rows(real)
+    na, nb = len(real) - 1, len(b) - 1
+    if len(real) <= ROW_BLOCK:
+        a = np.asarray(real, dtype=np.float64) - mu_a  # [n1, D]
+        cross = a @ b.T  # [n1, n2]
+        gram = cross.T @ cross  # [n2, n2]
+        ss_a = np.sum(a * a)
+    else:
+        gram, ss_a = np.zeros((len(b), len(b))), 0.0
+        for lo in range(0, len(real), ROW_BLOCK):
+            a = np.asarray(real[lo:lo + ROW_BLOCK], dtype=np.float64) - mu_a  # [B, D]
+            cross = a @ b.T  # [B, n2]
+            gram += cross.T @ cross
+            ss_a += float(np.sum(a * a))
     eig = np.linalg.eigvalsh(gram)
     noise = max(eig.max(initial=0.0), 0.0) * len(eig) * np.finfo(np.float64).eps
     tr_sqrt = np.sqrt(np.where(eig > noise, eig, 0.0)).sum() / math.sqrt(na * nb)
-    return float(np.sum((mu_a - mu_b) ** 2) + np.sum(a * a) / na + np.sum(b * b) / nb - 2.0 * tr_sqrt)
+    return float(np.sum((mu_a - mu_b) ** 2) + ss_a / na + np.sum(b * b) / nb - 2.0 * tr_sqrt)
+
+
+def _mean_rows(x: np.ndarray) -> np.ndarray:
+    """Mean row (float64) of [N, D], read a block of rows at a time."""
+    if len(x) <= ROW_BLOCK:
+        return np.asarray(x, dtype=np.float64).mean(axis=0)
+    total = np.zeros(x.shape[1])
+    for lo in range(0, len(x), ROW_BLOCK):
+        total += np.asarray(x[lo:lo + ROW_BLOCK], dtype=np.float64).sum(axis=0)
+    return total / len(x)
 
 
 def fid(real: np.ndarray, fake: np.ndarray) -> float:
@@ -148,118 +183,48 @@ def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed:
     """Kernel Inception Distance (mean, std over random subsets) of feature sets [N1, D], [N2, D].
 
     The same estimator and the same subset draws as torchmetrics' ``KernelInceptionDistance``
-    (tested equal), but the kernel matrices are computed once for the whole sets and each
-    subset indexes into them, instead of 3 x ``subsets`` fresh D-dimensional products.
+    (tested equal). When the whole sets are small, the kernel matrices are computed once and
+    each subset indexes into them, instead of 3 x ``subsets`` fresh D-dimensional products; when
+    that would cost more than the subsets' own kernels (a large real set against subsets of a
+    few hundred images) or the whole matrices would exceed :data:`KID_WHOLE_BYTES`, each subset's
+    kernels are computed from its own rows, so neither time nor memory grows with the larger set
+    beyond the draw itself.
     Subsets hold ``subset_size`` images each, by default :func:`kid_subset_size`.
 
     Note: two *identical* sets give a negative value (the self-pairs k(x, x) enter the cross
     term only), so "no difference" reads as ~0 only for independent samples.
     """
-    x = torch.from_numpy(np.asarray(real, dtype=np.float64))  # [N1, D]
-    y = torch.from_numpy(np.asarray(fake, dtype=np.float64))  # [N2, D]
-    m = kid_subset_size(len(x), len(y)) if subset_size is None else min(subset_size, len(x), len(y))
+    n1, n2 = len(real), len(fake)
+    m = kid_subset_size(n1, n2) if subset_size is None else min(subset_size, n1, n2)
     if m < 2:
         raise ValueError("KID needs at least 2 images in each set")
-    k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    entries = n1 * n1 + n2 * n2 + n1 * n2
+    whole = entries <= 3 * subsets * m * m and 8 * entries <= KID_WHOLE_BYTES
+    if whole:
+        x = torch.from_numpy(np.asarray(real, dtype=np.float64))  # [N1, D]
+        y = torch.from_numpy(np.asarray(fake, dtype=np.float64))  # [N2, D]
+        k_xx, k_yy, k_xy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
     scores = []
     # torchmetrics draws the subsets from the global RNG: fork it so the caller's stream is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for _ in range(subsets):
-            i = torch.randperm(len(x))[:m]
-            j = torch.randperm(len(y))[:m]
-            scores.append(_unbiased_mmd2(k_xx, k_xy, k_yy, _mask(i, len(x)), _mask(j, len(y))))
+            i = torch.randperm(n1)[:m]
+            j = torch.randperm(n2)[:m]
+            if whole:
+                scores.append(_unbiased_mmd2(k_xx, k_xy, k_yy, _mask(i, n1), _mask(j, n2)))
+            else:
+                scores.append(_subset_mmd2(np.asarray(real[i.numpy()], dtype=np.float64),
+                                           np.asarray(fake[j.numpy()], dtype=np.float64)))
     s = torch.stack(scores)
     return float(s.mean()), float(s.std(unbiased=False))
 
 
-# --- precision / recall, density / coverage ---------------------------------------------
-
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances [len(a), len(b)] (float64), computed in row chunks."""
-    ta = torch.from_numpy(np.asarray(a, dtype=np.float64))
-    tb = torch.from_numpy(np.asarray(b, dtype=np.float64))
-    return torch.cat([torch.cdist(ta[i:i + _DIST_CHUNK], tb) for i in range(0, len(ta), _DIST_CHUNK)]).numpy()
-
-
-def knn_radii(points: np.ndarray, k: int, groups: np.ndarray | None = None) -> np.ndarray:
-    """Distance of each point [N, D] to its k-th nearest OTHER point of the same set [N].
-
-    Parameters
-    ----------
-    groups : array [N], optional
-        Subject of each point: a point's neighbours are then only points of other subjects
-        (slices of one subject are near-duplicates of each other).
-    """
-    return knn_radii_many(points, (k,), groups)[k]
-
-
-def knn_radii_many(points: np.ndarray, ks: tuple[int, ...],
-                   groups: np.ndarray | None = None) -> dict[int, np.ndarray]:
-    """:func:`knn_radii` for several k from one distance matrix."""
-    if len(points) <= max(ks):
-        raise ValueError(f"need more than k={max(ks)} points, got {len(points)}")
-    d = _pairwise(points, points)  # [N, N]
-    if groups is None:
-        # Column 0 of each sorted row is the point itself (distance 0).
-        part = np.partition(d, sorted(set(ks)), axis=1)
-        return {k: part[:, k] for k in ks}
-    groups = np.asarray(groups)
-    same = groups[:, None] == groups[None, :]  # [N, N], the diagonal included
-    if np.min(np.sum(~same, axis=1)) < max(ks):
-        raise ValueError(f"a point has fewer than k={max(ks)} points of other subjects")
-    d[same] = np.inf
-    part = np.partition(d, sorted({k - 1 for k in ks}), axis=1)
-    return {k: part[:, k - 1] for k in ks}
-
-
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K, *, real_groups: np.ndarray | None = None,
-                     fake_groups: np.ndarray | None = None) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019).
-
-    precision: share of fake points inside at least one real k-NN ball;
-    recall: share of real points inside at least one fake k-NN ball.
-    ``real_groups`` / ``fake_groups`` [N] / [M]: subjects, for balls over other subjects only
-    (:func:`knn_radii`).
-    """
-    # One k for both ball sets: a small real set needs only k + 1 points (of other subjects).
-    numbers = prdc(real, fake, pr_k=k, dc_k=k, real_groups=real_groups, fake_groups=fake_groups)
-    return numbers["precision"], numbers["recall"]
-
-
-def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K, *,
-                     real_groups: np.ndarray | None = None) -> tuple[float, float]:
-    """Density and coverage (Naeem et al. 2020), both from real k-NN balls.
-
-    density: mean number of real balls holding a fake point, divided by k (1 ~ same distribution);
-    coverage: share of real balls holding at least one fake point. ``real_groups`` [N]: subjects,
-    for balls over other subjects only (:func:`knn_radii`).
-    """
-    numbers = prdc(real, fake, pr_k=k, dc_k=k, real_groups=real_groups)
-    return numbers["density"], numbers["coverage"]
-
-
-def prdc(real: np.ndarray, fake: np.ndarray, *, pr_k: int = PR_K, dc_k: int = DC_K,
-         real_radii: dict[int, np.ndarray] | None = None, real_groups: np.ndarray | None = None,
-         fake_groups: np.ndarray | None = None) -> dict[str, float]:
-    """Precision, recall (k = ``pr_k``), density and coverage (k = ``dc_k``), each distance once.
-
-    ``real_radii`` (from :func:`knn_radii_many` of ``real``, with the same ``real_groups``) lets
-    several fake sets share the real set's N x N distances. ``real_groups`` / ``fake_groups``
-    [N] / [M]: subjects, for balls over other subjects only (:func:`knn_radii`).
-    """
-    if real_radii is None or pr_k not in real_radii or dc_k not in real_radii:
-        real_radii = knn_radii_many(real, (pr_k, dc_k), real_groups)
-    r_fake = knn_radii(fake, pr_k, fake_groups)  # [M]
-    d = _pairwise(fake, real)  # [M, N]
-    r_pr, r_dc = real_radii[pr_k], real_radii[dc_k]  # [N] each
-    inside_dc = d <= r_dc[None, :]  # [M, N]
-    return {
-        "precision": float(np.mean((d <= r_pr[None, :]).any(axis=1))),
-        "recall": float(np.mean((d <= r_fake[:, None]).any(axis=0))),
-        "density": float(inside_dc.sum() / (dc_k * len(fake))),
-        "coverage": float(np.mean(d.min(axis=0) <= r_dc)),
-    }
+def _subset_mmd2(xs: np.ndarray, ys: np.ndarray) -> torch.Tensor:
+    """Unbiased MMD^2 of two subsets of m images each, from their own kernels (``_unbiased_mmd2`` of them)."""
+    x, y = torch.from_numpy(xs), torch.from_numpy(ys)
+    ones = torch.ones(len(x), dtype=torch.float64)
+    return _unbiased_mmd2(_poly_kernel(x, x), _poly_kernel(x, y), _poly_kernel(y, y), ones, ones)
 
 
 # --- all of it ----------------------------------------------------------------------------
@@ -393,8 +358,13 @@ def background_mask(real: np.ndarray, level: float = BACKGROUND_LEVEL,
     max_share : float
         Share of real images allowed above ``level`` at a background pixel.
     """
-    brain = _unit_range(real) > level  # [N, H, W]
-    return brain.mean(axis=0) <= max_share  # [H, W]
+    if len(real) <= IMAGE_BLOCK:
+        brain = _unit_range(real) > level  # [N, H, W]
+        return brain.mean(axis=0) <= max_share  # [H, W]
+    count = np.zeros(real.shape[1:], dtype=np.int64)
+    for lo in range(0, len(real), IMAGE_BLOCK):
+        count += (_unit_range(real[lo:lo + IMAGE_BLOCK]) > level).sum(axis=0)
+    return count / len(real) <= max_share  # [H, W]
 
 
 def background_intensity(images: np.ndarray, mask: np.ndarray) -> float | None:
@@ -406,7 +376,11 @@ def background_intensity(images: np.ndarray, mask: np.ndarray) -> float | None:
     if not mask.any():
         log.warning("no background pixel: the real brains cover the whole image, so no background intensity")
         return None
-    return float(_unit_range(images)[:, mask].mean())
+    if len(images) <= IMAGE_BLOCK:
+        return float(_unit_range(images)[:, mask].mean())
+    total = sum(float(_unit_range(images[lo:lo + IMAGE_BLOCK])[:, mask].sum(dtype=np.float64))
+                for lo in range(0, len(images), IMAGE_BLOCK))
+    return total / (len(images) * int(mask.sum()))
 
 
 def background_fidelity(real: np.ndarray, synthetic: np.ndarray) -> dict[str, float | None]:

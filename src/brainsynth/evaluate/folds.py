@@ -37,14 +37,16 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 
 from brainsynth import LABELS
 from brainsynth.config import AuditConfig, EvaluateConfig
+from brainsynth.devices import describe_device
 from brainsynth.errors import InputError
 from brainsynth.evaluate import fidelity as fidelity_metrics
 from brainsynth.evaluate.report import figures
 from brainsynth.evaluate.feature_cache import FeatureStore
-from brainsynth.evaluate.gan_train import balanced_subsample, make_classifier
+from brainsynth.evaluate.gan_train import balanced_subsample, fit_classifier
 from brainsynth.evaluate.privacy import membership
 from brainsynth.evaluate.privacy.fold import fold_reference
 from brainsynth.evaluate.privacy.summary import privacy_audit
@@ -217,6 +219,7 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
     """
     repeat, fold = view.fold_id
     watch = Stopwatch(log=log)
+    device = getattr(store.extractor, "device", torch.device("cpu"))  # the audit runs where the features do
     with watch.time("load"):
         check_fold(view)
         train_idx, test_idx = view.indices("train"), view.indices("test")
@@ -240,7 +243,7 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
         reference = fold_reference(
             train_set.images, test_set.images, train_features=train_f, holdout_features=test_f,
             train_ids=image_ids(view, train_idx), holdout_ids=image_ids(view, test_idx),
-            holdout_labels=test_set.labels, cfg=audit_cfg) if sets else None
+            holdout_labels=test_set.labels, cfg=audit_cfg, device=device) if sets else None
         for name, synth in sets.items():
             summary, pairs[name], result = privacy_audit(
                 train_set.images, None, synth.images, synth_features=synth_f[name], reference=reference,
@@ -251,6 +254,7 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
     report = FoldReport(
         repeat=repeat, fold=fold, features=FeaturesInfo.from_dict(store.extractor.describe(),
                                                                   source="feature extractor"),
+        device=describe_device(device),
         data=FoldData(repeat=repeat, fold=fold, n_train=len(train_idx), n_test=len(test_idx),
                       train_subjects=sorted(set(subjects[train_idx])), test_subjects=sorted(set(subjects[test_idx]))),
         synthetic={name: SyntheticFold(repeat=repeat, fold=fold, path=str(paths[name]), n_images=len(s))
@@ -288,14 +292,14 @@ def _classifiers(view, train_idx: np.ndarray, test_idx: np.ndarray, train_f: np.
                              "slice": test_rows["slice"].to_numpy(), "patch": test_rows["patch"].to_numpy(),
                              "label": test_rows["label"].to_numpy(), "score": scores})[list(PREDICTION_COLUMNS)]
 
-    real_svm = make_classifier(seed).fit(train_f, y_train)
+    real_svm = fit_classifier(train_f, y_train, seed)
     parts = [rows(REAL_KEY, real_svm.decision_function(test_f))]
     n_train = {REAL_KEY: len(train_idx)}
     gan_test = []
     for name, synth in sets.items():
         y_synth = synth.label_indices()
         keep = balanced_subsample(y_synth, seed)
-        svm = make_classifier(seed).fit(synth_f[name][keep], y_synth[keep])
+        svm = fit_classifier(synth_f[name][keep], y_synth[keep], seed)
         parts.append(rows(name, svm.decision_function(test_f)))
         n_train[name] = len(keep)
         gan_test.append(pd.DataFrame({
@@ -304,7 +308,7 @@ def _classifiers(view, train_idx: np.ndarray, test_idx: np.ndarray, train_f: np.
             "score": real_svm.decision_function(synth_f[name])})[list(GAN_TEST_COLUMNS)])
     # The shortcut: the same SVM on four numbers per slice that any scanner or head-size confound moves.
     position = slice_positions(table)
-    shortcut = make_classifier(seed).fit(global_slice_features(view.images[train_idx], position[train_idx]), y_train)
+    shortcut = fit_classifier(global_slice_features(view.images[train_idx], position[train_idx]), y_train, seed)
     parts.append(rows(SHORTCUT_KEY, shortcut.decision_function(
         global_slice_features(view.images[test_idx], position[test_idx]))))
     n_train[SHORTCUT_KEY] = len(train_idx)

@@ -31,6 +31,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from brainsynth.evaluate.linear_svm import PrimalSVC, liblinear_would_copy
+
 log = logging.getLogger("brainsynth.evaluate.gan_train")
 
 SVM_C = 1.0
@@ -89,6 +91,16 @@ def make_classifier(seed: int = 0) -> Pipeline:
     return make_pipeline(StandardScaler(), svm)
 
 
+def fit_classifier(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Pipeline | PrimalSVC:
+    """:func:`make_classifier` fitted on ``x`` [N, D], ``y`` [N]; the same problem solved by
+    :class:`~brainsynth.evaluate.linear_svm.PrimalSVC` when liblinear would copy a large ``x`` (24 bytes per value)."""
+    if liblinear_would_copy(*np.shape(x)):
+        log.info("linear SVM on %d x %d features: primal Newton-CG on the float32 features (liblinear would "
+                 "copy them to %.1f GB)", *np.shape(x), 24 * np.shape(x)[0] * (np.shape(x)[1] + 1) / 2**30)
+        return PrimalSVC(C=SVM_C).fit(x, y)
+    return make_classifier(seed).fit(x, y)
+
+
 def balanced_subsample(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     """Indices that keep every class at the size of the smallest one (sorted, seeded)."""
     labels = np.asarray(labels)
@@ -113,8 +125,7 @@ def fit_and_score(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, 
     """
     if len(np.unique(train_y)) < 2:
         raise ValueError("training labels must contain both classes")
-    clf = make_classifier(seed)
-    clf.fit(train_x, train_y)
+    clf = fit_classifier(train_x, train_y, seed)
     return np.asarray(clf.decision_function(test_x), dtype=np.float64)
 
 

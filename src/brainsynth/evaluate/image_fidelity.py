@@ -41,6 +41,9 @@ MS_SSIM_KERNELS = (11, 7)
 MS_SSIM_PAIRS = 250
 MS_SSIM_K1, MS_SSIM_K2 = 0.01, 0.03
 _SORT_ROWS = 16  # rows per sorting task: small enough to balance threads, large enough to amortise them
+PYRAMID_BLOCK = 1024  # images filtered per convolution call (its workspace: 25 floats per pixel)
+DESCRIPTOR_BLOCK = 1 << 22  # patch values gathered per call (bounds the broadcast index arrays)
+DESCRIPTOR_BYTES = 64 << 20  # a real set's descriptors of one level up to this size are gathered whole
 
 
 # --- Laplacian pyramid and patches --------------------------------------------------------
@@ -72,28 +75,103 @@ def laplacian_pyramid(images: np.ndarray, min_res: int = SWD_MIN_RES) -> list[np
     side stays >= ``min_res`` (64 px -> 64, 32, 16).
 
     Every level but the last holds the detail lost by halving; the last is the blurred
-    low-resolution image itself.
+    low-resolution image itself. Images are filtered :data:`PYRAMID_BLOCK` at a time: the 5x5
+    convolution's workspace holds 25 values per pixel of its batch (400 kB per 64 px image), so
+    one call on every image would grow with the set.
     """
+    n, (h, w) = len(images), images.shape[-2:]
+    shapes = [(h, w)]
+    while min(shapes[-1]) // 2 >= min_res:
+        shapes.append(((shapes[-1][0] + 1) // 2, (shapes[-1][1] + 1) // 2))
+    out = [np.empty((n, *shape), dtype=np.float32) for shape in shapes]
+    for lo in range(0, n, PYRAMID_BLOCK):
+        for level, values in enumerate(_pyramid_block(images[lo:lo + PYRAMID_BLOCK], len(shapes))):
+            out[level][lo:lo + len(values)] = values
+    return out
+
+
+def _pyramid_block(images: np.ndarray, n_levels: int) -> list[np.ndarray]:
     # float32 halves the memory traffic; descriptors are normalised per set afterwards anyway.
     levels = [torch.from_numpy(np.asarray(images, dtype=np.float32)).unsqueeze(1)]  # [N, 1, H, W]
-    while min(levels[-1].shape[-2:]) // 2 >= min_res:
+    while len(levels) < n_levels:
         levels.append(_pyr_down(levels[-1]))
         levels[-2] = levels[-2] - _pyr_up(levels[-1], tuple(levels[-2].shape[-2:]))
     return [lvl[:, 0].numpy() for lvl in levels]
 
 
+def patch_centres(n: int, shape: tuple[int, int], rng: np.random.Generator, n_per_image: int = SWD_PATCHES_PER_IMAGE,
+                  patch: int = SWD_PATCH) -> tuple[np.ndarray, np.ndarray]:
+    """Random patch centres (rows, columns), int [N, n_per_image] each, inside images of ``shape``."""
+    half = patch // 2
+    cy = rng.integers(half, shape[0] - half, size=(n, n_per_image))  # [N, P] patch centres
+    cx = rng.integers(half, shape[1] - half, size=(n, n_per_image))
+    return cy, cx
+
+
+def descriptors_at(level: np.ndarray, image: np.ndarray, cy: np.ndarray, cx: np.ndarray,
+                   patch: int = SWD_PATCH) -> np.ndarray:
+    """The square patches centred at (``cy``, ``cx``) of images ``image`` (int [K] each) -> [K, patch**2]."""
+    half = patch // 2
+    off = np.arange(-half, half + 1)
+    out = np.empty((len(image), patch * patch), dtype=level.dtype)
+    step = max(1, DESCRIPTOR_BLOCK // (patch * patch))  # bounds the broadcast index arrays
+    for lo in range(0, len(image), step):
+        rows = cy[lo:lo + step, None, None] + off[None, :, None]  # [k, 7, 1]
+        cols = cx[lo:lo + step, None, None] + off[None, None, :]  # [k, 1, 7]
+        out[lo:lo + step] = level[image[lo:lo + step, None, None], rows, cols].reshape(-1, patch * patch)
+    return out
+
+
 def patch_descriptors(level: np.ndarray, rng: np.random.Generator, n_per_image: int = SWD_PATCHES_PER_IMAGE,
                       patch: int = SWD_PATCH) -> np.ndarray:
     """Random square patches of each image [N, h, w] -> descriptors [N * n_per_image, patch**2]."""
-    n, h, w = level.shape
-    half = patch // 2
-    cy = rng.integers(half, h - half, size=(n, n_per_image))  # [N, P] patch centres
-    cx = rng.integers(half, w - half, size=(n, n_per_image))
-    off = np.arange(-half, half + 1)
-    rows = cy[:, :, None, None] + off[None, None, :, None]  # [N, P, 7, 1]
-    cols = cx[:, :, None, None] + off[None, None, None, :]  # [N, P, 1, 7]
-    img = np.arange(n)[:, None, None, None]
-    return level[img, rows, cols].reshape(n * n_per_image, patch * patch)
+    cy, cx = patch_centres(len(level), level.shape[-2:], rng, n_per_image, patch)
+    image = np.repeat(np.arange(len(level)), n_per_image)
+    return descriptors_at(level, image, cy.ravel(), cx.ravel(), patch)
+
+
+class _RealSide:
+    """The real set's normalised descriptors of one pyramid level, drawn as :func:`patch_descriptors` draws them.
+
+    Only the descriptors that a comparison keeps (a random subsample as large as the other set's)
+    are ever gathered; the normalisation's mean and SD, over every descriptor, are accumulated a
+    block of images at a time. A level whose descriptors fit in :data:`DESCRIPTOR_BYTES` is
+    gathered whole, the computation of earlier versions.
+    """
+
+    def __init__(self, level: np.ndarray, rng: np.random.Generator, patch: int = SWD_PATCH):
+        self.level, self.patch = level, patch
+        self.cy, self.cx = patch_centres(len(level), level.shape[-2:], rng, SWD_PATCHES_PER_IMAGE, patch)
+        self.count = self.cy.size
+        self.whole = None
+        if self.count * patch * patch * 4 <= DESCRIPTOR_BYTES:
+            self.whole = _normalise(descriptors_at(level, np.repeat(np.arange(len(level)), self.cy.shape[1]),
+                                                   self.cy.ravel(), self.cx.ravel(), patch))
+            return
+        total, n = 0.0, self.count * patch * patch
+        for block in self._blocks():
+            total += float(block.sum(dtype=np.float64))
+        self.mean = total / n
+        squares = 0.0
+        for block in self._blocks():
+            squares += float(np.square(block - self.mean, dtype=np.float64).sum())
+        self.std = max((squares / n) ** 0.5, 1e-12)
+
+    def _blocks(self):
+        per = self.cy.shape[1]
+        images = max(1, DESCRIPTOR_BLOCK // (per * self.patch * self.patch))
+        for lo in range(0, len(self.level), images):
+            hi = min(lo + images, len(self.level))
+            yield descriptors_at(self.level, np.repeat(np.arange(lo, hi), per), self.cy[lo:hi].ravel(),
+                                 self.cx[lo:hi].ravel(), self.patch)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Normalised descriptors of the given rows (positions in image-major order), float32 [len(rows), patch**2]."""
+        if self.whole is not None:
+            return self.whole[rows]
+        per = self.cy.shape[1]
+        desc = descriptors_at(self.level, rows // per, self.cy.ravel()[rows], self.cx.ravel()[rows], self.patch)
+        return (desc - self.mean) / self.std
 
 
 def _normalise(desc: np.ndarray) -> np.ndarray:
@@ -173,24 +251,31 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, r
     return float(np.mean(dists))
 
 
-def swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+def swd(real: np.ndarray, fake: np.ndarray, *, seed: int = 0, min_res: int = SWD_MIN_RES,
+        patch: int = SWD_PATCH) -> dict[str, float]:
     """Sliced Wasserstein distance per pyramid level (x1e3), keyed by resolution, plus "avg".
 
     Parameters
     ----------
     real, fake : float [N, H, W] in [0, 1], same H, W (the sets may differ in size; the larger
         set's descriptors are subsampled so both sides have equally many).
+    min_res, patch : int
+        The coarsest pyramid level and the patch side (odd); the protocol's 16 and 7. Only
+        images smaller than the protocol allows (a growing PGGAN's 4 and 8 px phases,
+        :mod:`brainsynth.train.phases`) need others.
     """
-    return swd_from_pyramids(laplacian_pyramid(real), laplacian_pyramid(fake), seed=seed)
+    return swd_from_pyramids(laplacian_pyramid(real, min_res), laplacian_pyramid(fake, min_res), seed=seed,
+                             patch=patch)
 
 
-def swd_from_pyramids(real: list[np.ndarray], fake: list[np.ndarray], *, seed: int = 0) -> dict[str, float]:
+def swd_from_pyramids(real: list[np.ndarray], fake: list[np.ndarray], *, seed: int = 0,
+                      patch: int = SWD_PATCH) -> dict[str, float]:
     """:func:`swd` of two sets given as their Laplacian pyramids (to reuse them per class)."""
-    return swd_many(real, {"fake": fake}, seed=seed)["fake"]
+    return swd_many(real, {"fake": fake}, seed=seed, patch=patch)["fake"]
 
 
 def swd_many(real: list[np.ndarray], fakes: Mapping[str, list[np.ndarray]], *,
-             seed: int = 0) -> dict[str, dict[str, float]]:
+             seed: int = 0, patch: int = SWD_PATCH) -> dict[str, dict[str, float]]:
     """:func:`swd_from_pyramids` of one real pyramid against several fake ones.
 
     Every fake set gets exactly the number it would get alone: the same patch positions,
@@ -205,18 +290,19 @@ def swd_many(real: list[np.ndarray], fakes: Mapping[str, list[np.ndarray]], *,
     rng_dirs = np.random.default_rng([seed, 1])
     results: dict[str, dict[str, float]] = {name: {} for name in fakes}
     for level, lvl_real in enumerate(real):
-        da = _normalise(patch_descriptors(lvl_real, rng_real))  # [N1 * 128, 49]
-        fake_desc = {name: _normalise(patch_descriptors(pyr[level], rng_fake[name]))  # [N2 * 128, 49]
+        da = _RealSide(lvl_real, rng_real, patch)  # N1 * 128 descriptors of patch**2 values, gathered as needed
+        fake_desc = {name: _normalise(patch_descriptors(pyr[level], rng_fake[name], patch=patch))  # [N2 * 128, 49]
                      for name, pyr in fakes.items()}
-        real_order = rng_real.permutation(len(da))
+        real_order = rng_real.permutation(da.count)
         subsampled: dict[str, tuple[int, np.ndarray]] = {}
         for name, db in fake_desc.items():
-            n = min(len(da), len(db))
+            n = min(da.count, len(db))
             subsampled[name] = (n, db[np.sort(rng_fake[name].permutation(len(db))[:n])])
-        all_dirs = [_directions(rng_dirs, da.shape[1], da.dtype) for _ in range(SWD_REPEATS)]  # [K, 49] each
+        all_dirs = [_directions(rng_dirs, patch * patch, lvl_real.dtype)
+                    for _ in range(SWD_REPEATS)]  # [K, 49] each
         dists: dict[str, list[float]] = {name: [] for name in fakes}
         for n in sorted({n for n, _ in subsampled.values()}):
-            a = da[np.sort(real_order[:n])]  # [n, 49]
+            a = da.take(np.sort(real_order[:n]))  # [n, 49]
             for dirs in all_dirs:
                 pa = _sorted_projections(dirs, a)  # [K, n]
                 for name, (m, b) in subsampled.items():

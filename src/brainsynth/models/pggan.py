@@ -112,6 +112,45 @@ def channel_widths(
     return chosen
 
 
+# Passes of each network in one training step, per image: G runs for the D step's fakes, then
+# forward and two backward products in the G step (4); D runs forward and two backward products on
+# the reals and the fakes (6), three more in the gradient penalty and its double backward, and three
+# in the G step, about 14 in all. With these counts, training_macs matches torch's FLOP counter on
+# a whole step within 1% at every resolution of the demo's networks (docs/training.md).
+G_PASSES_PER_STEP = 4
+D_PASSES_PER_STEP = 14
+
+
+def training_macs(widths: Mapping[int, int], res: int, z_dim: int, label_dim: int = 0) -> int:
+    """Multiply-adds of one training step per image at ``res``: the compute schedule's default cost.
+
+    Counts the convolutions and dense layers of G (the fused up-convolution as its 4x4 kernel at
+    stride 2) and of D (fromRGB, blocks, the 4x4 head) at ``res``, stable phase, weighted by
+    ``G_PASSES_PER_STEP`` and ``D_PASSES_PER_STEP``.
+
+    Parameters
+    ----------
+    widths : dict[int, int]
+        Channels per resolution (:func:`channel_widths`), at least up to ``res``.
+    res : int
+        The resolution trained.
+    z_dim, label_dim : int
+        Latent size and one-hot label size of G's input.
+    """
+    nf4 = widths[4]
+    g = (z_dim + label_dim) * nf4 * 16 + nf4 * nf4 * 9 * 16  # dense to 4x4, conv4
+    d = (nf4 + 1) * nf4 * 9 * 16 + nf4 * 16 * nf4 + nf4  # head: conv4 (+ the stddev map), dense0, dense1
+    size = 8
+    while size <= res:
+        c_in, c_out = widths[size // 2], widths[size]
+        g += c_in * c_out * 16 * (size // 2) ** 2 + c_out * c_out * 9 * size * size
+        d += c_out * c_out * 9 * size * size + c_out * c_in * 9 * size * size
+        size *= 2
+    g += widths[res] * res * res  # toRGB
+    d += widths[res] * res * res  # fromRGB
+    return G_PASSES_PER_STEP * g + D_PASSES_PER_STEP * d
+
+
 def _check_conditioning(conditioning: str) -> str:
     if conditioning not in CONDITIONINGS:
         raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")

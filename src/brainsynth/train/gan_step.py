@@ -159,7 +159,11 @@ class GANStep(TrainingStep):
         return torch.randn(columns, self.cfg.z_dim, generator=generator)  # [columns, z]
 
     def samples(self, grid: torch.Tensor, labels: torch.Tensor, phase: Any) -> torch.Tensor:
-        return sample_ema(self.G_ema, grid, labels, phase.res, phase.alpha, self.ema_bn)  # [N, 1, res, res]
+        return self.sample_at(grid, labels, phase.res, phase.alpha)
+
+    def sample_at(self, z: torch.Tensor, labels: torch.Tensor, res: int, alpha: float) -> torch.Tensor:
+        """G_ema's images ``[N, 1, res, res]`` at a resolution and fade weight (the per-phase diagnostics)."""
+        return sample_ema(self.G_ema, z.to(self.device), labels.to(self.device), res, alpha, self.ema_bn)
 
     @staticmethod
     def probe(cfg: Any, n: int, phase: Any, device: torch.device) -> tuple:

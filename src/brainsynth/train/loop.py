@@ -17,7 +17,7 @@ RUN_DIR layout::
     config.yaml                      the resolved train section (reusable with --config RUN_DIR/config.yaml)
     checkpoints/ckpt-<images>.pt     last ``checkpoint_keep`` checkpoints
     progress.json                    images_shown, target_images, resolution, alpha, finished
-    stats.jsonl, samples/, tb/       see :mod:`brainsynth.train.observe`
+    stats.jsonl, samples/, tb/       see :mod:`brainsynth.train.observe`; phases.jsonl: the PGGAN's growth phases
     .brainsynth.lock                 held by the process training in the folder
 
 Batches are drawn with replacement from a seeded generator (stylegan2-ada's infinite
@@ -33,6 +33,7 @@ import contextlib
 import copy
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -55,6 +56,7 @@ from brainsynth.train.observe import Observer, truncate_stats, write_progress
 from brainsynth.train.reals import RealImages
 from brainsynth.train.run_dir import (CONFIG_FILE, check_run_dir, clear_run_dir, config_of_checkpoint, print_dry_run,
                                      resume_config)
+from brainsynth.train.phases import PhaseLog
 from brainsynth.train.schedule import build_schedule
 from brainsynth.train.steps import step_class
 
@@ -69,7 +71,8 @@ ROLLBACK_SEED_STRIDE = 1_000_003  # a rollback reseeds the batch stream away fro
 def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
           changes: Iterable[Override] = (), launch: Iterable[str] = (), dry_run: bool = False,
           device: str | None = None, force: bool = False, fold: int = 0, repeat: int = 0) -> Path:
-    """Train a PGGAN, DCGAN or diffusion model on a prepared DATASET's train split (``brainsynth train``).
+    """Train a PGGAN, DCGAN or diffusion model on a prepared DATASET's train split (``brainsynth train``);
+    returns the run folder.
 
     Parameters
     ----------
@@ -97,11 +100,6 @@ def train(dataset: str | Path, out: str | Path, cfg: TrainConfig, *, resume: boo
     fold, repeat : int
         Train on the training subjects of this fold of the dataset's cross-validation
         (:meth:`brainsynth.data.dataset.PreparedDataset.fold`); repeat 0, fold 0 by default.
-
-    Returns
-    -------
-    Path
-        The run folder.
     """
     return run_training(dataset, out, cfg, resume=resume, changes=changes, launch=launch, dry_run=dry_run,
                         device=device, force=force, fold=fold, repeat=repeat)
@@ -210,6 +208,7 @@ class Trainer:
         ddp.barrier(info)
         self.observer = Observer(run_dir, self.target, self.images_shown, enabled=self.main,
                                  progress_bar=cfg.progress_bar, tensorboard=cfg.tensorboard, cell_px=cfg.grid_cell_px)
+        self.phase_log = PhaseLog.for_run(cfg, run_dir, self.schedule, self.data, enabled=self.main)
         if not state:
             self._prepare_ema_for_sampling()
             self._save_checkpoint()  # images 0: a rollback target from the very start
@@ -323,6 +322,9 @@ class Trainer:
             while not self._finished():
                 phase = self.schedule.at(self.images_shown)
                 self._train_step(phase)
+                if self.phase_log is not None:
+                    self.phase_log.after_step(phase, self.images_shown, self.step, self.clock.total(),
+                                              self.family.sample_at)
                 if self.images_shown >= self.last_tick_images + cfg.tick_images or self.images_shown >= self.target:
                     saved = self._tick(phase)
                     if saved and stop_after_images is not None and self.images_shown >= stop_after_images:
@@ -420,7 +422,9 @@ class Trainer:
             "res": phase.res, "alpha": round(phase.alpha, 6), "batch": phase.batch_size,
             "lr": phase.lr * self.lr_scale, **means,
             "img_per_s": (self.images_shown - self._tick_images0) / elapsed, "sec_per_tick": elapsed,
-            "augment_p": float(self.augment.p), "wall_s": self.clock.total(), **self.family.tick_record(),
+            "augment_p": float(self.augment.p), "wall_s": self.clock.total(),
+            "process_cpu_s": time.process_time(),  # this process's CPU seconds (not carried over a resume)
+            **self.family.tick_record(),
         }
         self._prepare_ema_for_sampling()  # tick work, after the training throughput was taken
         self.observer.tick(record, self._samples(phase) if self.main else None)

@@ -9,7 +9,9 @@ Files in RUN_DIR (written by rank 0 only):
   current resolution upscaled (nearest neighbour) to a common cell size;
 - ``tb/``: TensorBoard events (``tensorboard --logdir RUN_DIR/tb``) with the same scalars and
   one sample strip per class;
-- ``progress.json`` (see :func:`write_progress`).
+- ``progress.json`` (see :func:`write_progress`);
+- ``phases.jsonl`` and ``samples/phase-<NN>-<res>px.png``: the PGGAN's per-phase diagnostics,
+  written by :mod:`brainsynth.train.phases`.
 
 Everything here runs at ticks only; :meth:`Observer.step` just advances the bar.
 """
@@ -30,6 +32,7 @@ from brainsynth.fsio import atomic_output_path, atomic_write_json, atomic_write_
 log = logging.getLogger("brainsynth.train.observe")
 
 STATS_FILE = "stats.jsonl"
+PHASES_FILE = "phases.jsonl"  # one record per finished growth phase (brainsynth.train.phases)
 PROGRESS_FILE = "progress.json"
 SAMPLES_DIR = "samples"
 TB_DIR = "tb"
@@ -46,9 +49,9 @@ def write_progress(run_dir: Path, images_shown: int, target_images: int, resolut
     })
 
 
-def read_stats(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``RUN_DIR/stats.jsonl`` (empty when absent)."""
-    path = Path(run_dir) / STATS_FILE
+def read_stats(run_dir: str | Path, name: str = STATS_FILE) -> list[dict[str, Any]]:
+    """The records of ``RUN_DIR/stats.jsonl`` (or of another JSON-lines file ``name``; empty when absent)."""
+    path = Path(run_dir) / name
     if not path.is_file():
         return []
     records = []
@@ -61,21 +64,28 @@ def read_stats(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def truncate_stats(run_dir: Path, images_shown: int) -> None:
-    """Drop stats lines past ``images_shown`` (ticks logged after the checkpoint a run resumes from)."""
-    kept = [r for r in read_stats(run_dir) if r.get("images_shown", 0) <= images_shown]
-    if (run_dir / STATS_FILE).exists():
-        atomic_write_text(run_dir / STATS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
+    """Drop stats lines past ``images_shown`` (ticks logged after the checkpoint a run resumes from).
+
+    The per-phase records (``phases.jsonl``, :mod:`brainsynth.train.phases`) are cut the same way:
+    the resumed run writes them again when it passes those phase ends.
+    """
+    for name in (STATS_FILE, PHASES_FILE):
+        kept = [r for r in read_stats(run_dir, name) if r.get("images_shown", 0) <= images_shown]
+        if (run_dir / name).exists():
+            atomic_write_text(run_dir / name, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def grid_image(images: torch.Tensor, cell_px: int) -> "Image.Image":  # noqa: F821
+def grid_image(images: torch.Tensor, cell_px: int, row_names: list[str] | None = None) -> "Image.Image":  # noqa: F821
     """Compose a labelled sample grid.
 
     Parameters
     ----------
     images : Tensor
-        ``[n_classes, columns, H, W]`` in [-1, 1], row ``k`` generated with label ``LABELS[k]``.
+        ``[n_rows, columns, H, W]`` in [-1, 1], row ``k`` generated with label ``LABELS[k]``.
     cell_px : int
         Display size of one image; smaller images are upscaled by nearest neighbour.
+    row_names : list of str, optional
+        The name written left of each row (default: the class names ``LABELS``).
 
     Returns
     -------
@@ -97,8 +107,9 @@ def grid_image(images: torch.Tensor, cell_px: int) -> "Image.Image":  # noqa: F8
             canvas[y:y + ch, x:x + cw] = pixels[r, c]
     img = Image.fromarray(canvas, mode="L")
     draw = ImageDraw.Draw(img)
+    names = list(row_names) if row_names is not None else list(LABELS)
     for r in range(n_rows):
-        draw.text((2, r * (ch + GAP_PX) + max(0, ch // 2 - 5)), LABELS[r] if r < len(LABELS) else str(r), fill=255)
+        draw.text((2, r * (ch + GAP_PX) + max(0, ch // 2 - 5)), names[r] if r < len(names) else str(r), fill=255)
     return img
 
 

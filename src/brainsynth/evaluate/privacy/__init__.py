@@ -2,9 +2,11 @@
 
 Maths first, each module importing only those above it:
 
-- :mod:`.transforms` (the re-acquisitions of a slice), :mod:`.registration` (the coarse search
-  that aligns a training slice onto a synthetic image) and :mod:`.gauss_newton` (its refinement),
-  :mod:`.distances` (the aligned pixel distance and the feature distance);
+- :mod:`.transforms` (the re-acquisitions of a slice), :mod:`.registration` (aligning a training
+  slice onto a synthetic image: the coarse grid and its refinement, :mod:`.gauss_newton`),
+  :mod:`.search` (which pairs are aligned: exhaustive or prefiltered candidates), :mod:`.nearest`
+  (the few numbers kept per image instead of a matrix), :mod:`.distances` (the aligned pixel
+  distance and the feature distance, the latter in blocks);
 - :mod:`.calibration` (thresholds on held-out half A and the training subjects, checked on half
   B), :mod:`.membership` (membership inference with subject-level intervals and p-values);
 - :mod:`.fold` (one fold's audit: :func:`~.fold.fold_reference`, :func:`~.fold.audit_fold`),

@@ -10,8 +10,13 @@ written into every privacy report, for readers who never open the code.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from brainsynth.evaluate.privacy.nearest import Nearest, from_blocks, rows_for
 from brainsynth.evaluate.privacy.registration import BLUR_SIGMA_AT_64, Family
+
+BLOCK_BYTES = 128 << 20
+"""Bytes of one block of feature distances (query rows x every reference, float32 and masks)."""
 
 FEATURE_DEFINITION = "cosine distance (1 - cos) between feature vectors centred on the training-set mean"
 
@@ -56,3 +61,43 @@ def feature_distances(queries: np.ndarray, refs: np.ndarray, centre: np.ndarray)
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norm, 1e-12)
+
+
+def unit_features(features: np.ndarray, centre: np.ndarray, device: str | torch.device | None = None,
+                  block_rows: int = 4096) -> torch.Tensor:
+    """Features centred on ``centre`` and scaled to unit length, float32 [N, D] on ``device``
+    (the rows of :func:`feature_distances`), converted a block of rows at a time."""
+    features = np.asarray(features)
+    out = torch.empty((len(features), features.shape[1]), dtype=torch.float32, device=device)
+    mid = torch.as_tensor(np.asarray(centre, np.float32), device=device)
+    for lo in range(0, len(features), block_rows):
+        x = torch.as_tensor(np.asarray(features[lo:lo + block_rows], np.float32), device=device) - mid
+        out[lo:lo + len(x)] = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return out
+
+
+def feature_nearest(queries: torch.Tensor, refs: torch.Tensor, ref_groups: np.ndarray, *,
+                    query_groups: np.ndarray | None = None) -> tuple[Nearest, np.ndarray]:
+    """Each query's nearest reference by the feature distance, without the query x reference matrix.
+
+    Parameters
+    ----------
+    queries, refs : torch.Tensor
+        [Nq, D], [Nr, D] rows of :func:`unit_features` (one centre), on one device.
+    ref_groups : np.ndarray
+        int [Nr] subject of each reference.
+    query_groups : np.ndarray, optional
+        int [Nq]: leave out pairs of one subject (a training image against the OTHER training subjects).
+
+    Returns
+    -------
+    nearest : Nearest
+    ref_min : np.ndarray
+        float32 [Nr], each reference's distance to its nearest query.
+    """
+    def block(lo: int, hi: int) -> torch.Tensor:
+        with torch.no_grad():
+            return (1.0 - queries[lo:hi] @ refs.T).clamp_(0.0, 2.0)  # [B, Nr]
+
+    return from_blocks(block, len(queries), ref_groups, query_groups=query_groups,
+                       block_rows=rows_for(len(refs), 16, BLOCK_BYTES))

@@ -43,13 +43,17 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from brainsynth.config import AuditConfig
 from brainsynth.errors import InputError
 from brainsynth.evaluate.privacy import membership as mia
 from brainsynth.evaluate.privacy.calibration import Calibration, calibrate, split_holdout, subject_of
 from brainsynth.evaluate.privacy import registration as reg
-from brainsynth.evaluate.privacy.distances import feature_distances
+from brainsynth.evaluate.privacy.distances import feature_nearest, unit_features
+from brainsynth.evaluate.privacy.nearest import Nearest
+from brainsynth.evaluate.privacy.search import match
+from brainsynth.progress import bar
 
 log = logging.getLogger("brainsynth.privacy")
 
@@ -105,22 +109,30 @@ def distance_ratio(query_to_train: np.ndarray, train_subjects: Sequence[str]) ->
 
 @dataclass
 class SpaceDistances:
-    """Nearest-neighbour facts in one space; pixel matrices hold ``inf`` where a pair was no candidate."""
+    """Nearest-neighbour facts in one space (:class:`~brainsynth.evaluate.privacy.nearest.Nearest` per query set;
+    no query x training matrix is kept)."""
 
-    synth_to_train: np.ndarray  # [N, M] synthetic (query) vs training (reference)
-    holdout_to_train: np.ndarray  # [H, M]
-    synth_ratio: np.ndarray  # [N] nearest-neighbour distance ratio (see distance_ratio)
-    holdout_ratio: np.ndarray  # [H]
-    synth_to_holdout: np.ndarray | None = None  # [N, H]; None when membership is not measured
-    train_neighbour: np.ndarray | None = None  # [M] nearest other-subject training image; None likewise
+    synth: Nearest  # synthetic (query) vs training (reference)
+    holdout: Nearest  # held-out vs training
+    train_neighbour: np.ndarray | None = None  # [M] each training image's nearest training image of another subject
+    train_to_synth: np.ndarray | None = None  # [M] each training image's nearest synthetic image (membership)
+    holdout_to_synth: np.ndarray | None = None  # [H] each held-out image's nearest synthetic image (membership)
+
+    @property
+    def synth_ratio(self) -> np.ndarray:
+        return self.synth.ratio  # [N] nearest-neighbour distance ratio (see distance_ratio)
+
+    @property
+    def holdout_ratio(self) -> np.ndarray:
+        return self.holdout.ratio  # [H]
 
     @property
     def synth_nearest(self) -> np.ndarray:
-        return self.synth_to_train.min(axis=1)  # [N]
+        return self.synth.distance  # [N]
 
     @property
     def holdout_nearest(self) -> np.ndarray:
-        return self.holdout_to_train.min(axis=1)  # [H]
+        return self.holdout.distance  # [H]
 
 
 @dataclass
@@ -142,6 +154,7 @@ class PrivacyResult:
     seed: int  # of the half-A / half-B split
     attacks: dict[str, mia.Attack] | None = None
     halves: dict[str, mia.Attack] | None = None  # "a"/"b" -> the headline attack against that half's subjects only
+    device: str = "cpu"  # where the distances were computed
 
     @property
     def flagged(self) -> np.ndarray:
@@ -170,7 +183,8 @@ def neighbour_distance_excluding_subject(train_to_train: np.ndarray, subjects: S
 
     Adjacent slices of one subject are nearly identical, so "nearest other image" would be tiny
     and every synthetic image would pass as authentic. With a single subject only the image itself
-    is excluded (``inf`` for a single image).
+    is excluded (``inf`` for a single image). (A dense matrix, for small cases; the audit gets the
+    same numbers from :func:`~brainsynth.evaluate.privacy.search.match` with ``query_groups``.)
     """
     return np.where(same_subject(subjects), np.inf, train_to_train).min(axis=1).astype(np.float32)
 
@@ -201,22 +215,28 @@ class FoldReference:
     subjects: list[str]  # [M] subject of each training image
     groups: np.ndarray  # [M] subject index of each training image
     centre: np.ndarray  # [D] training features' mean
-    train_features: np.ndarray  # [M, D]
-    holdout_features: np.ndarray  # [H, D]
-    pixel: SpaceDistances  # holdout_to_train, holdout_ratio, train_neighbour (synthetic fields empty)
+    train_unit: torch.Tensor  # [M, D] training features centred on ``centre``, unit length (on the device)
+    holdout_unit: torch.Tensor  # [H, D]
+    pixel: SpaceDistances  # holdout and train_neighbour (synthetic fields empty)
     feature: SpaceDistances
     calibration: Calibration
     side: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_p.device
 
 
 def fold_reference(train_images: np.ndarray, holdout_images: np.ndarray, *, train_features: np.ndarray,
                    holdout_features: np.ndarray, train_ids: Sequence[str], holdout_ids: Sequence[str],
                    holdout_labels: Sequence[str] | None = None, cfg: AuditConfig | None = None,
-                   half_a: np.ndarray | None = None) -> FoldReference:
+                   half_a: np.ndarray | None = None, device: str | torch.device | None = None) -> FoldReference:
     """Match the fold's real images and set its thresholds (see :func:`audit_fold` for the parameters).
 
     ``half_a`` (bool [H]) overrides the split of the held-out images: all True when they ARE half A
-    (checkpoint selection passes half A alone, so half B is not even loaded).
+    (checkpoint selection passes half A alone, so half B is not even loaded). The training images
+    are scored as if held out (for calibration and authenticity) in ONE search against the
+    training set with each image's own subject left out, not once per subject.
     """
     cfg = AuditConfig() if cfg is None else cfg
     cfg.check()
@@ -226,31 +246,35 @@ def fold_reference(train_images: np.ndarray, holdout_images: np.ndarray, *, trai
     subjects = [subject_of(i) for i in train_ids]
     groups = np.unique(np.asarray(subjects), return_inverse=True)[1]  # [M] subject index per training image
     family, k = family_of(cfg), cfg.candidates
-    train_p, hold_p = reg.prepare(train_images, cfg.work_size), reg.prepare(holdout_images, cfg.work_size)
-    m_ht = reg.match(hold_p, train_p, family, k_rows=k, groups=groups, k_groups=SUBJECTS_PER_QUERY)
-    centre = np.asarray(train_features, dtype=np.float32).mean(axis=0)  # [D]
-    f_ht = feature_distances(holdout_features, train_features, centre)
+    train_p = reg.prepare(train_images, cfg.work_size, device)
+    hold_p = reg.prepare(holdout_images, cfg.work_size, device)
+    search = dict(k_groups=SUBJECTS_PER_QUERY, prefilter=cfg.prefilter)
+    with bar(len(hold_p), "privacy: held-out vs training") as step:
+        m_ht = match(hold_p, train_p, family, k_rows=k, groups=groups, progress=step, **search)
     # Every training image against the OTHER training subjects: its nearest other-subject neighbour
     # (authenticity) and, as if it were held out, its distance ratio (calibration).
-    same = same_subject(subjects)
-    m_tt = reg.match(train_p, train_p, family, k_rows=k, exclude=same, groups=groups, k_groups=SUBJECTS_PER_QUERY)
-    f_tt = np.where(same, np.inf, feature_distances(train_features, train_features, centre))
-    none = np.zeros((0, len(train_ids)), np.float32)
-    pixel = SpaceDistances(none, m_ht.dist, np.zeros(0), distance_ratio(m_ht.dist, subjects)[0],
-                           train_neighbour=m_tt.dist.min(axis=1))
-    feature = SpaceDistances(none, f_ht, np.zeros(0), distance_ratio(f_ht, subjects)[0],
-                             train_neighbour=f_tt.min(axis=1).astype(np.float32))
+    with bar(len(train_p), "privacy: training vs other training subjects") as step:
+        m_tt = match(train_p, train_p, family, k_rows=k, query_groups=groups, groups=groups, progress=step, **search)
+    centre = np.asarray(train_features, dtype=np.float32).mean(axis=0)  # [D]
+    train_unit = unit_features(train_features, centre, train_p.device)
+    holdout_unit = unit_features(holdout_features, centre, train_p.device)
+    pix_ht, pix_tt = m_ht.nearest(groups)[0], m_tt.nearest(groups)[0]
+    feat_ht = feature_nearest(holdout_unit, train_unit, groups)[0]
+    feat_tt = feature_nearest(train_unit, train_unit, groups, query_groups=groups)[0]
+    empty = Nearest(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    pixel = SpaceDistances(empty, pix_ht, train_neighbour=pix_tt.distance)
+    feature = SpaceDistances(empty, feat_ht, train_neighbour=feat_tt.distance)
     extra = None
     if cfg.calibrate_with_training and len(set(subjects)) >= 3:  # a left-out subject leaves >= 2 to compare
-        extra = {"pixel": distance_ratio(m_tt.dist, subjects)[0], "feature": distance_ratio(f_tt, subjects)[0]}
+        extra = {"pixel": pix_tt.ratio, "feature": feat_tt.ratio}
     calibration = calibrate({"pixel": pixel.holdout_ratio, "feature": feature.holdout_ratio}, hold_p.area, half_a,
                             cfg.percentile, cfg.bands, extra, train_p.area if extra else None)
     _warn_coarse_calibration(calibration.n_calibration, cfg.percentile)
     return FoldReference(cfg=cfg, family=family, train_p=train_p, hold_p=hold_p,
                          train_ids=[str(i) for i in train_ids], holdout_ids=[str(i) for i in holdout_ids],
-                         subjects=subjects, groups=groups, centre=centre,
-                         train_features=np.asarray(train_features), holdout_features=np.asarray(holdout_features),
-                         pixel=pixel, feature=feature, calibration=calibration, side=int(train_images.shape[-1]))
+                         subjects=subjects, groups=groups, centre=centre, train_unit=train_unit,
+                         holdout_unit=holdout_unit, pixel=pixel, feature=feature, calibration=calibration,
+                         side=int(train_images.shape[-1]))
 
 
 def audit_fold(
@@ -267,6 +291,7 @@ def audit_fold(
     cfg: AuditConfig | None = None,
     membership: bool = True,
     reference: FoldReference | None = None,
+    device: str | torch.device | None = None,
 ) -> PrivacyResult:
     """Audit one fold: distances, calibration on half A, flags, authenticity and membership inference.
 
@@ -282,13 +307,15 @@ def audit_fold(
     holdout_labels : sequence of str, optional
         Label per held-out image, to stratify the half-A / half-B split.
     cfg : AuditConfig
-        Calibration level, bands, search bounds, seed, resamples (default ``AuditConfig()``).
+        Calibration level, bands, search bounds, prefilter, seed, resamples (default ``AuditConfig()``).
     membership : bool
         Also measure membership inference (the self-test does not need it).
     reference : FoldReference, optional
         The fold's real side from :func:`fold_reference`, to audit several synthetic sets against
         one fold without matching the real images again; the real-image arguments and ``cfg``
         are then taken from it (pass ``None`` for them).
+    device : str or torch.device, optional
+        Where the distances are computed (the CPU by default; ignored with ``reference``, which has one).
 
     Returns
     -------
@@ -297,33 +324,39 @@ def audit_fold(
     if reference is None:
         reference = fold_reference(train_images, holdout_images, train_features=train_features,
                                    holdout_features=holdout_features, train_ids=train_ids, holdout_ids=holdout_ids,
-                                   holdout_labels=holdout_labels, cfg=cfg)
+                                   holdout_labels=holdout_labels, cfg=cfg, device=device)
     ref, cfg = reference, reference.cfg
     _check_synthetic(synth_images, synth_features, ref)
     k = cfg.candidates
-    synth_p = reg.prepare(synth_images, cfg.work_size)
-    m_st = reg.match(synth_p, ref.train_p, ref.family, k_rows=k, k_cols=k if membership else 0, groups=ref.groups,
-                     k_groups=SUBJECTS_PER_QUERY)
-    f_st = feature_distances(synth_features, ref.train_features, ref.centre)
+    synth_p = reg.prepare(synth_images, cfg.work_size, ref.device)
+    with bar(len(synth_p), "privacy: synthetic vs training") as step:
+        m_st = match(synth_p, ref.train_p, ref.family, k_rows=k, k_cols=k if membership else 0, groups=ref.groups,
+                     k_groups=SUBJECTS_PER_QUERY, prefilter=cfg.prefilter, progress=step)
+    synth_unit = unit_features(synth_features, ref.centre, ref.device)
+    pix_st, pix_train_min = m_st.nearest(ref.groups)
+    feat_st, feat_train_min = feature_nearest(synth_unit, ref.train_unit, ref.groups)
     spaces = {
-        "pixel": dataclasses.replace(ref.pixel, synth_to_train=m_st.dist,
-                                     synth_ratio=distance_ratio(m_st.dist, ref.subjects)[0]),
-        "feature": dataclasses.replace(ref.feature, synth_to_train=f_st,
-                                       synth_ratio=distance_ratio(f_st, ref.subjects)[0]),
+        "pixel": dataclasses.replace(ref.pixel, synth=pix_st),
+        "feature": dataclasses.replace(ref.feature, synth=feat_st),
     }
     if membership:
-        spaces["pixel"].synth_to_holdout = reg.match(synth_p, ref.hold_p, ref.family, k_rows=0, k_cols=k).dist
-        spaces["feature"].synth_to_holdout = feature_distances(synth_features, ref.holdout_features, ref.centre)
+        hold_groups = np.zeros(len(ref.hold_p), np.int64)  # only each held-out image's nearest synthetic is read
+        with bar(len(synth_p), "privacy: synthetic vs held-out") as step:
+            m_sh = match(synth_p, ref.hold_p, ref.family, k_rows=0, k_cols=k, groups=hold_groups,
+                         prefilter=cfg.prefilter, progress=step)
+        spaces["pixel"].train_to_synth, spaces["pixel"].holdout_to_synth = pix_train_min, m_sh.nearest(hold_groups)[1]
+        spaces["feature"].train_to_synth = feat_train_min
+        spaces["feature"].holdout_to_synth = feature_nearest(synth_unit, ref.holdout_unit, hold_groups)[1]
     calibration = ref.calibration
     result = PrivacyResult(
         spaces=spaces, calibration=calibration, synth_area=synth_p.area, holdout_area=ref.hold_p.area,
         synth_flags=calibration.flags({s: spaces[s].synth_ratio for s in SPACES}, synth_p.area),
         holdout_flags=calibration.flags({s: spaces[s].holdout_ratio for s in SPACES}, ref.hold_p.area),
         pixel_matches=m_st, train_ids=ref.train_ids, holdout_ids=ref.holdout_ids,
-        family=ref.family, side=ref.side, work_size=ref.train_p.size, seed=cfg.seed,
+        family=ref.family, side=ref.side, work_size=ref.train_p.size, seed=cfg.seed, device=str(ref.device),
     )
     if membership:
-        scores = {s: (spaces[s].synth_to_train.min(axis=0), spaces[s].synth_to_holdout.min(axis=0)) for s in SPACES}
+        scores = {s: (spaces[s].train_to_synth, spaces[s].holdout_to_synth) for s in SPACES}
         result.attacks = mia.membership_inference(scores, ref.subjects, [subject_of(i) for i in ref.holdout_ids],
                                                   n_boot=cfg.bootstrap, n_perm=cfg.permutations, seed=cfg.seed)
         result.halves = half_attacks(result.attacks[mia.headline_key()], ref.holdout_ids, calibration.half_a, cfg)

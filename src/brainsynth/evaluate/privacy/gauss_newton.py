@@ -26,7 +26,7 @@ def _fit(q: torch.Tensor, basis: list[torch.Tensor]) -> tuple[torch.Tensor, torc
     Returns R^2 [P] and the fitted coefficients [P, 1 + len(basis)] (constant first).
     """
     x = torch.stack([torch.ones_like(q)] + basis, dim=1)  # [P, B, N]
-    gram = x @ x.transpose(1, 2) + 1e-6 * torch.eye(x.shape[1])  # [P, B, B]
+    gram = x @ x.transpose(1, 2) + 1e-6 * torch.eye(x.shape[1], device=q.device)  # [P, B, B]
     coef = torch.linalg.solve(gram, (x @ q[:, :, None]))[:, :, 0]  # [P, B]
     resid = q - (coef[:, :, None] * x).sum(1)  # [P, N]
     qc = q - q.mean(1, keepdim=True)
@@ -53,7 +53,7 @@ def r2_curve(q: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def readable(p: torch.Tensor) -> np.ndarray:
     """[P, 5] (mirror, rotation rad, log scale, dx, dy) -> (mirror, degrees, scale, dx, dy)."""
-    return torch.cat([p[:, :1], p[:, 1:2] * 180 / math.pi, torch.exp(p[:, 2:3]), p[:, 3:]], 1).double().numpy()
+    return torch.cat([p[:, :1], p[:, 1:2] * 180 / math.pi, torch.exp(p[:, 2:3]), p[:, 3:]], 1).double().cpu().numpy()
 
 
 def final_distance(q: torch.Tensor, slices: torch.Tensor, p: torch.Tensor, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def final_distance(q: torch.Tensor, slices: torch.Tensor, p: torch.Tensor, size:
     with torch.no_grad():
         w = sample(slices, affine(matrix(p[:, 0], p[:, 1], p[:, 2]), p[:, 3:], size)).flatten(1)  # [P, N]
         r2, coef = r2_curve(q, w)
-    return torch.sqrt(1.0 - r2).numpy(), coef.double().numpy()
+    return torch.sqrt(1.0 - r2).cpu().numpy(), coef.double().cpu().numpy()
 
 
 def gauss_newton(q: torch.Tensor, source: torch.Tensor, start: torch.Tensor, family: Family,
@@ -87,22 +87,24 @@ def gauss_newton(q: torch.Tensor, source: torch.Tensor, start: torch.Tensor, fam
     r2 : torch.Tensor
         [P], their straight-line R^2 on the checkerboard (step interpolation).
     """
-    size = source.shape[-1]
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    size, dev = source.shape[-1], source.device
+    coords = torch.arange(size, dtype=torch.float32, device=dev) - (size - 1) / 2
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    board = ((torch.arange(size)[:, None] + torch.arange(size)[None, :]) % 2 == 0).flatten()  # [N]
+    steps = torch.arange(size, device=dev)
+    board = ((steps[:, None] + steps[None, :]) % 2 == 0).flatten()  # [N]
     points = torch.stack([xx.flatten(), yy.flatten()], -1)[board]  # [n, 2] (x, y) from the centre
     limits = torch.tensor([family.max_rotation * math.pi / 180, math.log1p(family.max_scale),
-                           family.max_shift * size, family.max_shift * size])
-    tiny = torch.tensor([CONVERGED_ROTATION * math.pi / 180, CONVERGED_SCALE, CONVERGED_SHIFT, CONVERGED_SHIFT])
+                           family.max_shift * size, family.max_shift * size], device=dev)
+    tiny = torch.tensor([CONVERGED_ROTATION * math.pi / 180, CONVERGED_SCALE, CONVERGED_SHIFT, CONVERGED_SHIFT],
+                        device=dev)
     qs = q[:, board]
     qc = qs - qs.mean(1, keepdim=True)  # [P, n]
     q_ss = (qc * qc).sum(1).clamp_min(1e-12)  # [P]
     best = start.clone()  # [P, 5]
-    best_r2 = torch.full((len(start),), -1.0)
-    best_warp = torch.zeros(len(start), 3, len(points))
-    damping = torch.full((len(start),), 1e-3)  # Levenberg-Marquardt: grows after a rejected step
-    active = torch.arange(len(start))  # pairs still moving
+    best_r2 = torch.full((len(start),), -1.0, device=dev)
+    best_warp = torch.zeros(len(start), 3, len(points), device=dev)
+    damping = torch.full((len(start),), 1e-3, device=dev)  # Levenberg-Marquardt: grows after a rejected step
+    active = torch.arange(len(start), device=dev)  # pairs still moving
     trial = start[:, 1:].clone()  # [P, 4] parameters to evaluate next
     with torch.no_grad():
         for step in range(iterations + 1):

@@ -27,13 +27,12 @@ The search
 Exhaustive search over every pair and every transform costs too much, so it is done coarse to
 fine (Lucas & Kanade 1981; Baker & Matthews 2004 for the Gauss-Newton form):
 
-1. *Coarse candidates* (:func:`coarse_similarity`, :func:`candidate_pairs`). Each image is moved
-   so that the centroid of its brain mask sits at the image centre (this removes translation in
-   closed form) and reduced to :data:`COARSE_SIZE` px. Every query is correlated with every
-   reference under a grid of mirror x rotation (5 degree steps) x scale (5 % steps). A query's
-   candidates are its ``k`` best references, plus the best reference of each of its most similar
-   subjects (so its nearest image of another subject is measured too), and, for questions asked
-   the other way round, each reference's ``k`` best queries.
+1. *Coarse candidates* (:mod:`brainsynth.evaluate.privacy.search`). Each image is moved so that the
+   centroid of its brain mask sits at the image centre (this removes translation in closed form)
+   and reduced to :data:`COARSE_SIZE` px. Queries are correlated with references under a grid of
+   mirror x rotation (5 degree steps) x scale (5 % steps) (:func:`coarse_bank`,
+   :func:`coarse_similarity_of_pairs`), and each query keeps a few candidates (see that module,
+   and its prefilter, for which pairs are ranked).
 2. *Refinement* (:func:`refine`, :mod:`brainsynth.evaluate.privacy.gauss_newton`). For each candidate pair, the best grid
    transform of each mirror state (plus the shift implied by the two centroids) starts
    Levenberg-Marquardt steps over rotation, scale and shift at ``work_size``, the brightness
@@ -48,7 +47,8 @@ at the same points gives the Jacobian the Gauss-Newton step needs. SimpleITK, th
 alternative, registers one pair per call (a Python loop over the ~30,000 candidate pairs of a
 2,000-image audit) and would be a new compiled dependency; scikit-image's ``warp`` likewise works
 one image at a time. Border padding repeats the background of a skull-stripped slice instead of
-inventing a black frame.
+inventing a black frame. Everything runs on the device the images were prepared on (``prepare(...,
+device=)``: CUDA when the command is given ``--device cuda``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from brainsynth.evaluate.privacy.gauss_newton import ITERATIONS, final_distance, gauss_newton, readable
+from brainsynth.evaluate.privacy.nearest import Nearest, from_pairs
 from brainsynth.evaluate.privacy.transforms import Family, affine, matrix, sample
 
 BLUR_SIGMA_AT_64 = 1.0
@@ -75,14 +76,14 @@ COARSE_SCALE_STEP = 0.05  # relative scale between the coarse grid's scales
 MASK_LEVEL = 0.3  # brain mask: brighter than background + 0.3 x (bright - background)
 PROBE_ITERATIONS = 2  # steps each mirror state gets before the better one is kept
 PAIR_CHUNK = 4096  # candidate pairs warped per call: bounds memory at [4096, 3, S, S] floats
+PAIR_BLOCK_BYTES = 64 << 20  # warped thumbnails and query rows per matrix product of the coarse grid on pairs
 
 
 @dataclass
 class Prepared:
-    """Images made ready for matching (see :func:`prepare`)."""
+    """Images made ready for matching (see :func:`prepare`), on one torch device."""
 
     work: torch.Tensor  # [N, 1, S, S] blurred, at the working size
-    grad: torch.Tensor  # [N, 2, S, S] d/dx and d/dy of ``work`` (per working pixel)
     centred: torch.Tensor  # [N, C*C] centroid-centred, at the coarse size
     offset: torch.Tensor  # [N, 2] (x, y) brain centroid minus image centre, working px
     area: np.ndarray  # [N] share of the image inside the brain mask
@@ -95,20 +96,38 @@ class Prepared:
     def size(self) -> int:
         return int(self.work.shape[-1])
 
+    @property
+    def device(self) -> torch.device:
+        return self.work.device
+
+    def subset(self, rows: torch.Tensor) -> Prepared:
+        """Some of the images (int tensor of rows)."""
+        kept = rows.cpu().numpy()
+        return Prepared(work=self.work[rows], centred=self.centred[rows],
+                        offset=self.offset[rows], area=self.area[kept], side=self.side)
+
 
 @dataclass
 class Matches:
-    """Aligned distances of candidate pairs (queries x references).
+    """Aligned distances of candidate pairs (queries x references), as lists: pairs that are not
+    listed were no candidate (distance ``inf``); see :mod:`brainsynth.evaluate.privacy.nearest`."""
 
-    ``dist[i, j]`` is the aligned distance of query ``i`` to reference ``j`` where the pair was a
-    candidate and ``inf`` elsewhere; ``pairs`` and ``params`` hold the transform found for each
-    candidate (see :func:`refine`).
-    """
-
-    dist: np.ndarray  # [Nq, Nr] float32
-    pairs: np.ndarray  # [Np, 2] int (query, reference)
+    shape: tuple[int, int]  # (queries, references)
+    pairs: np.ndarray  # [Np, 2] int (query, reference), sorted
+    dist: np.ndarray  # [Np] float32 aligned distance of each pair
     params: np.ndarray  # [Np, 5] float (mirror 0/1, rotation deg, scale, dx px, dy px of the original image)
     coeffs: np.ndarray  # [Np, 3] brightness curve c0 + c1 w + c2 w^2 (w: aligned slice at the working size)
+
+    def nearest(self, ref_groups: np.ndarray) -> tuple[Nearest, np.ndarray]:
+        """Each query's nearest reference (:class:`~brainsynth.evaluate.privacy.nearest.Nearest`) and each
+        reference's distance to its nearest query (``inf`` without a candidate)."""
+        return from_pairs(self.shape[0], self.shape[1], self.pairs, self.dist, np.asarray(ref_groups))
+
+    def dense(self) -> np.ndarray:
+        """The [Nq, Nr] matrix (``inf`` where no candidate): for small cases and tests only."""
+        out = np.full(self.shape, np.inf, dtype=np.float32)
+        out[self.pairs[:, 0], self.pairs[:, 1]] = self.dist
+        return out
 
     def transform(self, i: int, j: int) -> dict[str, float | bool | list[float]]:
         """The re-acquisition found for pair ``(i, j)``, in words-ready units."""
@@ -122,8 +141,8 @@ class Matches:
 
 # --- preparation ------------------------------------------------------------------------------
 
-def prepare(images: np.ndarray, work_size: int) -> Prepared:
-    """Blur, reduce and centre images for :func:`match`.
+def prepare(images: np.ndarray, work_size: int, device: str | torch.device | None = None) -> Prepared:
+    """Blur, reduce and centre images for matching.
 
     Parameters
     ----------
@@ -131,6 +150,8 @@ def prepare(images: np.ndarray, work_size: int) -> Prepared:
         float [N, H, H] in [0, 1] (square, as every brainsynth dataset).
     work_size : int
         Side (px) the distances are computed at; images smaller than that keep their size.
+    device : str or torch.device, optional
+        Where the prepared images live and every later step of the search runs (default: the CPU).
 
     Returns
     -------
@@ -146,9 +167,6 @@ def prepare(images: np.ndarray, work_size: int) -> Prepared:
     size = min(int(work_size), side)
     if size != side:
         work = F.interpolate(work, size=(size, size), mode="area")  # [N, 1, S, S]
-    pad = F.pad(work, (1, 1, 1, 1), mode="replicate")  # [N, 1, S+2, S+2]
-    grad = torch.cat([(pad[..., 1:-1, 2:] - pad[..., 1:-1, :-2]) / 2,
-                      (pad[..., 2:, 1:-1] - pad[..., :-2, 1:-1]) / 2], dim=1)  # [N, 2, S, S]
     mask = brain_mask(work[:, 0])  # [N, S, S]
     coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     count = mask.sum((1, 2)).clamp_min(1.0)  # [N]
@@ -161,8 +179,10 @@ def prepare(images: np.ndarray, work_size: int) -> Prepared:
     coarse = min(COARSE_SIZE, size)
     if coarse != size:
         centred = F.interpolate(centred, size=(coarse, coarse), mode="area")  # [N, 1, C, C]
-    return Prepared(work=work.contiguous(), grad=grad.contiguous(), centred=centred.flatten(1).contiguous(),
-                    offset=offset, area=mask.mean((1, 2)).numpy().astype(np.float32), side=side)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return Prepared(work=work.contiguous().to(dev),
+                    centred=centred.flatten(1).contiguous().to(dev), offset=offset.to(dev),
+                    area=mask.mean((1, 2)).numpy().astype(np.float32), side=side)
 
 
 def brain_mask(images: torch.Tensor) -> torch.Tensor:
@@ -184,128 +204,110 @@ def brain_area(images: np.ndarray) -> np.ndarray:
 
 # --- transforms -------------------------------------------------------------------------------
 
-def coarse_grid(family: Family) -> torch.Tensor:
-    """[T, 3] (mirror 0/1, rotation rad, log scale) of the coarse search."""
-    n_rot = 2 * math.ceil(family.max_rotation / COARSE_ROTATION_STEP) + 1 if family.max_rotation > 0 else 1
-    n_scale = 2 * math.ceil(family.max_scale / COARSE_SCALE_STEP) + 1 if family.max_scale > 0 else 1
+def coarse_grid(family: Family, rotation_step: float = COARSE_ROTATION_STEP,
+                scale_step: float = COARSE_SCALE_STEP) -> torch.Tensor:
+    """[T, 3] (mirror 0/1, rotation rad, log scale) of the coarse search (steps: degrees, relative scale)."""
+    n_rot = 2 * math.ceil(family.max_rotation / rotation_step) + 1 if family.max_rotation > 0 else 1
+    n_scale = 2 * math.ceil(family.max_scale / scale_step) + 1 if family.max_scale > 0 else 1
     rotations = torch.linspace(-family.max_rotation, family.max_rotation, n_rot) * math.pi / 180
     log_scales = torch.linspace(-math.log1p(family.max_scale), math.log1p(family.max_scale), n_scale)
     flips = (0.0, 1.0) if family.flip else (0.0,)
     return torch.tensor([(f, float(r), float(s)) for f in flips for r in rotations for s in log_scales])
 
 
-# --- coarse candidates ------------------------------------------------------------------------
+# --- coarse similarity ------------------------------------------------------------------------
 
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows centred and scaled to unit length (their dot products are correlations)."""
     x = x - x.mean(dim=-1, keepdim=True)
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
-def _coarse_bank(refs: Prepared, grid: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """[stop - start, Nr, C*C] unit rows: every reference under grid transforms start..stop."""
-    c = int(math.isqrt(refs.centred.shape[1]))
-    images = refs.centred.view(-1, 1, c, c)
+def coarse_bank(refs: Prepared | torch.Tensor, grid: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """[stop - start, Nr, C*C] unit rows: every reference (its centred thumbnail, or thumbnails [Nr, C*C])
+    under grid transforms start..stop."""
+    centred = refs.centred if isinstance(refs, Prepared) else refs
+    c = int(math.isqrt(centred.shape[1]))
+    images = centred.view(-1, 1, c, c)
     out = []
-    for f, r, s in grid[start:stop]:
+    for f, r, s in grid[start:stop].to(images.device):
         a = matrix(f[None], r[None], s[None]).expand(len(images), 2, 2)
-        theta = affine(a, torch.zeros(len(images), 2), c)
-        out.append(_unit_rows(sample(images, theta).flatten(1)))  # [Nr, C*C]
+        theta = affine(a, torch.zeros(len(images), 2, device=images.device), c)
+        out.append(unit_rows(sample(images, theta).flatten(1)))  # [Nr, C*C]
     return torch.stack(out)
 
 
-def coarse_similarity(queries: Prepared, refs: Prepared, family: Family, chunk: int = 10) -> torch.Tensor:
-    """Best correlation of each centred query with each centred reference over the coarse grid.
+def coarse_similarity_of_pairs(queries: Prepared, refs: Prepared, pairs: np.ndarray,
+                               family: Family) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coarse similarity of listed pairs: the best correlation over the grid, overall and per mirror state.
+
+    Pairs are grouped by reference, so each reference is warped once and compared with all its
+    queries in one matrix product (a pair-by-pair gather of the warped thumbnails reads 50
+    thumbnails from memory per pair, 10-30x slower).
 
     Returns
     -------
-    torch.Tensor
-        float32 [Nq, Nr] in [-1, 1].
+    best : np.ndarray
+        float32 [Np], the best correlation over the whole grid.
+    mirror_best : np.ndarray
+        float32 [M, Np], the best correlation within each mirror state.
+    mirror_arg : np.ndarray
+        int64 [M, Np], the grid row that has it.
     """
     grid = coarse_grid(family)
-    q = _unit_rows(queries.centred)  # [Nq, C*C]
-    best = torch.full((len(queries), len(refs)), -1.0)
-    with torch.no_grad():
-        for start in range(0, len(grid), chunk):
-            bank = _coarse_bank(refs, grid, start, start + chunk)  # [T, Nr, P]
-            sim = torch.einsum("qp,trp->qtr", q, bank)  # [Nq, T, Nr]
-            torch.maximum(best, sim.amax(dim=1), out=best)
-    return best
+    states = [np.flatnonzero(grid[:, 0].numpy() == m) for m in np.unique(grid[:, 0].numpy())]
+    mirror_best = np.full((len(states), len(pairs)), -2.0, np.float32)
+    mirror_arg = np.zeros((len(states), len(pairs)), np.int16)  # grid rows (at most 2 x 21 x 21)
+    if not len(pairs):
+        return np.zeros(0, np.float32), mirror_best, mirror_arg
+    q = unit_rows(queries.centred)  # [Nq, P]
+    order = np.argsort(pairs[:, 1], kind="stable")
+    refs_in_order, first, counts = np.unique(pairs[order, 1], return_index=True, return_counts=True)
+    # References in buckets by their number of queries, padded to a power of two: one bmm per chunk.
+    bucket = np.ceil(np.log2(np.maximum(counts, 1))).astype(int)
+    for b in np.unique(bucket):
+        members, width = np.flatnonzero(bucket == b), 1 << int(b)
+        chunk = max(1, PAIR_BLOCK_BYTES // (4 * (len(grid) * q.shape[1] + width * (q.shape[1] + len(grid)))))
+        for lo in range(0, len(members), chunk):
+            sel = members[lo:lo + chunk]
+            slots = np.arange(width)[None, :]
+            valid = slots < counts[sel][:, None]  # [R, W]
+            pair_index = order[np.where(valid, first[sel][:, None] + slots, first[sel][:, None])]  # [R, W]
+            sub = refs.subset(torch.as_tensor(refs_in_order[sel], device=refs.device))
+            bank = coarse_bank(sub, grid, 0, len(grid)).transpose(0, 1)  # [R, T, P]
+            query = q[torch.as_tensor(pairs[pair_index, 0], device=q.device)]  # [R, W, P]
+            with torch.no_grad():
+                sims = torch.bmm(bank, query.transpose(1, 2)).cpu().numpy()  # [R, T, W]
+            for m, rows in enumerate(states):
+                part = sims[:, rows, :]  # [R, Tm, W]
+                arg = part.argmax(axis=1)  # [R, W]
+                mirror_best[m, pair_index[valid]] = np.take_along_axis(part, arg[:, None], 1)[:, 0][valid]
+                mirror_arg[m, pair_index[valid]] = rows[arg][valid]
+    return mirror_best.max(axis=0), mirror_best, mirror_arg
 
 
-def candidate_pairs(similarity: torch.Tensor, k_rows: int, k_cols: int, exclude: np.ndarray | None = None,
-                    groups: np.ndarray | None = None, k_groups: int = 0) -> np.ndarray:
-    """[Np, 2] (query, reference) candidate pairs, ``exclude`` [Nq, Nr] (bool) left out.
-
-    A query's candidates are its ``k_rows`` most similar references, plus the most similar
-    reference of each of its ``k_groups`` most similar ``groups`` (subjects: int [Nr]), so that
-    its nearest image of ANOTHER subject is among them too; a reference's candidates are its
-    ``k_cols`` most similar queries.
-    """
-    sim = similarity.clone()
-    if exclude is not None:
-        sim[torch.from_numpy(np.asarray(exclude, dtype=bool))] = -math.inf
-    nq, nr = sim.shape
-    found = []
-    if k_rows > 0 and nr:
-        top = sim.topk(min(k_rows, nr), dim=1).indices  # [Nq, k]
-        found.append(torch.stack([torch.arange(nq)[:, None].expand_as(top), top], -1).reshape(-1, 2))
-    if k_cols > 0 and nq:
-        top = sim.topk(min(k_cols, nq), dim=0).indices  # [k, Nr]
-        found.append(torch.stack([top, torch.arange(nr)[None, :].expand_as(top)], -1).reshape(-1, 2))
-    if groups is not None and k_groups > 0 and nr:
-        labels = np.asarray(groups)
-        names = np.unique(labels)
-        best = torch.full((nq, len(names)), -math.inf)  # [Nq, G] best similarity per group
-        arg = torch.zeros((nq, len(names)), dtype=torch.long)
-        for g, name in enumerate(names):
-            members = torch.from_numpy(np.flatnonzero(labels == name))
-            value, index = sim[:, members].max(dim=1)
-            best[:, g], arg[:, g] = value, members[index]
-        top = best.topk(min(k_groups, len(names)), dim=1).indices  # [Nq, kg]
-        chosen = torch.gather(arg, 1, top)
-        found.append(torch.stack([torch.arange(nq)[:, None].expand_as(chosen), chosen], -1).reshape(-1, 2))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = torch.unique(torch.cat(found), dim=0)
-    keep = torch.isfinite(sim[pairs[:, 0], pairs[:, 1]])
-    return pairs[keep].numpy().astype(np.int64)
-
-
-def _starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family, chunk: int = 10) -> torch.Tensor:
+def pair_starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family) -> torch.Tensor:
     """``[M, Np, 5]``: the best coarse transform of each pair in each mirror state M (mirror, rotation
     rad, log scale, dx, dy working px; the shift implied by the two centroids, kept in its bound)."""
     grid = coarse_grid(family)
+    _, _, arg = coarse_similarity_of_pairs(queries, refs, pairs, family)
     qi, rj = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
-    q = _unit_rows(queries.centred)[qi]  # [Np, P]
-    mirrors = torch.unique(grid[:, 0])
-    best = torch.full((len(mirrors), len(pairs)), -2.0)
-    arg = torch.zeros((len(mirrors), len(pairs)), dtype=torch.long)
-    with torch.no_grad():
-        for start in range(0, len(grid), chunk):
-            bank = _coarse_bank(refs, grid, start, start + chunk)  # [T, Nr, P]
-            sim = (bank[:, rj] * q[None]).sum(-1)  # [T, Np]
-            for m, mirror in enumerate(mirrors):
-                rows = torch.nonzero(grid[start:start + chunk, 0] == mirror).flatten()
-                if not len(rows):
-                    continue
-                value, index = sim[rows].max(dim=0)
-                better = value > best[m]
-                best[m, better], arg[m, better] = value[better], rows[index[better]] + start
-    out = []
+    q_offset, r_offset = queries.offset.cpu()[qi], refs.offset.cpu()[rj]
     limit = family.max_shift * queries.size
-    for m in range(len(mirrors)):
-        f, r, s = grid[arg[m]].unbind(1)
-        a = matrix(f, r, s)  # [Np, 2, 2]
+    out = []
+    for m in range(arg.shape[0]):
+        chosen = grid[torch.from_numpy(arg[m].astype(np.int64))]  # [Np, 3]
+        a = matrix(*chosen.unbind(1))  # [Np, 2, 2]
         # q(y + o_q) ~ t(A y + o_t)  =>  q(z) ~ t(A (z - d)) with d = o_q - A^-1 o_t
-        d = queries.offset[qi] - torch.linalg.solve(a, refs.offset[rj][:, :, None])[:, :, 0]  # [Np, 2]
-        out.append(torch.cat([grid[arg[m]], d.clamp(-limit, limit)], dim=1))
+        d = q_offset - torch.linalg.solve(a, r_offset[:, :, None])[:, :, 0]  # [Np, 2]
+        out.append(torch.cat([chosen, d.clamp(-limit, limit)], dim=1))
     return torch.stack(out)
 
 
 # --- refinement -------------------------------------------------------------------------------
 
 def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
-           iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           iterations: int = ITERATIONS, starts: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gauss-Newton alignment of each candidate pair, from its best coarse transform.
 
     A brain is nearly symmetric, so at the coarse level a mirror image plus a rotation can beat
@@ -318,6 +320,8 @@ def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
         Same working size.
     pairs : np.ndarray
         int [Np, 2] (query, reference).
+    starts : torch.Tensor, optional
+        [M, Np, 5] from :func:`pair_starts` (computed here when not given).
 
     Returns
     -------
@@ -334,7 +338,9 @@ def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
     dist, params, coeffs = (np.zeros(len(pairs), np.float32), np.zeros((len(pairs), 5)), np.zeros((len(pairs), 3)))
     if not len(pairs):
         return dist, params, coeffs
-    starts = _starts(queries, refs, pairs, family)  # [M, Np, 5]
+    if starts is None:
+        starts = pair_starts(queries, refs, pairs, family)  # [M, Np, 5]
+    starts = starts.to(queries.device)
     for lo in range(0, len(pairs), PAIR_CHUNK):
         hi = min(lo + PAIR_CHUNK, len(pairs))
         q, source = _pair_tensors(queries, refs, pairs[lo:hi])
@@ -343,7 +349,7 @@ def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
         if found:
             r2 = torch.stack([r for _, r in found])  # [M, P]
             chosen = r2.argmax(dim=0)
-            begin = torch.stack([p for p, _ in found])[chosen, torch.arange(hi - lo)]  # [P, 5]
+            begin = torch.stack([p for p, _ in found])[chosen, torch.arange(hi - lo, device=q.device)]  # [P, 5]
         else:
             begin = starts[0, lo:hi]
         best, _ = gauss_newton(q, source, begin, family, iterations - probe)
@@ -354,44 +360,18 @@ def refine(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
 
 
 def _pair_tensors(queries: Prepared, refs: Prepared, pairs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """The queries [P, N] and the references with their gradients [P, 3, S, S] of some pairs."""
-    qi, rj = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
-    return queries.work[qi].flatten(1), torch.cat([refs.work[rj], refs.grad[rj]], dim=1)
+    """The queries [P, N] and the references with their gradients [P, 3, S, S] of some pairs (the gradients are
+    computed here, per chunk of pairs, rather than kept for every image: 8 kB per image at 32 px)."""
+    qi, rj = (torch.from_numpy(pairs[:, k]).to(queries.device) for k in (0, 1))
+    refs_work = refs.work[rj]  # [P, 1, S, S]
+    return queries.work[qi].flatten(1), torch.cat([refs_work, gradient(refs_work)], dim=1)
 
 
-# --- the whole search ----------------------------------------------------------------------------
-
-def match(queries: Prepared, refs: Prepared, family: Family, *, k_rows: int, k_cols: int = 0,
-          exclude: np.ndarray | None = None, groups: np.ndarray | None = None, k_groups: int = 0,
-          iterations: int = ITERATIONS) -> Matches:
-    """Aligned distances between queries and references, for the candidate pairs only.
-
-    Parameters
-    ----------
-    queries, refs : Prepared
-        From :func:`prepare`, same working size.
-    family : Family
-        The bounds of the search.
-    k_rows : int
-        Candidates per query (its nearest references are among them).
-    k_cols : int
-        Candidates per reference (for "nearest query of each reference").
-    exclude : np.ndarray, optional
-        bool [Nq, Nr]: pairs never matched (e.g. slices of the same subject).
-    groups, k_groups : np.ndarray, int
-        Subject of each reference, and how many of the most similar subjects contribute their
-        best reference to every query's candidates (see :func:`candidate_pairs`).
-
-    Returns
-    -------
-    Matches
-    """
-    sim = coarse_similarity(queries, refs, family)
-    pairs = candidate_pairs(sim, k_rows, k_cols, exclude, groups, k_groups)
-    dist, params, coeffs = refine(queries, refs, pairs, family, iterations)
-    dense = np.full((len(queries), len(refs)), np.inf, dtype=np.float32)
-    dense[pairs[:, 0], pairs[:, 1]] = dist
-    return Matches(dist=dense, pairs=pairs, params=params, coeffs=coeffs)
+def gradient(work: torch.Tensor) -> torch.Tensor:
+    """d/dx and d/dy [N, 2, S, S] of images [N, 1, S, S] (per pixel; central differences, replicated border)."""
+    pad = F.pad(work, (1, 1, 1, 1), mode="replicate")  # [N, 1, S+2, S+2]
+    return torch.cat([(pad[..., 1:-1, 2:] - pad[..., 1:-1, :-2]) / 2,
+                      (pad[..., 2:, 1:-1] - pad[..., :-2, 1:-1]) / 2], dim=1)  # [N, 2, S, S]
 
 
 def align_image(ref: np.ndarray, transform: dict, side: int | None = None) -> np.ndarray:

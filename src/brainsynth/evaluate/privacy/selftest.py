@@ -103,9 +103,9 @@ def selftest(dataset: str | Path, cfg: AuditConfig, features: EvaluateConfig, *,
     train_f, hold_f, stand_f = (extractor.extract(x) for x in (train, hold, stand_in))
     result = audit_fold(train, hold, stand_in, train_features=train_f, holdout_features=hold_f,
                         synth_features=stand_f, train_ids=real["train_ids"], holdout_ids=real["holdout_ids"],
-                        holdout_labels=real["holdout_labels"], cfg=cfg, membership=False)
+                        holdout_labels=real["holdout_labels"], cfg=cfg, membership=False, device=getattr(extractor, "device", None))
     flagged, pix = result.flagged[:len(planted)], result.spaces["pixel"]
-    nearest = pix.synth_to_train[:len(planted)].argmin(axis=1)  # [P]
+    nearest = pix.synth.index[:len(planted)]  # [P]
     rows = []
     for family in FAMILIES:
         chosen = families == family

@@ -19,7 +19,8 @@ from brainsynth.evaluate.privacy import membership_rule
 from brainsynth.evaluate.privacy import registration as reg
 from brainsynth.evaluate.privacy.calibration import share, subject_of
 from brainsynth.evaluate.privacy.distances import FEATURE_DEFINITION, pixel_definition
-from brainsynth.evaluate.privacy.fold import LIMITS, SPACES, FoldReference, PrivacyResult, audit_fold, distance_ratio
+from brainsynth.evaluate.privacy.fold import LIMITS, SPACES, FoldReference, PrivacyResult, audit_fold
+from brainsynth.evaluate.privacy.nearest import Nearest
 
 N_NEAREST_PAIRS = 8
 """How many of the synthetic images most like a copy are shown with their training slice."""
@@ -42,10 +43,9 @@ RULES = {
 }
 
 
-def _authentic_share(query_to_train: np.ndarray, train_neighbour: np.ndarray) -> float:
-    nearest = query_to_train.argmin(axis=1)  # [Nq]
-    closest = query_to_train[np.arange(len(nearest)), nearest]  # [Nq]
-    return float(np.mean(closest >= train_neighbour[nearest]))
+def _authentic_share(nearest: Nearest, train_neighbour: np.ndarray) -> float:
+    """Share of queries at least as far from their nearest training image as it is from another subject's."""
+    return float(np.mean(nearest.distance >= train_neighbour[nearest.index]))
 
 
 def summarise_privacy(result: PrivacyResult, *, synth_files: Sequence[str],
@@ -55,7 +55,7 @@ def summarise_privacy(result: PrivacyResult, *, synth_files: Sequence[str],
     if result.attacks is None:
         raise ValueError("the result has no membership inference; run audit_fold(..., membership=True)")
     pix = result.spaces["pixel"]
-    n_synth, n_train = pix.synth_to_train.shape
+    n_synth, n_train = len(pix.synth), len(result.train_ids)
     memorisation, false_flags = share(result.flagged), share(result.holdout_flagged[result.half_b])
     headline, attacks = result.attacks[mia.headline_key()], result.attacks
     return {
@@ -78,10 +78,10 @@ def summarise_privacy(result: PrivacyResult, *, synth_files: Sequence[str],
         "mia_p_value": headline.p_value,
         "membership": {"headline": mia.headline_key(), "attacks": {k: a.to_dict() for k, a in result.attacks.items()},
                        "half_a": result.halves["a"].to_dict(), "half_b": result.halves["b"].to_dict()},
-        "authenticity": _authentic_share(pix.synth_to_train, pix.train_neighbour),
+        "authenticity": _authentic_share(pix.synth, pix.train_neighbour),
         "authenticity_by_space": {
-            s: {"synthetic": _authentic_share(result.spaces[s].synth_to_train, result.spaces[s].train_neighbour),
-                "holdout": _authentic_share(result.spaces[s].holdout_to_train, result.spaces[s].train_neighbour)}
+            s: {"synthetic": _authentic_share(result.spaces[s].synth, result.spaces[s].train_neighbour),
+                "holdout": _authentic_share(result.spaces[s].holdout, result.spaces[s].train_neighbour)}
             for s in SPACES
         },
         "nearest_distance_median": {
@@ -148,21 +148,20 @@ def _flagged_entries(result: PrivacyResult, synth_files: Sequence[str]) -> list[
     pix, feat = result.spaces["pixel"], result.spaces["feature"]
     band = result.calibration.band(result.synth_area)
     thresholds = result.calibration.band_thresholds("pixel")
-    _, other = distance_ratio(pix.synth_to_train, [subject_of(i) for i in result.train_ids])
     entries = []
     for i in np.flatnonzero(result.flagged):
-        j_pix, j_feat = int(pix.synth_to_train[i].argmin()), int(feat.synth_to_train[i].argmin())
+        j_pix, j_feat = int(pix.synth.index[i]), int(feat.synth.index[i])
         entries.append({
             "file": str(synth_files[i]),
             "train_id": result.train_ids[j_pix],
-            "distance": float(pix.synth_to_train[i, j_pix]),
-            "other_distance": float(other[i]),
+            "distance": float(pix.synth.distance[i]),
+            "other_distance": float(pix.synth.other[i]),
             "ratio": float(pix.synth_ratio[i]),
             "threshold": float(thresholds[band[i]]),
             "band": int(band[i]),
             "transform": result.pixel_matches.transform(int(i), j_pix),
             "feature_train_id": result.train_ids[j_feat],
-            "feature_distance": float(feat.synth_to_train[i, j_feat]),
+            "feature_distance": float(feat.synth.distance[i]),
             "feature_ratio": float(feat.synth_ratio[i]),
             "spaces": [s for s in SPACES if result.synth_flags[s][i]],
         })
@@ -171,14 +170,14 @@ def _flagged_entries(result: PrivacyResult, synth_files: Sequence[str]) -> list[
 
 def _pairs(result: PrivacyResult, synth_files: Sequence[str], k: int) -> list[dict[str, Any]]:
     pix = result.spaces["pixel"]
-    nearest = pix.synth_to_train.argmin(axis=1)  # [N]
+    nearest = pix.synth.index  # [N]
     band = result.calibration.band(result.synth_area)
     thresholds = result.calibration.band_thresholds("pixel")
     out = []
     for i in np.lexsort((pix.synth_nearest, pix.synth_ratio))[:k]:  # smallest ratio first, then distance
         j = int(nearest[i])
         out.append({"synthetic_index": int(i), "train_index": j, "synthetic_file": str(synth_files[i]),
-                    "train_id": result.train_ids[j], "distance": float(pix.synth_to_train[i, j]),
+                    "train_id": result.train_ids[j], "distance": float(pix.synth.distance[i]),
                     "ratio": float(pix.synth_ratio[i]), "threshold": float(thresholds[band[i]]),
                     "flagged": bool(result.flagged[i]), "transform": result.pixel_matches.transform(int(i), j)})
     return out

@@ -79,8 +79,8 @@ def distances_tsv(result: PrivacyResult, synth_files: Sequence[str]) -> str:
         row = [name, str(int(band[i]))]
         for space in ("pixel", "feature"):
             d = result.spaces[space]
-            j = int(d.synth_to_train[i].argmin())
-            row += [result.train_ids[j], f"{d.synth_to_train[i, j]:.6f}", f"{d.synth_ratio[i]:.6f}",
+            j = int(d.synth.index[i])
+            row += [result.train_ids[j], f"{d.synth.distance[i]:.6f}", f"{d.synth_ratio[i]:.6f}",
                     f"{result.calibration.band_thresholds(space)[band[i]]:.6f}"]
         lines.append("\t".join(row + [str(int(result.flagged[i]))]))
     return "\n".join(lines) + "\n"

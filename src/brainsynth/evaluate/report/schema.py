@@ -19,7 +19,9 @@ that was not expected) becomes NaN again, so every file written here reads back.
 Versions: ``schema_version`` 2 is the first typed report, 3 the privacy audit with a checked
 calibration (:mod:`brainsynth.evaluate.report.schema_privacy`), 4 the cross-validated protocol (``protocol``, ``per_fold``
 in every classifier, fidelity and privacy entry, ``comparisons``, the ``shortcut`` and
-``real-test`` rows), 5 adds the privacy-utility summary (``privacy_utility``). Files without a
+``real-test`` rows), 5 adds the privacy-utility summary (``privacy_utility``), 6 the background
+of every compared set, 7 membership per held-out half and the membership rule, 8 the device
+(``device``). Files without a
 version are the untyped schema 1 of earlier brainsynth versions, refused with a message saying so.
 """
 
@@ -52,11 +54,12 @@ from brainsynth.evaluate.report.schema_privacy import (  # noqa: F401  (re-expor
 )
 from brainsynth.evaluate.report.typed_json import Record, json_key
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """Version of the report files written by this module (1 = the untyped report before 2; 3 = the privacy
 audit with half-A/half-B calibration, aligned distances and membership intervals; 4 = the cross-validated
 protocol: folds, pooled intervals, paired verdicts; 5 = the privacy-utility summary,
-``privacy_utility``; 7 = membership per held-out half and the membership rule, ``membership_rule``)."""
+``privacy_utility``; 7 = membership per held-out half and the membership rule, ``membership_rule``;
+8 = the device the evaluation ran on, ``device``)."""
 
 
 # --- GAN-train and GAN-test --------------------------------------------------------------------
@@ -456,6 +459,8 @@ class Report(Record):
     simulated: bool = json_key("true when the real data is the SIMULATED cohort (brainsynth phantom), not patients")
     features: FeaturesInfo = json_key("the feature extractor behind GAN-train, GAN-test, FID/KID, P/R/D/C and the "
                                       "feature distances")
+    device: str = json_key("where the features and the privacy audit's distances were computed: 'cpu', or "
+                           "'cuda:N (GPU name)'")
     protocol: Protocol = json_key("the cross-validation by subject behind every pooled number")
     data: DataSummary = json_key("the inputs")
     gan_train: dict[str, ClassifierResult] = json_key("paper Table 1: per fold, an SVM fit on each synthetic set "
@@ -489,6 +494,8 @@ class FoldReport(Record):
     repeat: int = json_key("repeat of the cross-validation")
     fold: int = json_key("fold within the repeat")
     features: FeaturesInfo = json_key("the feature extractor behind this fold's feature-based numbers")
+    device: str = json_key("where the features and the privacy audit's distances were computed: 'cpu', or "
+                           "'cuda:N (GPU name)'")
     data: FoldData = json_key("the fold's training and test subjects")
     synthetic: dict[str, SyntheticFold] = json_key("this fold's image set of each synthetic set", keys="set")
     counts: dict[str, dict[str, int]] = json_key("images per class of each synthetic set", keys="set")
@@ -527,6 +534,8 @@ class AuditReport(Record):
     simulated: bool = json_key("true when the real data is the SIMULATED cohort")
     privacy: PrivacySummary = json_key("the audit (same keys as report.json's privacy.<set>)")
     features: FeaturesInfo = json_key("the feature extractor behind the feature distances")
+    device: str = json_key("where the features and the privacy audit's distances were computed: 'cpu', or "
+                           "'cuda:N (GPU name)'")
     inputs: AuditInputs = json_key("the inputs")
 
     @classmethod
