@@ -50,6 +50,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from brainsynth.config import load_config
+from brainsynth.errors import BrainsynthError
 from brainsynth.evaluate.report.figures import draw_privacy_utility, png_bytes
 from brainsynth.evaluate.report.schema import PrivacyUtility, Report, read_report
 from brainsynth.evaluate.report.tables import REAL_KEY, SHORTCUT_KEY
@@ -416,11 +417,28 @@ def figure_membership(rows: Sequence[dict[str, Any]]) -> bytes:
     return png_bytes(fig)
 
 
-def collect(out: Path, settings: Sequence[Setting], preset: str, global_sets: Sequence[str]) -> dict[str, Any]:
-    """Every finished setting's row; the JSON, the markdown table and both figures written to OUT."""
-    rows = [r for s in settings if (r := row(out, s, preset, global_sets)) is not None]
+def collect(out: Path, settings: Sequence[Setting], preset: str, global_sets: Sequence[str],
+            include: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Every finished setting's row; the JSON, the markdown table and both figures written to OUT.
+
+    A report this brainsynth cannot read (another schema version) is listed under ``unreadable``;
+    ``include`` (an earlier mitigations.json, e.g. written by the version that ran it) supplies the
+    row of a setting not tabulated here, as it was (its run record names its commit).
+    """
+    earlier = {r["setting"]: r for r in (include or {}).get("rows", [])}
+    rows, unreadable = [], {}
+    for s in settings:
+        try:
+            r = row(out, s, preset, global_sets)
+        except BrainsynthError as exc:
+            unreadable[s.name], r = str(exc), None
+        if r is None:
+            r = earlier.get(s.name)
+        if r is not None:
+            rows.append(r)
     result = {"preset": preset, "global_sets": list(global_sets), "min_precision": MIN_PRECISION,
-              "pending": [s.name for s in settings if not any(r["setting"] == s.name for r in rows)], "rows": rows}
+              "pending": [s.name for s in settings if not any(r["setting"] == s.name for r in rows)],
+              "unreadable": unreadable, "rows": rows}
     atomic_write_json(out / "mitigations.json", result)
     atomic_write_text(out / "mitigations.md", markdown(rows))
     if rows:
@@ -438,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override for every setting (e.g. run.parallel_training=false)")
     parser.add_argument("--collect-only", action="store_true", help="run nothing; tabulate the finished settings")
+    parser.add_argument("--include", type=Path, metavar="JSON",
+                        help="an earlier mitigations.json: its rows stand in for settings whose report this "
+                             "brainsynth cannot read (another schema version)")
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
     args = parser.parse_args(argv)
     settings = load_settings(args.settings) if args.settings else list(DEMO_SETTINGS)
@@ -452,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if args.only is None or setting.name in args.only:
                 print(f"[mitigations] {command(setting, args.out, args.config, args.set)}", file=sys.stderr)
                 run_setting(args.out, settings, setting, args.config, args.set)
-    result = collect(args.out, settings, args.config, args.set)
+    include = json.loads(args.include.read_text()) if args.include else None
+    result = collect(args.out, settings, args.config, args.set, include)
     if args.json:
         print(json.dumps(result))
     return result

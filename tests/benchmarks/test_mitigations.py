@@ -101,3 +101,24 @@ def test_bad_settings_are_refused_with_one_line(mitigations, tmp_path):
     bad.write_text(yaml.safe_dump([{"name": "a", "modle": "dcgan"}]))
     with pytest.raises(SystemExit, match="expected a YAML list"):
         mitigations.main(["--out", str(tmp_path / "o"), "--settings", str(bad)])
+
+
+def test_a_report_of_another_schema_is_listed_and_an_earlier_collection_supplies_its_row(mitigations, finished,
+                                                                                        tmp_path):
+    out, args, _ = finished
+    old = tmp_path / "out"
+    (old / "dc-old" / "report").mkdir(parents=True)
+    report = json.loads((out / "dc" / "report" / "report.json").read_text())
+    (old / "dc-old" / "report" / "report.json").write_text(json.dumps({**report, "schema_version": 6}))
+    settings = tmp_path / "old.yaml"
+    settings.write_text(yaml.safe_dump([{"name": "dc-old", "model": "dcgan"}]))
+    base = ["--out", str(old), "--config", "tiny", "--settings", str(settings), "--collect-only"]
+    result = mitigations.main(base)
+    assert result["rows"] == [] and result["pending"] == ["dc-old"]
+    assert "schema_version 6, but this brainsynth reads" in result["unreadable"]["dc-old"]
+    earlier = json.loads((out / "mitigations.json").read_text())
+    stand_in = {**earlier["rows"][0], "setting": "dc-old"}
+    (tmp_path / "earlier.json").write_text(json.dumps({"rows": [stand_in, {**stand_in, "setting": "other"}]}))
+    result = mitigations.main([*base, "--include", str(tmp_path / "earlier.json")])
+    assert result["rows"] == [stand_in] and result["pending"] == [] and "dc-old" in result["unreadable"]
+    assert "\n| dc-old |" in (old / "mitigations.md").read_text()
