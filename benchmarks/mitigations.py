@@ -408,6 +408,8 @@ def figure_membership(rows: Sequence[dict[str, Any]]) -> bytes:
     shortcut = next((r["vs_shortcut"]["shortcut_hm"] for r in rows if r["vs_shortcut"]), None)
     if shortcut is not None:
         ax.axhline(shortcut, color="tab:red", linestyle="-.", linewidth=1, label="shortcut row")
+    aucs = [r["membership_half_b"]["auc"] for r in rows if r["membership_half_b"]["auc"] is not None]
+    ax.set_xlim(min([0.45, *aucs]) - 0.02, max([0.75, *aucs]) + 0.02)  # chance (0.5) and the bound always in view
     ax.set_xlabel("membership AUC on held-out half B, pooled (x: rule failed)  ← more private")
     ax.set_ylabel("GAN-train HM  ↑ more useful")
     ax.set_ylim(0, 1.02)
