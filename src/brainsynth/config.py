@@ -340,6 +340,9 @@ class PGGANConfig(TrainConfig):
         if self.gp_every != 1:
             raise self.bad("gp_every", "must be 1 with dp_noise: the private D step computes its per-person "
                                        "penalty on every step")
+        if self.channels_last:
+            raise self.bad("channels_last", "must be false with dp_noise (torch.func's vmap of the per-sample "
+                                            "gradients cannot clone channels-last tensors)")
 
 
 @dataclass

@@ -57,6 +57,7 @@ def test_what_a_private_run_releases_states_its_epsilon(private_run, tmp_path):
     (dict(mbstd_group=4), "train.pggan.mbstd_group=4 must be 1 with dp_noise: the minibatch-stddev layer mixes"),
     (dict(augment="adaptive"), "train.pggan.augment='adaptive' cannot be adaptive with dp_noise"),
     (dict(precision="bf16"), "train.pggan.precision='bf16' must be fp32 with dp_noise"),
+    (dict(channels_last=True), "train.pggan.channels_last=True must be false with dp_noise"),
     (dict(dp_noise=0.0), "train.pggan.dp_noise=0.0 must be > 0 (a noise multiplier), or null"),
 ])
 def test_settings_that_would_break_the_guarantee_are_refused(tiny_cfg, settings, message):
