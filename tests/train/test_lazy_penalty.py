@@ -4,37 +4,15 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from brainsynth.errors import ConfigError
 from brainsynth.train import checkpoint as ckpt
 from brainsynth.train import losses
 from brainsynth.train.loop import run_training, train
 from brainsynth.train.losses import WGANGPLoss, is_penalty_step
+from test_losses import _FixedG, _LinearCritic  # the same stand-ins as the loss tests
 
 TIMING = {"img_per_s", "sec_per_tick", "wall_s", "process_cpu_s"}
-
-
-class _FixedG(nn.Module):
-    def __init__(self, images):
-        super().__init__()
-        self.images = images
-
-    def forward(self, z, labels, res, alpha):
-        return self.images
-
-
-class _LinearCritic(nn.Module):
-    """D(x) = <w, x> + b: its input gradient is w, so the penalty is (||w|| - 1)^2 at every interpolate."""
-
-    def __init__(self, size):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.w = nn.Parameter(torch.randn(1, 1, size, size, generator=g) * 0.7)
-        self.b = nn.Parameter(torch.tensor(0.3))
-
-    def forward(self, x, labels, res, alpha):
-        return (x * self.w).sum(dim=(1, 2, 3)) + self.b, None
 
 
 def test_the_penalty_is_computed_on_every_kth_step_weighted_by_k():
