@@ -62,6 +62,9 @@ MIN_PRECISION = 0.5  # issue 21's fourth target: the images must look like brain
 REQUIREMENTS = ("gan_train_not_worse_than_real", "near_copies", "membership_rule_half_b", "precision")
 """Issue 21's four targets, in its order (``misses`` lists the failed ones in this order)."""
 SNAPSHOTS = "train.snapshot_first=2000"  # kept checkpoints for private-best; they do not change the training
+PGGAN_FINAL_SNAPSHOTS = "train.snapshot_first=38000"
+"""The demo PGGAN's 64 px stable phase runs from 37,323 to 45,603 images: keep its checkpoints there only (the
+selection audits final-resolution checkpoints only), with ``snapshot_factor`` 1.05 (every tick)."""
 DP_PGGAN = ["train.pggan.mbstd_group=1", "train.pggan.precision=fp32", "train.pggan.channels_last=false",
             "train.pggan.augment=off", "train.pggan.gp_every=1"]
 """What a private PGGAN run requires (docs/privacy.md): per-sample-safe D, fp32, no adaptive augmentation, the
@@ -90,10 +93,23 @@ DEMO_SETTINGS = [
     Setting("dcgan-width8", "dcgan", [SNAPSHOTS, "train.dcgan.width=8"], note="capacity: a quarter of the channels"),
     Setting("dcgan-ada-target0.3", "dcgan", [SNAPSHOTS, "train.augment_target=0.3"],
             note="augmentation: adaptive, a lower target (stronger augmentation)"),
+    Setting("dcgan-ada-speed10k", "dcgan", [SNAPSHOTS, "train.augment_speed_images=10000"],
+            note="augmentation: adaptive, free to move within the budget (p 0 to 1 in 10,000 images, not 500,000)"),
     Setting("dcgan-augment-fixed0.5", "dcgan", [SNAPSHOTS, "train.augment=fixed", "train.augment_p=0.5"],
             note="augmentation: fixed probability 0.5"),
+    Setting("dcgan-augment-fixed0.5-private-best", "dcgan",
+            [SNAPSHOTS, "train.augment=fixed", "train.augment_p=0.5", "generate.select=private-best"],
+            base="dcgan-augment-fixed0.5", note="fixed augmentation 0.5 and early stopping by selection (half A)"),
+    Setting("dcgan-augment-fixed0.5-width16", "dcgan", [SNAPSHOTS, "train.augment=fixed", "train.augment_p=0.5",
+                                                        "train.dcgan.width=16"],
+            note="fixed augmentation 0.5 and half the channels"),
     Setting("dcgan-16k", "dcgan", [SNAPSHOTS, "train.dcgan.total_images=16000"], note="early stopping by budget"),
     Setting("dcgan-24k", "dcgan", [SNAPSHOTS, "train.dcgan.total_images=24000"], note="early stopping by budget"),
+    Setting("pggan-private-best", "pggan", [PGGAN_FINAL_SNAPSHOTS, "train.snapshot_factor=1.05",
+                                            "generate.select=private-best"],
+            note="early stopping by selection among the 64 px checkpoints (38,000 images on), rules on half A"),
+    Setting("ddpm-private-best", "ddpm", [SNAPSHOTS, "generate.select=private-best"],
+            note="the diffusion model at its preset budget, the best SWD among kept checkpoints meeting both rules on half A"),
     *[Setting(f"pggan-dp-noise{s:g}", "pggan", [*DP_PGGAN, f"train.pggan.dp_noise={s:g}"],
               note=f"DP-SGD of D by person, sigma {s:g}") for s in (0.5, 1.0, 2.0)],
 ]

@@ -122,3 +122,16 @@ def test_a_report_of_another_schema_is_listed_and_an_earlier_collection_supplies
     result = mitigations.main([*base, "--include", str(tmp_path / "earlier.json")])
     assert result["rows"] == [stand_in] and result["pending"] == [] and "dc-old" in result["unreadable"]
     assert "\n| dc-old |" in (old / "mitigations.md").read_text()
+
+
+def test_every_demo_setting_resolves_against_the_demo_preset(mitigations):
+    """A mistyped key or a refused combination fails here, not 20 minutes into a measurement."""
+    from brainsynth.config import load_config
+
+    mitigations.check_settings(mitigations.DEMO_SETTINGS)
+    for setting in mitigations.DEMO_SETTINGS:
+        cfg = load_config("demo", setting.sets())
+        assert cfg.run.models == [setting.model], setting.name
+    fixed = next(s for s in mitigations.DEMO_SETTINGS if s.name == "dcgan-augment-fixed0.5-width16")
+    dcgan = load_config("demo", fixed.sets()).train["dcgan"]
+    assert (dcgan.augment, dcgan.augment_p, dcgan.width) == ("fixed", 0.5, 16)
