@@ -406,6 +406,7 @@ def figure_privacy_utility(rows: Sequence[dict[str, Any]]) -> bytes:
 
 def figure_membership(rows: Sequence[dict[str, Any]]) -> bytes:
     """GAN-train HM against the pooled half-B membership AUC: the rule's bound and the real HM marked."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     from brainsynth.evaluate.privacy.membership_rule import MAX_AUC
@@ -418,7 +419,9 @@ def figure_membership(rows: Sequence[dict[str, Any]]) -> bytes:
             continue
         yerr = [[hm - ci[0]], [ci[1] - hm]] if ci and None not in ci else None
         marker = "o" if r["membership_half_b"]["passed"] else "x"
-        ax.errorbar([auc], [hm], yerr=yerr, fmt=marker, color=f"C{i % 10}", capsize=3, label=r["setting"])
+        # tab20: twenty distinct colours, where the default cycle repeats after ten settings
+        ax.errorbar([auc], [hm], yerr=yerr, fmt=marker, color=colormaps["tab20"](i % 20), capsize=3,
+                    label=r["setting"])
     ax.axvline(MAX_AUC, color="0.3", linestyle=":", label=f"rule: AUC <= {MAX_AUC:.2f} (and p >= 0.05)")
     if rows[0]["real_hm"] is not None:
         ax.axhline(rows[0]["real_hm"], color="0.3", linestyle="--", linewidth=1, label="real training images")
