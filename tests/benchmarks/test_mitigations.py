@@ -135,3 +135,16 @@ def test_every_demo_setting_resolves_against_the_demo_preset(mitigations):
     fixed = next(s for s in mitigations.DEMO_SETTINGS if s.name == "dcgan-augment-fixed0.5-width16")
     dcgan = load_config("demo", fixed.sets()).train["dcgan"]
     assert (dcgan.augment, dcgan.augment_p, dcgan.width) == ("fixed", 0.5, 16)
+
+
+def test_the_pggan_snapshots_fall_in_the_demo_final_stable_phase(mitigations):
+    """private-best audits final-resolution checkpoints only: every kept PGGAN snapshot must be one."""
+    from brainsynth.config import load_config
+    from brainsynth.train.schedule import build_schedule
+
+    cfg = load_config("demo", mitigations.PGGAN_FINAL_SNAPSHOTS).train["pggan"]
+    cfg.resolution = load_config("demo").prepare.size
+    schedule = build_schedule(cfg)
+    first = schedule.at(cfg.snapshot_first)
+    assert (first.res, first.fading) == (64, False)
+    assert cfg.snapshot_first < schedule.total_images == 45603
