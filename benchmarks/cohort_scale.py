@@ -354,7 +354,8 @@ def figure(records: list[dict], path: Path) -> None:
                      ls="-" if size == 64 else "--", label=f"whole evaluation ({size} px)")
         axes[1].plot(x, [r["peak_gb"] for r in rows], marker=markers.get(size, "x"), color="k",
                      ls="-" if size == 64 else "--", label=f"peak memory ({size} px)")
-    for ax, title, unit in ((axes[0], "CPU time per stage, one fold (1 thread)", "CPU seconds"),
+    threads = "/".join(str(t) for t in sorted({r.get("threads", 1) for r in records}))  # older records: 1
+    for ax, title, unit in ((axes[0], f"CPU time per stage, one fold ({threads} thread(s))", "CPU seconds"),
                             (axes[1], "peak resident memory, one fold", "GB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -405,7 +406,8 @@ def measure(ns: argparse.Namespace) -> list[dict]:
                                    "--report", str(out / f"report{n}_{size}"), "--threads", str(ns.threads),
                                    "--config", ns.config, *extra, *(["--device", ns.device] if ns.device else [])],
                                   env)
-            record = {"label": ns.label, "subjects": n, "size": size, "subjects_train": None, **result,
+            record = {"label": ns.label, "subjects": n, "size": size, "threads": ns.threads, "subjects_train": None,
+                      **result,
                       "peak_gb": round(result.pop("maxrss_gb", 0.0) or 0.0, 3), "prepare": prep}
             record["subjects_train"] = _train_subjects(dataset)
             record["peak_gb"] = max(record["peak_gb"], max(s["peak_gb"] for s in record["stages"].values()))

@@ -91,9 +91,9 @@ def test_knn_radii_of_real_images_reach_only_other_subjects():
     # Two subjects, each a tight cluster of near-duplicate slices, 10 apart.
     points = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
     subjects = np.array(["s1"] * 3 + ["s2"] * 3)
-    np.testing.assert_allclose(fd.knn_radii(points, 1), [0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
-    np.testing.assert_allclose(fd.knn_radii(points, 1, subjects), [10.0, 9.9, 9.8, 9.8, 9.9, 10.0])
-    np.testing.assert_allclose(fd.knn_radii(points, 2, subjects), [10.1, 10.0, 9.9, 9.9, 10.0, 10.1])
+    np.testing.assert_allclose(fd.knn_radii(points, 1), [0.1, 0.1, 0.1, 0.1, 0.1, 0.1], rtol=1e-5)
+    np.testing.assert_allclose(fd.knn_radii(points, 1, subjects), [10.0, 9.9, 9.8, 9.8, 9.9, 10.0], rtol=1e-5)
+    np.testing.assert_allclose(fd.knn_radii(points, 2, subjects), [10.1, 10.0, 9.9, 9.9, 10.0, 10.1], rtol=1e-5)
     with pytest.raises(ValueError, match="fewer than k=4 points of other subjects"):
         fd.knn_radii(points, 4, subjects)
     # A fake point between the clusters: outside every same-subject ball, inside the other-subject ones.
@@ -220,6 +220,21 @@ def test_swd_many_gives_each_set_its_own_swd():
     for name, x in fakes.items():
         assert together[name] == fd.swd(real, x, seed=4)
     assert together["same"]["avg"] == 0.0 and together["fewer"]["avg"] > 0
+
+
+def test_swd_descriptors_are_capped_only_where_both_sets_exceed_the_cap(monkeypatch):
+    from brainsynth.evaluate import image_fidelity as imf
+
+    real = _blobby_images(12, (32, 32), seed=1)
+    fakes = {"larger": _blobby_images(10, (32, 32), seed=2), "smaller": _blobby_images(4, (32, 32), seed=3),
+             "same": real.copy()}
+    pyramids = {name: fd.laplacian_pyramid(x) for name, x in fakes.items()}
+    uncapped = fd.swd_many(fd.laplacian_pyramid(real), pyramids, seed=4)
+    monkeypatch.setattr(imf, "SWD_MAX_DESCRIPTORS", 6 * imf.SWD_PATCHES_PER_IMAGE)
+    capped = fd.swd_many(fd.laplacian_pyramid(real), pyramids, seed=4)
+    assert capped["smaller"] == uncapped["smaller"]  # 4 images: below the cap, compared as before
+    assert capped["larger"]["avg"] != uncapped["larger"]["avg"] and capped["larger"]["avg"] > 0
+    assert capped["same"]["avg"] == 0.0  # common random numbers: identical sets still give 0
 
 
 @pytest.mark.parametrize("size, n", [(64, 12), (48, 6), (256, 3)])

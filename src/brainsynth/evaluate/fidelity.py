@@ -214,17 +214,27 @@ def kid(real: np.ndarray, fake: np.ndarray, *, subsets: int = KID_SUBSETS, seed:
             if whole:
                 scores.append(_unbiased_mmd2(k_xx, k_xy, k_yy, _mask(i, n1), _mask(j, n2)))
             else:
-                scores.append(_subset_mmd2(np.asarray(real[i.numpy()], dtype=np.float64),
-                                           np.asarray(fake[j.numpy()], dtype=np.float64)))
+                scores.append(_subset_mmd2(np.asarray(real[i.numpy()], dtype=np.float32),
+                                           np.asarray(fake[j.numpy()], dtype=np.float32)))
     s = torch.stack(scores)
     return float(s.mean()), float(s.std(unbiased=False))
 
 
 def _subset_mmd2(xs: np.ndarray, ys: np.ndarray) -> torch.Tensor:
-    """Unbiased MMD^2 of two subsets of m images each, from their own kernels (``_unbiased_mmd2`` of them)."""
+    """Unbiased MMD^2 of two subsets of m images each, from their own kernels (``_unbiased_mmd2`` of them).
+
+    The dot products are float32 matrix products (twice as fast as float64, and this path's 3 x 100
+    products of up to 1,000 x 1,000 x 4,096 are the fidelity stage's largest fixed cost); the kernel
+    and the sums are float64. A dot product of 4,096 float32 terms is exact to about 1e-6 of its size,
+    far below the spread of KID over subsets.
+    """
     x, y = torch.from_numpy(xs), torch.from_numpy(ys)
     ones = torch.ones(len(x), dtype=torch.float64)
-    return _unbiased_mmd2(_poly_kernel(x, x), _poly_kernel(x, y), _poly_kernel(y, y), ones, ones)
+
+    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ((a @ b.T).double() / a.shape[1] + 1.0) ** 3  # _poly_kernel, products in float32
+
+    return _unbiased_mmd2(kernel(x, x), kernel(x, y), kernel(y, y), ones, ones)
 
 
 # --- all of it ----------------------------------------------------------------------------

@@ -35,6 +35,15 @@ SWD_PATCHES_PER_IMAGE = 128
 SWD_REPEATS = 4
 SWD_DIRECTIONS = 128
 SWD_SCALE = 1e3
+SWD_MAX_DESCRIPTORS = 1 << 17
+"""Most descriptors per side of one level's comparison (1,024 images' worth). Only comparisons whose
+sets both hold more images are subsampled further: the real-test reference from about 40 subjects up,
+never the demo's. Sorting, SWD's whole cost, then stops growing with the cohort. The value of an
+empirical W1 depends on the sample size (it is biased upward by about c / sqrt(n)): on the
+120-subject benchmark fold the real-test reference scored 4.7 with all 465,920 descriptors, 6.6 at
+this cap and 8.4 at half of it (seeds 0-2 spread +-0.4). Rows compared at different sizes, such as
+the demo's real-test reference (364 slices a fold) beside 600-image synthetic sets, are therefore
+not on one scale (docs/evidence.md, "Fidelity with a scale")."""
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_SIGMA = 1.5
 MS_SSIM_KERNELS = (11, 7)
@@ -43,7 +52,7 @@ MS_SSIM_K1, MS_SSIM_K2 = 0.01, 0.03
 _SORT_ROWS = 16  # rows per sorting task: small enough to balance threads, large enough to amortise them
 PYRAMID_BLOCK = 1024  # images filtered per convolution call (its workspace: 25 floats per pixel)
 DESCRIPTOR_BLOCK = 1 << 22  # patch values gathered per call (bounds the broadcast index arrays)
-DESCRIPTOR_BYTES = 64 << 20  # a real set's descriptors of one level up to this size are gathered whole
+DESCRIPTOR_BYTES = 64 << 20  # a set's descriptors of one level up to this size are gathered whole
 
 
 # --- Laplacian pyramid and patches --------------------------------------------------------
@@ -130,11 +139,11 @@ def patch_descriptors(level: np.ndarray, rng: np.random.Generator, n_per_image: 
     return descriptors_at(level, image, cy.ravel(), cx.ravel(), patch)
 
 
-class _RealSide:
-    """The real set's normalised descriptors of one pyramid level, drawn as :func:`patch_descriptors` draws them.
+class _LevelDescriptors:
+    """One set's normalised descriptors of one pyramid level, drawn as :func:`patch_descriptors` draws them.
 
-    Only the descriptors that a comparison keeps (a random subsample as large as the other set's)
-    are ever gathered; the normalisation's mean and SD, over every descriptor, are accumulated a
+    Only the descriptors that a comparison keeps (a random subsample as large as the other set's,
+    at most :data:`SWD_MAX_DESCRIPTORS`) are ever gathered; the normalisation's mean and SD, over every descriptor, are accumulated a
     block of images at a time. A level whose descriptors fit in :data:`DESCRIPTOR_BYTES` is
     gathered whole, the computation of earlier versions.
     """
@@ -278,8 +287,8 @@ def swd_many(real: list[np.ndarray], fakes: Mapping[str, list[np.ndarray]], *,
              seed: int = 0, patch: int = SWD_PATCH) -> dict[str, dict[str, float]]:
     """:func:`swd_from_pyramids` of one real pyramid against several fake ones.
 
-    Every fake set gets exactly the number it would get alone: the same patch positions,
-    subsamples and directions. The real side's sorted projections are shared by all fake sets
+    Each side gives ``min(real, fake, SWD_MAX_DESCRIPTORS)`` random descriptors. Every fake set gets
+    exactly the number it would get alone: the same patch positions, subsamples and directions. The real side's sorted projections are shared by all fake sets
     that need the same number of descriptors (all of them when every fake set has at least as
     many images as the real one), which saves up to half of the sorting.
     """
@@ -290,14 +299,13 @@ def swd_many(real: list[np.ndarray], fakes: Mapping[str, list[np.ndarray]], *,
     rng_dirs = np.random.default_rng([seed, 1])
     results: dict[str, dict[str, float]] = {name: {} for name in fakes}
     for level, lvl_real in enumerate(real):
-        da = _RealSide(lvl_real, rng_real, patch)  # N1 * 128 descriptors of patch**2 values, gathered as needed
-        fake_desc = {name: _normalise(patch_descriptors(pyr[level], rng_fake[name], patch=patch))  # [N2 * 128, 49]
-                     for name, pyr in fakes.items()}
+        da = _LevelDescriptors(lvl_real, rng_real, patch)  # N1 * 128 descriptors of patch**2 values, gathered as needed
+        fake_desc = {name: _LevelDescriptors(pyr[level], rng_fake[name], patch) for name, pyr in fakes.items()}
         real_order = rng_real.permutation(da.count)
         subsampled: dict[str, tuple[int, np.ndarray]] = {}
         for name, db in fake_desc.items():
-            n = min(da.count, len(db))
-            subsampled[name] = (n, db[np.sort(rng_fake[name].permutation(len(db))[:n])])
+            n = min(da.count, db.count, SWD_MAX_DESCRIPTORS)
+            subsampled[name] = (n, db.take(np.sort(rng_fake[name].permutation(db.count)[:n])))  # [n, 49]
         all_dirs = [_directions(rng_dirs, patch * patch, lvl_real.dtype)
                     for _ in range(SWD_REPEATS)]  # [K, 49] each
         dists: dict[str, list[float]] = {name: [] for name in fakes}

@@ -5,8 +5,12 @@ k-th nearest image of ANOTHER subject: adjacent slices of one subject are near-d
 a demo slice's nearest neighbours were), which shrinks the balls to nothing and makes every set look
 imprecise.
 
-Distances are Euclidean in float64 and computed in blocks: of rows for the real set's k-NN radii,
-of real columns for the fake-vs-real comparisons, each block at most :data:`COLUMN_BLOCK_BYTES`.
+Distances are Euclidean, from float32 matrix products (``torch.cdist``), and computed in blocks: of
+rows for the real set's k-NN radii, of real columns for the fake-vs-real comparisons, each block at
+most :data:`COLUMN_BLOCK_BYTES`. float32 is the features' own precision (fc7 is computed in bf16
+and stored as float32); float64 products, as before, cost twice the time for digits the features
+do not have (24 of the fidelity stage's 150 CPU s on the 120-subject benchmark fold, growing with
+slices^2).
 Memory therefore holds one block, never the N x N matrix (at ADHD-200's ~58,000 training slices a
 fold that matrix alone would be 27 GB); the time still grows with N^2 D, the cost of exact k-NN in
 4,096 dimensions. A set that fits in one block is the computation of earlier versions, call for call.
@@ -22,25 +26,25 @@ from brainsynth.progress import bar
 PR_K = 3
 DC_K = 5
 _DIST_CHUNK = 1024
-COLUMN_BLOCK_BYTES = 64 << 20  # float64 reference rows (and distance rows) held at once
+COLUMN_BLOCK_BYTES = 64 << 20  # float32 reference rows (and distance rows) held at once
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances [len(a), len(b)] (float64), computed in row chunks (for small sets and tests)."""
+    """Euclidean distances [len(a), len(b)] (float32), computed in row chunks (for small sets and tests)."""
     return np.concatenate([block for _, block in _distance_blocks(a, b)], axis=1) if len(b) else \
         np.zeros((len(a), 0))
 
 
 def _distance_blocks(a: np.ndarray, b: np.ndarray):
-    """Yield ``(lo, d)``: float64 Euclidean distances [len(a), hi - lo] of ``a`` to ``b[lo:hi]``.
+    """Yield ``(lo, d)``: float32 Euclidean distances [len(a), hi - lo] of ``a`` to ``b[lo:hi]``.
 
-    ``b`` is read a block of columns at a time (at most :data:`COLUMN_BLOCK_BYTES` of float64 rows), ``a`` in
+    ``b`` is read a block of columns at a time (at most :data:`COLUMN_BLOCK_BYTES` of float32 rows), ``a`` in
     row chunks; a ``b`` that fits in one block gives exactly the distances of one ``torch.cdist`` call.
     """
-    ta = torch.from_numpy(np.asarray(a, dtype=np.float64))
-    cols = max(1, COLUMN_BLOCK_BYTES // (8 * max(1, np.shape(b)[1])))
+    ta = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    cols = max(1, COLUMN_BLOCK_BYTES // (4 * max(1, np.shape(b)[1])))
     for lo in range(0, len(b), cols):
-        tb = torch.from_numpy(np.asarray(b[lo:lo + cols], dtype=np.float64))
+        tb = torch.from_numpy(np.asarray(b[lo:lo + cols], dtype=np.float32))
         yield lo, torch.cat([torch.cdist(ta[i:i + _DIST_CHUNK], tb) for i in range(0, len(ta), _DIST_CHUNK)]).numpy()
 
 
@@ -71,8 +75,8 @@ def knn_radii_many(points: np.ndarray, ks: tuple[int, ...],
         counts = np.unique(groups, return_counts=True)[1]
         if len(groups) - counts.max() < max(ks):  # points of the largest subject have the fewest others
             raise ValueError(f"a point has fewer than k={max(ks)} points of other subjects")
-    rows = max(1, COLUMN_BLOCK_BYTES // (8 * len(points)))
-    out = {k: np.empty(len(points)) for k in ks}
+    rows = max(1, COLUMN_BLOCK_BYTES // (4 * len(points)))
+    out = {k: np.empty(len(points), dtype=np.float32) for k in ks}
     with bar(len(points), "fidelity: k-NN radii of the real images") as step:
         for lo in range(0, len(points), rows):
             block = np.asarray(points[lo:lo + rows])

@@ -286,11 +286,16 @@ def coarse_similarity_of_pairs(queries: Prepared, refs: Prepared, pairs: np.ndar
     return mirror_best.max(axis=0), mirror_best, mirror_arg
 
 
-def pair_starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family) -> torch.Tensor:
+def pair_starts(queries: Prepared, refs: Prepared, pairs: np.ndarray, family: Family,
+                arg: np.ndarray | None = None) -> torch.Tensor:
     """``[M, Np, 5]``: the best coarse transform of each pair in each mirror state M (mirror, rotation
-    rad, log scale, dx, dy working px; the shift implied by the two centroids, kept in its bound)."""
+    rad, log scale, dx, dy working px; the shift implied by the two centroids, kept in its bound).
+
+    ``arg`` [M, Np]: the pairs' ``mirror_arg`` from :func:`coarse_similarity_of_pairs`, when the caller has it.
+    """
     grid = coarse_grid(family)
-    _, _, arg = coarse_similarity_of_pairs(queries, refs, pairs, family)
+    if arg is None:
+        _, _, arg = coarse_similarity_of_pairs(queries, refs, pairs, family)
     qi, rj = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
     q_offset, r_offset = queries.offset.cpu()[qi], refs.offset.cpu()[rj]
     limit = family.max_shift * queries.size

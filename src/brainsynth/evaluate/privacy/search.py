@@ -85,15 +85,17 @@ def match(queries: Prepared, refs: Prepared, family: Family, *, k_rows: int, k_c
     """
     if query_groups is not None and groups is None:
         raise ValueError("query_groups needs groups")
+    arg = None
     if prefilter > 0:
         pool = prefiltered_pool(queries, refs, family, prefilter, k_rows, k_cols, query_groups, groups, progress)
-        pairs = select(pool, coarse_similarity_of_pairs(queries, refs, pool, family)[0], k_rows, k_cols, groups,
-                       k_groups)
+        best, _, pool_arg = coarse_similarity_of_pairs(queries, refs, pool, family)
+        chosen = select_positions(pool, best, k_rows, k_cols, groups, k_groups)
+        pairs, arg = pool[chosen], pool_arg[:, chosen]  # the candidates' coarse transforms: not searched twice
     else:
         pairs = exhaustive_candidates(queries, refs, family, k_rows, k_cols, query_groups, groups, k_groups, progress)
     kwargs = {} if iterations is None else {"iterations": iterations}
     dist, params, coeffs = refine(queries, refs, pairs, family,
-                                  starts=pair_starts(queries, refs, pairs, family), **kwargs)
+                                  starts=pair_starts(queries, refs, pairs, family, arg=arg), **kwargs)
     return Matches(shape=(len(queries), len(refs)), pairs=pairs, dist=dist, params=params, coeffs=coeffs)
 
 
@@ -341,6 +343,12 @@ def _segment_best(score: torch.Tensor, group_index: torch.Tensor) -> tuple[torch
 def select(pool: np.ndarray, sim: np.ndarray, k_rows: int, k_cols: int, groups: np.ndarray | None,
            k_groups: int) -> np.ndarray:
     """The candidates among scored pairs (``pool`` [Np, 2], ``sim`` [Np]): the rule of :func:`candidate_pairs`."""
+    return pool[select_positions(pool, sim, k_rows, k_cols, groups, k_groups)]
+
+
+def select_positions(pool: np.ndarray, sim: np.ndarray, k_rows: int, k_cols: int, groups: np.ndarray | None,
+                     k_groups: int) -> np.ndarray:
+    """Positions in ``pool`` of the pairs :func:`select` chooses (sorted)."""
     qi, rj = pool[:, 0], pool[:, 1]
     chosen = []
     if k_rows > 0:
@@ -352,10 +360,9 @@ def select(pool: np.ndarray, sim: np.ndarray, k_rows: int, k_cols: int, groups: 
         best_of_group = _top_per_key(qi * (int(g.max()) + 1) + g, sim, 1)  # pair index of each (query, group) best
         chosen.append(best_of_group[_top_per_key(qi[best_of_group], sim[best_of_group], k_groups)])
     if not chosen:
-        return np.zeros((0, 2), np.int64)
+        return np.zeros(0, np.int64)
     picked = np.unique(np.concatenate(chosen))
-    picked = picked[np.isfinite(sim[picked])]
-    return pool[picked]
+    return picked[np.isfinite(sim[picked])]
 
 
 def _top_per_key(key: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
