@@ -186,6 +186,21 @@ def test_bf16_falls_back_to_fp32_with_a_note_where_it_is_not_native(images, monk
     assert next(p.dtype for p in feat._cached_random_vgg16().parameters()) == torch.float32
 
 
+def test_a_bf16_random_extractor_keeps_no_fp32_network_resident(monkeypatch):
+    # The fp32 draw (553 MB) is dropped once its bf16 twin exists: only the network in use stays cached.
+    monkeypatch.setattr(feat, "_cpu_flags", lambda: {"avx512_bf16"})
+    feat._cached_random_vgg16.cache_clear()
+    try:
+        ext = extractor("vgg16-random", input_size=32, precision="bf16", device="cpu")
+        assert feat._cached_random_vgg16.cache_info().currsize == 1
+        assert ext.model is feat._cached_random_vgg16(classifier=True, precision="bf16")
+        assert {p.dtype for p in ext.model.parameters()} == {torch.bfloat16}
+        again = extractor("vgg16-random", input_size=32, precision="bf16", device="cpu")
+        assert again.model is ext.model and feat._cached_random_vgg16.cache_info().currsize == 1  # drawn once
+    finally:
+        feat._cached_random_vgg16.cache_clear()
+
+
 @pytest.mark.parametrize("cache_mb, size, precision, expected", [
     (32, 224, "bf16", 5), (32, 224, "fp32", 4), (32, 64, "bf16", 64), (32, 96, "fp32", 14), (1, 64, "bf16", 4),
 ])

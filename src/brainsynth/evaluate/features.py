@@ -31,6 +31,7 @@ Speed (``benchmarks/evaluate_speed.py``; figures in ``benchmarks/README.md``):
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import re
@@ -75,9 +76,9 @@ MAX_BATCH = 64
 
 # --- registry ---------------------------------------------------------------------------
 
-# A factory turns the --weights option and the layer into (network, description of its weights);
-# for "pool5" it may leave out the classifier.
-_Factory = Callable[[str | None, str], tuple[VGG16, str]]
+# A factory turns the --weights option, the layer and the precision actually used ("fp32"/"bf16") into
+# (network in that precision, description of its weights); for "pool5" it may leave out the classifier.
+_Factory = Callable[[str | None, str, str], tuple[VGG16, str]]
 EXTRACTORS: dict[str, _Factory] = {}
 
 
@@ -92,23 +93,27 @@ def register_extractor(name: str) -> Callable[[_Factory], _Factory]:
 
 
 @register_extractor("vgg16")
-def _vgg16_imagenet(weights: str | None, layer: str) -> tuple[VGG16, str]:
+def _vgg16_imagenet(weights: str | None, layer: str, precision: str) -> tuple[VGG16, str]:
     path = resolve_vgg16_weights(weights)
     model = load_vgg16(path)
-    return (without_classifier(model) if layer == "pool5" else model), str(path)
+    model = without_classifier(model) if layer == "pool5" else model
+    return (bf16_copy(model) if precision == "bf16" else model), str(path)
 
 
-@lru_cache(maxsize=2)
-def _cached_random_vgg16(classifier: bool = True) -> VGG16:
-    # The random network is deterministic and costs seconds to draw: build it once per process.
-    return init_random_vgg16(RANDOM_SEED, classifier=classifier)
+@lru_cache(maxsize=4)
+def _cached_random_vgg16(classifier: bool = True, precision: str = "fp32") -> VGG16:
+    # The random network is deterministic and costs seconds to draw: built once per process and precision. A bf16
+    # request keeps only the bf16 network: caching the fp32 draw as well kept 553 MB resident through every later
+    # stage of an evaluation (benchmarks/README.md, "Cohort size").
+    model = init_random_vgg16(RANDOM_SEED, classifier=classifier)
+    return bf16_copy(model) if precision == "bf16" else model
 
 
 @register_extractor("vgg16-random")
-def _vgg16_random(weights: str | None, layer: str) -> tuple[VGG16, str]:
+def _vgg16_random(weights: str | None, layer: str, precision: str) -> tuple[VGG16, str]:
     if weights is not None:
         raise ConfigError("--weights is only used by --features vgg16; drop it or choose --features vgg16")
-    return _cached_random_vgg16(classifier=layer != "pool5"), f"random(seed={RANDOM_SEED})"
+    return _cached_random_vgg16(classifier=layer != "pool5", precision=precision), f"random(seed={RANDOM_SEED})"
 
 
 def check_extractor_name(name: str) -> str:
@@ -368,9 +373,9 @@ def get_extractor(cfg: EvaluateConfig, device: str | None = None, batch_size: in
         raise ConfigError(f"batch size {batch_size} must be >= 1")
     dev = resolve_device(device)
     used = resolve_precision(precision, dev)
-    model, weights_desc = EXTRACTORS[name](None if cfg.weights is None else str(cfg.weights), layer)
-    if used == "bf16":
-        model = bf16_copy(model)  # a copy: the fp32 random network stays cached for fp32 callers
+    model, weights_desc = EXTRACTORS[name](None if cfg.weights is None else str(cfg.weights), layer, used)
+    if dev.type != "cpu":
+        model = copy.deepcopy(model)  # moved below: a cached CPU network must stay where other extractors expect it
     # channels_last lets oneDNN pick its fastest conv kernels (1.4x in fp32 on a 2-core AVX-512
     # CPU, benchmarks/evaluate_speed.py); it changes the layout, not the maths.
     model = model.to(dev, memory_format=torch.channels_last).eval()

@@ -143,9 +143,9 @@ class _LevelDescriptors:
     """One set's normalised descriptors of one pyramid level, drawn as :func:`patch_descriptors` draws them.
 
     Only the descriptors that a comparison keeps (a random subsample as large as the other set's,
-    at most :data:`SWD_MAX_DESCRIPTORS`) are ever gathered; the normalisation's mean and SD, over every descriptor, are accumulated a
-    block of images at a time. A level whose descriptors fit in :data:`DESCRIPTOR_BYTES` is
-    gathered whole, the computation of earlier versions.
+    at most :data:`SWD_MAX_DESCRIPTORS`) are ever gathered; the normalisation's mean and SD, over
+    every descriptor, are accumulated a block of images at a time. A level whose descriptors fit in
+    :data:`DESCRIPTOR_BYTES` is gathered whole, the computation of earlier versions.
     """
 
     def __init__(self, level: np.ndarray, rng: np.random.Generator, patch: int = SWD_PATCH):
@@ -288,9 +288,10 @@ def swd_many(real: list[np.ndarray], fakes: Mapping[str, list[np.ndarray]], *,
     """:func:`swd_from_pyramids` of one real pyramid against several fake ones.
 
     Each side gives ``min(real, fake, SWD_MAX_DESCRIPTORS)`` random descriptors. Every fake set gets
-    exactly the number it would get alone: the same patch positions, subsamples and directions. The real side's sorted projections are shared by all fake sets
-    that need the same number of descriptors (all of them when every fake set has at least as
-    many images as the real one), which saves up to half of the sorting.
+    exactly the number it would get alone: the same patch positions, subsamples and directions.
+    The real side's sorted projections are shared by all fake sets that need the same number of
+    descriptors (all of them when every fake set has at least as many images as the real one),
+    which saves up to half of the sorting.
     """
     # Both sides draw patch positions and subsamples from identically seeded streams (common
     # random numbers), so identical sets give exactly 0 and comparisons are less noisy.

@@ -167,8 +167,8 @@ class ActiveRows:
 
     def times(self, v: np.ndarray) -> np.ndarray:
         """float64 [A]: (x'_i, 1) . v for every active row."""
-        u = (v[:-1] / self.scale).astype(np.float32)
-        shift = float(self.mean @ (v[:-1] / self.scale)) - v[-1]
+        scaled = v[:-1] / self.scale
+        u, shift = scaled.astype(np.float32), float(self.mean @ scaled) - v[-1]
         return np.concatenate([block @ u for _, block in self._blocks()] or [np.zeros(0, np.float32)]
                               ).astype(np.float64) - shift
 
