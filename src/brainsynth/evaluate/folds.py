@@ -58,6 +58,7 @@ from brainsynth.evaluate.report.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_
 from brainsynth.evaluate.report.writers import Figure, file_safe
 from brainsynth.fsio import atomic_output_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from brainsynth.imageset import ImageSet
+from brainsynth.memory import release_freed_memory
 from brainsynth.timing import Stopwatch
 
 log = logging.getLogger("brainsynth.evaluate.folds")
@@ -230,14 +231,17 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
         real_f = store.dataset(view)  # [N_all, D]: every fold selects rows of one extraction
         train_f, test_f = real_f[train_idx], real_f[test_idx]  # [N, D], [M, D]
         synth_f = {name: store.images(s.images, what=f"synthetic set {name!r}") for name, s in sets.items()}
+    release_freed_memory()  # the earlier stages' freed blocks, back to the OS before this one
     with watch.time("gan_train"):
         predictions, gan_test, n_train = _classifiers(view, train_idx, test_idx, train_f, test_f, sets, synth_f,
                                                       cfg.seed)
+    release_freed_memory()
     with watch.time("fidelity"):
         fidelity = _fidelity(train_set, train_f, sets, synth_f, test_set, test_f, cfg.seed)
     pairs: dict[str, list[dict]] = {}
     privacy: dict[str, PrivacySummary] = {}
     pool: dict[str, PoolInputs] = {}
+    release_freed_memory()
     with watch.time("privacy"):
         # The fold's real side (matching, half-A/half-B split, thresholds) once for every set.
         reference = fold_reference(
