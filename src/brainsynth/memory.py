@@ -6,18 +6,15 @@ blocks of tens of MB in one stage and a different mix in the next, so the freed 
 earlier stages stays resident: the privacy audit of the 240-subject benchmark fold needs 0.4 GB
 above its inputs when run on its own, yet the evaluation's resident memory peaked there at 4.6 GB
 (benchmarks/README.md, "Cohort size"). ``malloc_trim`` returns every free page of every arena:
-with it that peak was 4.34 GB and the audit ran in 211 s instead of 261 (fewer fresh pages to fault
-in). Pages left partly used, and whatever the earlier stages still reference, stay.
+with it that peak was 4.34 GB and the audit ran in 211 s instead of 261 (one run each). Pages left
+partly used, and whatever the earlier stages still reference, stay.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 from functools import lru_cache
-
-log = logging.getLogger("brainsynth.memory")
 
 
 @lru_cache(maxsize=1)

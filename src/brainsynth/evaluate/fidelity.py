@@ -151,8 +151,8 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float:
 # --- KID --------------------------------------------------------------------------------
 
 def _poly_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """KID's cubic polynomial kernel ``(x.y / D + 1)^3`` [len(x), len(y)]."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
+    """KID's cubic polynomial kernel ``(x.y / D + 1)^3`` [len(x), len(y)]: float64, the products in the inputs' dtype."""
+    return ((x @ y.T).double() / x.shape[1] + 1.0) ** 3
 
 
 def _unbiased_mmd2(k_xx: torch.Tensor, k_xy: torch.Tensor, k_yy: torch.Tensor, wx: torch.Tensor,
@@ -228,13 +228,9 @@ def _subset_mmd2(xs: np.ndarray, ys: np.ndarray) -> torch.Tensor:
     and the sums are float64. A dot product of 4,096 float32 terms is exact to about 1e-6 of its size,
     far below the spread of KID over subsets.
     """
-    x, y = torch.from_numpy(xs), torch.from_numpy(ys)
+    x, y = torch.from_numpy(xs), torch.from_numpy(ys)  # float32: the products are float32, the kernel float64
     ones = torch.ones(len(x), dtype=torch.float64)
-
-    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return ((a @ b.T).double() / a.shape[1] + 1.0) ** 3  # _poly_kernel, products in float32
-
-    return _unbiased_mmd2(kernel(x, x), kernel(x, y), kernel(y, y), ones, ones)
+    return _unbiased_mmd2(_poly_kernel(x, x), _poly_kernel(x, y), _poly_kernel(y, y), ones, ones)
 
 
 # --- all of it ----------------------------------------------------------------------------

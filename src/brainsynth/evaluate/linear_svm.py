@@ -14,7 +14,7 @@ slices of 4,096 fc7 features that is 5.7 GB, for data already held as 0.95 GB of
 by Newton-CG (the standardisation is applied to the vectors, never to a copy of the data). The
 gradient and the line search read every float32 row, a block at a time, in float64. The
 conjugate-gradient products need only the rows whose margin is active, which within a few Newton
-steps are about a tenth of the set (1,200-1,500 of 14,560 on the 240-subject benchmark fold):
+steps are about a tenth of the set (1,150-1,600 of 14,560 on the 240-subject benchmark fold):
 :class:`ActiveRows` gathers them once per Newton step as float32, and each product reads that
 small matrix (it stays in the cache) instead of converting every row to float64 again. The
 products are inexact in float32 only where conjugate gradients already stop at a tenth of the
