@@ -151,7 +151,7 @@ def fid(real: np.ndarray, fake: np.ndarray) -> float:
 # --- KID --------------------------------------------------------------------------------
 
 def _poly_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """KID's cubic polynomial kernel ``(x.y / D + 1)^3`` [len(x), len(y)]: float64, the products in the inputs' dtype."""
+    """KID's cubic kernel ``(x.y / D + 1)^3`` [len(x), len(y)]: float64, the products in the inputs' dtype."""
     return ((x @ y.T).double() / x.shape[1] + 1.0) ** 3
 
 
