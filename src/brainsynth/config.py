@@ -278,6 +278,7 @@ class PGGANConfig(TrainConfig):
     # same data, image budget and seed).
     conditioning: str = field(default="projection", metadata=choices(*CONDITIONINGS))  # class conditioning: acgan | projection | none
     mbstd_group: int = 4  # minibatch-stddev group size
+    upsample: str = field(default="nearest", metadata=choices("nearest", "bilinear"))  # G's 2x upsampling: nearest (official) or bilinear (StyleGAN; no fixed grid pattern in new blocks)
     gp_lambda: float = 10.0  # WGAN-GP gradient-penalty weight
     gp_every: int = 1  # lazy penalty: compute it on every k-th D step only, weighted by k (StyleGAN2); 1 = every step (official)
     drift: float = 0.001  # WGAN-GP drift penalty on D(real)^2

@@ -82,6 +82,30 @@ def test_fused_upsample_conv_equals_upsample_then_conv():
     torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_bilinear_upsample_conv_is_bilinear_upsample_then_conv():
+    torch.manual_seed(3)
+    layer = EqualizedUpConv2d(3, 5, mode="bilinear")
+    x = torch.randn(2, 3, 5, 6)
+    up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    ref = F.conv2d(up, layer.weight * layer.scale, layer.bias, padding=1)
+    torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+    # A smooth enlargement: no output pixel of the upsampled map repeats its neighbour, as nearest's do.
+    assert not torch.equal(up[..., 0::2, :], up[..., 1::2, :])
+
+
+def test_bilinear_generator_has_the_nearest_ones_parameters_and_fades_bilinearly():
+    torch.manual_seed(0)
+    nearest = Generator(32, z_dim=Z_DIM, conditioning="projection", widths=WIDTHS)
+    bilinear = Generator(32, z_dim=Z_DIM, conditioning="projection", widths=WIDTHS, upsample="bilinear")
+    bilinear.load_state_dict(nearest.state_dict())  # same parameters: one mode's weights load into the other
+    z, y = _inputs()
+    with torch.no_grad():
+        previous = F.interpolate(bilinear(z, y, 8, 1.0), scale_factor=2.0, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(bilinear(z, y, 16, 0.0), previous)
+        torch.testing.assert_close(bilinear(z, y, 4, 1.0), nearest(z, y, 4, 1.0))  # no upsampling at 4 px
+        assert not torch.allclose(bilinear(z, y, 16, 1.0), nearest(z, y, 16, 1.0), atol=1e-3)
+
+
 def test_equalised_lr_scale_and_variance_preservation():
     torch.manual_seed(4)
     conv = EqualizedConv2d(64, 32, 3)
@@ -152,6 +176,7 @@ def test_official_widths():
     (dict(widths={}), "widths is empty"),
     (dict(conditioning="cgan"), "conditioning must be one of"),
     (dict(resolution=48), "power of two"),
+    (dict(upsample="cubic"), "upsample must be one of nearest, bilinear"),
 ])
 def test_bad_options_are_one_line_config_errors(kwargs, message):
     options = dict(resolution=32, widths=WIDTHS) | kwargs

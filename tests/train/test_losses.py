@@ -141,6 +141,16 @@ def test_blend_reals_is_the_official_fade():
     torch.testing.assert_close(blend_reals(x, 0.25), 0.25 * x + 0.75 * 4.0)
 
 
+def test_blend_reals_enlarges_the_coarse_image_as_the_generator_does():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    coarse = F.avg_pool2d(x, 2)  # [[2.5, 4.5], [10.5, 12.5]]
+    torch.testing.assert_close(blend_reals(x, 0.0, "bilinear"),
+                               F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False))
+    # Bilinear: 3/4 of the own coarse pixel and 1/4 of the next one (2.5 + (4.5 - 2.5) / 4 = 3.0)
+    assert blend_reals(x, 0.0, "bilinear")[0, 0, 0, 1].item() == pytest.approx(3.0)
+    assert blend_reals(x, 0.0, "nearest")[0, 0, 0, 1].item() == pytest.approx(2.5)
+
+
 def test_a_few_wgan_gp_steps_separate_reals_from_fakes():
     # Tiny overfit check: 8x8 PGGAN critic, fixed reals (bright) vs G's images.
     torch.manual_seed(0)

@@ -67,7 +67,8 @@ def network_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     if isinstance(cfg, DCGANConfig):
         return {**common, "width": cfg.width}
     return {**common, "fmap_base": cfg.fmap_base, "fmap_max": cfg.fmap_max, "conditioning": cfg.conditioning,
-            "mbstd_group": cfg.mbstd_group, "widths": dict(cfg.widths) if cfg.widths else None}
+            "mbstd_group": cfg.mbstd_group, "widths": dict(cfg.widths) if cfg.widths else None,
+            "upsample": cfg.upsample}
 
 
 def diffusion_kwargs(cfg: DDPMConfig) -> dict[str, Any]:

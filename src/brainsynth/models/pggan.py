@@ -12,6 +12,13 @@ Everything a faithful PGGAN needs is here and matches the official release of Ka
   D: 1x1 fromRGB + LReLU, blocks conv3x3, conv3x3, 2x2 average pool;
 - the fade-in of the newest block, ``alpha`` in [0, 1].
 
+G's 2x upsampling (``upsample``): ``"nearest"`` is the official one. ``"bilinear"`` is StyleGAN's
+change (Karras et al. 2019 upsample bilinearly, after Zhang 2019): a fresh block on nearest-upsampled
+features starts with a pattern fixed to the coarse pixel grid, which short runs do not train away
+(docs/training.md, "Fifth pass"); bilinear features have no such edges. The fade path of G and the
+real images' fade (:func:`brainsynth.train.schedule.blend_reals`) use the same mode, so that
+neither side of a fade can be told by its coarse image.
+
 Conditioning (``conditioning``): ``"acgan"`` (official: one-hot label concatenated to z
 before pixel norm, D outputs class logits), ``"projection"`` (same G input, D adds
 ``<embed(y), phi(x)>`` to its score, no logits) or ``"none"``.
@@ -51,6 +58,7 @@ from brainsynth.per_resolution import expand
 from brainsynth.models.ops import nhwc_strided, to_nhwc, avg_pool2x2, conv2d, leaky_relu, pixel_norm
 
 MBSTD_EPS = 1e-8
+UPSAMPLE_MODES = ("nearest", "bilinear")
 GAIN_RELU = math.sqrt(2.0)
 GAIN_G_DENSE = math.sqrt(2.0) / 4.0  # official: "override gain to match the original Theano implementation"
 
@@ -226,19 +234,30 @@ class EqualizedConv2d(nn.Module):
         return conv2d(x, self.weight * self.scale, self.bias, self.padding)
 
 
+def upsample2x(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    """``[N, C, H, W] -> [N, C, 2H, 2W]``, nearest or bilinear (half-pixel centres, edges clamped)."""
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 class EqualizedUpConv2d(EqualizedConv2d):
-    """Nearest 2x upsample followed by a 3x3 equalised conv, computed as one transposed conv.
+    """2x upsample followed by a 3x3 equalised conv; nearest is computed as one transposed conv.
 
     ``conv3x3(upsample(x))`` equals ``conv_transpose(x, K, stride 2, padding 1)`` with the
     4x4 kernel ``K`` = sum of the four one-pixel shifts of the (spatially flipped) 3x3
     kernel: every output pixel sees the same inputs with the same summed weights, borders
     included. Parameters and initialisation are those of the 3x3 conv (fan_in = C_in * 9).
+    ``mode="bilinear"`` upsamples bilinearly and convolves, unfused (same parameters).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, gain: float = GAIN_RELU):
+    def __init__(self, in_channels: int, out_channels: int, gain: float = GAIN_RELU, mode: str = "nearest"):
         super().__init__(in_channels, out_channels, 3, gain)
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode != "nearest":  # no fused form: upsample, then the 3x3 conv (2.25x its multiply-adds)
+            return super().forward(upsample2x(x, self.mode))  # [N, O, 2H, 2W]
         w = (self.weight * self.scale).flip(2, 3)  # [O, I, 3, 3]
         w = F.pad(w, (1, 1, 1, 1))  # [O, I, 5, 5]
         w = w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]  # [O, I, 4, 4]
@@ -269,9 +288,9 @@ def _act(x: torch.Tensor) -> torch.Tensor:
 class _GBlock(nn.Module):
     """Upsample 2x, then (conv3x3, LReLU, PixelNorm) twice."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, upsample: str = "nearest"):
         super().__init__()
-        self.conv0 = EqualizedUpConv2d(in_channels, out_channels)
+        self.conv0 = EqualizedUpConv2d(in_channels, out_channels, mode=upsample)
         self.conv1 = EqualizedConv2d(out_channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -297,12 +316,17 @@ class Generator(nn.Module):
         pixel norm (official); "none" ignores labels.
     widths : dict or list, optional
         Explicit channels per resolution (overrides fmap_base/fmap_max).
+    upsample : {"nearest", "bilinear"}
+        2x upsampling of the blocks and of the fade path (see the module notes).
     """
 
     def __init__(self, resolution: int = 64, z_dim: int = 512, n_classes: int = 2, fmap_base: int = 8192,
                  fmap_max: int = 512, conditioning: str = "acgan", *,
-                 widths: Mapping[int, int] | Sequence[int] | None = None):
+                 widths: Mapping[int, int] | Sequence[int] | None = None, upsample: str = "nearest"):
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
+        self.upsample = upsample
         self.resolution = resolution
         self.z_dim = z_dim
         self.n_classes = n_classes
@@ -316,7 +340,7 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleDict()
         self.to_rgb = nn.ModuleDict({"4": EqualizedConv2d(nf4, 1, 1, gain=1.0)})
         for r in list(self.widths)[1:]:
-            self.blocks[str(r)] = _GBlock(self.widths[r // 2], self.widths[r])
+            self.blocks[str(r)] = _GBlock(self.widths[r // 2], self.widths[r], upsample)
             self.to_rgb[str(r)] = EqualizedConv2d(self.widths[r], 1, 1, gain=1.0)
 
     def _check(self, res: int) -> None:
@@ -359,7 +383,7 @@ class Generator(nn.Module):
             x = self.blocks[str(r)](x)  # [N, nf_r, r, r]
         img = self.to_rgb[str(res)](x)  # [N, 1, res, res]
         if res > 4 and alpha < 1.0:
-            old = F.interpolate(self.to_rgb[str(res // 2)](prev), scale_factor=2.0, mode="nearest")
+            old = upsample2x(self.to_rgb[str(res // 2)](prev), self.upsample)
             img = _lerp(old, img, alpha)
         return img
 

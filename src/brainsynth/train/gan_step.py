@@ -43,6 +43,7 @@ class GANStep(TrainingStep):
         else:
             self.loss = DCGANLoss(self.G_fwd, self.D, augment=augment, label_flip_every=cfg.label_flip_every)
         self.ema_bn = ema_bn_mode(cfg)
+        self.upsample = getattr(cfg, "upsample", "nearest")  # the reals fade as G's coarse path enlarges
         self.private = getattr(cfg, "dp_noise", None) is not None
         if self.private:
             self._start_private()
@@ -71,7 +72,7 @@ class GANStep(TrainingStep):
         labels_g = torch.multinomial(self.data.class_probs, batch, replacement=True, generator=g)  # [B]
         reals, real_labels = self.data.batch(ddp.shard(idx, info))  # [b, 1, res, res], [b]
         if phase.fading:
-            reals = blend_reals(reals, phase.alpha)
+            reals = blend_reals(reals, phase.alpha, self.upsample)
         z_d, z_g, labels_g = (ddp.shard(t, info).to(self.device) for t in (z_d, z_g, labels_g))
 
         # --- D step
@@ -120,7 +121,7 @@ class GANStep(TrainingStep):
         labels_g = torch.multinomial(self.class_probs, batch, replacement=True, generator=g).to(self.device)  # [B]
         reals, labels = data.batch(torch.from_numpy(rows))  # [b, 1, res, res], [b]
         if phase.fading:
-            reals = blend_reals(reals, phase.alpha)
+            reals = blend_reals(reals, phase.alpha, self.upsample)
         with torch.no_grad():
             fakes = self.G_fwd(z_d, labels, phase.res, phase.alpha) if len(rows) else torch.zeros_like(reals)
         seen = self.augment if cfg.augment != "off" else (lambda x: x)

@@ -111,6 +111,8 @@ class PhaseLog:
         Grid images per row and display size of one cell.
     enabled : bool
         False on ranks other than 0: nothing is computed or written.
+    upsample : {"nearest", "bilinear"}
+        G's upsampling: the reals of a fade are blended as the training step blends them.
     """
 
     @classmethod
@@ -121,12 +123,13 @@ class PhaseLog:
             return None
         return cls(run_dir, schedule, data.base, data.labels, data.class_probs, swd_images=cfg.phase_swd_images,
                    z_dim=cfg.z_dim, seed=cfg.seed, columns=cfg.grid_columns, cell_px=cfg.grid_cell_px,
-                   enabled=enabled)
+                   enabled=enabled, upsample=cfg.upsample)
 
     def __init__(self, run_dir: Path, schedule, reals: torch.Tensor, labels: torch.Tensor, class_probs: torch.Tensor,
                  *, swd_images: int, z_dim: int, seed: int, columns: int = 8, cell_px: int = 64,
-                 enabled: bool = True):
+                 enabled: bool = True, upsample: str = "nearest"):
         self.run_dir = Path(run_dir)
+        self.upsample = upsample
         self.schedule = schedule
         self.spans = {s.number: s for s in phase_spans(schedule)}
         self.reals = reals.cpu()
@@ -192,7 +195,7 @@ class PhaseLog:
         x = self.reals.float()
         while x.shape[-1] > res:
             x = F.avg_pool2d(x, 2)
-        return blend_reals(x.mul_(2.0 / 255.0).sub_(1.0), alpha)
+        return blend_reals(x.mul_(2.0 / 255.0).sub_(1.0), alpha, self.upsample)
 
     @staticmethod
     @torch.inference_mode()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from brainsynth import LABELS
 from brainsynth.config import OFFICIAL_BATCH_SIZES, TrainConfig
 from brainsynth.errors import ConfigError
+from brainsynth.models.pggan import upsample2x
 from brainsynth.per_resolution import expand
 
 OFFICIAL_STABLE_IMAGES = 600_000
@@ -291,7 +292,7 @@ def build_schedule(cfg: TrainConfig) -> Schedule:
                     lr=cfg.lr, total_images=total)
 
 
-def blend_reals(x: torch.Tensor, alpha: float) -> torch.Tensor:
+def blend_reals(x: torch.Tensor, alpha: float, upsample: str = "nearest") -> torch.Tensor:
     """Official fade of the reals: ``alpha * x + (1 - alpha) * upsample(avgpool2x2(x))``.
 
     While the block at resolution r fades in, G's output is a blend of the new block
@@ -304,10 +305,12 @@ def blend_reals(x: torch.Tensor, alpha: float) -> torch.Tensor:
         ``[N, C, r, r]`` real images already resized to the current resolution r.
     alpha : float
         Fade weight of the current phase (1: returns ``x`` itself).
+    upsample : {"nearest", "bilinear"}
+        G's upsampling (``train.pggan.upsample``): the coarse image is enlarged as G's fade path does.
     """
     if alpha >= 1.0:
         return x
-    coarse = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2.0, mode="nearest")  # [N, C, r, r]
+    coarse = upsample2x(F.avg_pool2d(x, 2), upsample)  # [N, C, r, r]
     return torch.lerp(coarse, x, float(alpha))
 
 
