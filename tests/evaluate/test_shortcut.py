@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainsynth.evaluate import gan_train
+from brainsynth.evaluate import gan_train, shortcut
 from brainsynth.evaluate.shortcut import (
     BACKGROUND_THRESHOLD, FEATURE_NAMES, global_slice_features, relative_slice_positions)
 
@@ -32,6 +32,15 @@ def test_uint8_images_are_read_on_the_unit_scale():
     values = np.array([0.2, 0.4, 0.6, 0.8])
     np.testing.assert_allclose(feats, [12 / 42, values.mean(), values.std(), 0.25])
     np.testing.assert_allclose(global_slice_features(as_uint8.astype(np.float32) / 255.0, [0.25])[0], feats)
+
+
+def test_blocks_of_slices_give_the_features_of_all_at_once(monkeypatch):
+    rng = np.random.default_rng(0)
+    images = (rng.random((7, 6, 5)) * (rng.random((7, 1, 1)) > 0.2)).astype(np.float32)  # one slice all background
+    position = np.linspace(0.0, 1.0, 7)
+    whole = global_slice_features(images, position)
+    monkeypatch.setattr(shortcut, "ROWS", 3)  # blocks of 3, 3 and 1 slices
+    np.testing.assert_array_equal(global_slice_features(images, position), whole)
 
 
 def test_relative_positions_per_subject():
