@@ -58,7 +58,7 @@ from brainsynth.evaluate.report.tables import REAL_KEY, REAL_TEST_KEY, SHORTCUT_
 from brainsynth.evaluate.report.writers import Figure, file_safe
 from brainsynth.fsio import atomic_output_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from brainsynth.imageset import ImageSet
-from brainsynth.memory import release_freed_memory
+from brainsynth.memory import map_large_blocks, release_freed_memory
 from brainsynth.timing import Stopwatch
 
 log = logging.getLogger("brainsynth.evaluate.folds")
@@ -219,6 +219,7 @@ def evaluate_fold(view, sets: Mapping[str, ImageSet], paths: Mapping[str, str], 
         are extracted once for all its folds (and reused from its folder by later commands).
     """
     repeat, fold = view.fold_id
+    map_large_blocks()  # the stages' large temporaries unmapped when freed, not kept in the C heap
     watch = Stopwatch(log=log)
     device = getattr(store.extractor, "device", torch.device("cpu"))  # the audit runs where the features do
     with watch.time("load"):
