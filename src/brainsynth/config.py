@@ -61,6 +61,7 @@ DEFAULT_RUN_MODELS = ("pggan", "dcgan")  # brainsynth run's generators unless ru
 GANS = ("pggan", "dcgan")  # the models with a discriminator
 PRECISIONS = ("fp32", "bf16")  # no fp16: the WGAN-GP gradient penalty overflows in fp16
 CONDITIONINGS = ("acgan", "projection", "none")
+UPSAMPLE_MODES = ("nearest", "bilinear")  # the PGGAN generator's 2x upsampling (models/pggan.py)
 ADAM_RESETS = ("resolution", "lod")
 DDPM_SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")  # MONAI's names
 DDPM_PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -278,7 +279,7 @@ class PGGANConfig(TrainConfig):
     # same data, image budget and seed).
     conditioning: str = field(default="projection", metadata=choices(*CONDITIONINGS))  # class conditioning: acgan | projection | none
     mbstd_group: int = 4  # minibatch-stddev group size
-    upsample: str = field(default="nearest", metadata=choices("nearest", "bilinear"))  # G's 2x upsampling: nearest (official) or bilinear (StyleGAN; no fixed grid pattern in new blocks)
+    upsample: str = field(default="nearest", metadata=choices(*UPSAMPLE_MODES))  # G's 2x upsampling: nearest (official) or bilinear (StyleGAN; no fixed grid pattern in new blocks)
     gp_lambda: float = 10.0  # WGAN-GP gradient-penalty weight
     gp_every: int = 1  # lazy penalty: compute it on every k-th D step only, weighted by k (StyleGAN2); 1 = every step (official)
     drift: float = 0.001  # WGAN-GP drift penalty on D(real)^2

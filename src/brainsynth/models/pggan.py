@@ -52,13 +52,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainsynth.config import CONDITIONINGS
+from brainsynth.config import CONDITIONINGS, UPSAMPLE_MODES
 from brainsynth.errors import ConfigError
 from brainsynth.per_resolution import expand
 from brainsynth.models.ops import nhwc_strided, to_nhwc, avg_pool2x2, conv2d, leaky_relu, pixel_norm
 
 MBSTD_EPS = 1e-8
-UPSAMPLE_MODES = ("nearest", "bilinear")
 GAIN_RELU = math.sqrt(2.0)
 GAIN_G_DENSE = math.sqrt(2.0) / 4.0  # official: "override gain to match the original Theano implementation"
 
